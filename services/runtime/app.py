@@ -1,0 +1,111 @@
+"""The Flask app factory every model service uses: repository, protocols, metrics, errors, request ids.
+
+A service provides its Servable classes (one per model name) and a blueprint for its native API; this
+module adds TF Serving REST (``/v1``), the Open Inference Protocol (``/v2``), ``/api/models``, ``/metrics``,
+JSON errors for everything (never an HTML page, never a 500 for client input) and JSON access logs.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from services.runtime import logs, metrics
+from services.runtime.config import LIMITS, model_repository
+from services.runtime.errors import ApiError
+from services.runtime.http import json_response
+from services.runtime.protocol_v1 import bp as v1_bp
+from services.runtime.protocol_v2 import bp as v2_bp
+from services.runtime.repository import ModelRepository
+
+log = logging.getLogger("runtime.app")
+access = logging.getLogger("access")
+
+
+def protocol_of(path: str) -> str:
+    if path.startswith("/v1/"):
+        return "v1"
+    if path.startswith("/v2"):
+        return "v2"
+    if path.startswith("/api/"):
+        return "native"
+    return "other"
+
+
+def create_app(service: str, factories: dict, native=None, repository: ModelRepository | None = None,
+               poll: bool = True) -> Flask:
+    logs.setup(service)
+    app = Flask(service)
+    app.config["MAX_CONTENT_LENGTH"] = LIMITS["max_body_bytes"]
+    app.json.sort_keys = False
+    repo = repository or ModelRepository(model_repository(), factories)
+    if not repository:
+        repo.refresh()
+        if poll:
+            repo.start_polling()
+    app.extensions["repository"] = repo
+    app.extensions["service"] = service
+    app.register_blueprint(v1_bp)
+    app.register_blueprint(v2_bp)
+    if native is not None:
+        app.register_blueprint(native)
+
+    @app.before_request
+    def _start():
+        g.t0 = time.perf_counter()
+        rid = request.headers.get("X-Request-ID", "")
+        g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+        g.model, g.model_version = None, ""
+
+    @app.after_request
+    def _finish(resp: Response):
+        resp.headers["X-Request-ID"] = g.get("request_id", "")
+        proto = protocol_of(request.path)
+        dt = time.perf_counter() - g.get("t0", time.perf_counter())
+        model = g.get("model")
+        if model:
+            metrics.REQUESTS.labels(model, g.get("model_version", ""), proto, str(resp.status_code)).inc()
+            metrics.REQUEST_LATENCY.labels(model, proto).observe(dt)
+        if request.path not in ("/metrics", "/v2/health/live", "/v2/health/ready"):
+            access.info("request", extra={"method": request.method, "path": request.path, "status": resp.status_code,
+                                          "ms": round(dt * 1000, 2), "model": model, "protocol": proto})
+        return resp
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return json_response(exc.body(), exc.status)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        body = {"error": exc.description if exc.code != 404 else f"no such route: {request.method} {request.path}"}
+        if exc.code == 413:
+            body = {"error": f"request body is larger than {LIMITS['max_body_bytes']} bytes",
+                    "field": "body", "limit": LIMITS["max_body_bytes"]}
+        return json_response(body, exc.code or 500)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return json_response({"error": f"internal error ({type(exc).__name__}); request id {g.get('request_id')}"},
+                             500)
+
+    @app.get("/metrics")
+    def _metrics():
+        body, ctype = metrics.exposition()
+        return Response(body, 200, mimetype=ctype.split(";")[0])
+
+    @app.get("/api/models")
+    def _models():
+        out = []
+        for name in repo.names():
+            for st in repo.status(name):
+                entry = {"name": name, "service": service, **st}
+                if st["state"] == "AVAILABLE":
+                    entry.update(repo.get(name, st["version"]).metadata())
+                out.append(entry)
+        return json_response({"models": out})
+
+    return app

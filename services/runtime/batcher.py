@@ -1,0 +1,171 @@
+"""Server-side dynamic batching: concurrent requests to one graph are joined into one ONNX Runtime call.
+
+A request submits a dict of arrays that share a leading batch dimension (one request may carry several
+rows). A worker thread takes the oldest request, then keeps taking requests until ``max_batch_size`` rows
+are gathered or ``max_queue_delay_ms`` has passed since the first one, concatenates them (padding
+variable-length axes where the caller says how), runs the session once and hands each request its slice.
+An error in a batch fails only the requests in that batch; a full queue refuses new work with 429.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from services.runtime import metrics
+from services.runtime.errors import ApiError, Overloaded
+
+
+@dataclass
+class _Pending:
+    feeds: dict
+    rows: int
+    future: Future = field(default_factory=Future)
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    def __init__(self, run: Callable[[dict], dict], *, max_batch_size: int, max_queue_delay_ms: float,
+                 max_queue_size: int = 1024, pad: dict | None = None, model: str = "", graph: str = "model"):
+        """``run(feeds) -> outputs`` calls the session; ``pad`` maps an input name to (axis, value, side) for
+        inputs whose non-batch length may differ between requests (e.g. token sequences)."""
+        self.run_fn, self.max_batch, self.delay = run, max_batch_size, max_queue_delay_ms / 1000.0
+        self.max_queue = max_queue_size
+        self.pad = pad or {}
+        self.labels = {"model": model, "graph": graph}
+        self.queue: deque[_Pending] = deque()
+        self.queued_rows = 0
+        self.cond = threading.Condition()
+        self.closed = False
+        self.thread = threading.Thread(target=self._loop, name=f"batcher-{model}-{graph}", daemon=True)
+        self.thread.start()
+
+    # ---------------------------------------------------------------------------------------- client side
+    def submit(self, feeds: dict) -> Future:
+        rows = int(next(iter(feeds.values())).shape[0])
+        if rows > self.max_batch:
+            # larger than one batch: split, so one request cannot exceed the graph's tested batch size
+            parts = [self.submit({k: v[i:i + self.max_batch] for k, v in feeds.items()})
+                     for i in range(0, rows, self.max_batch)]
+            return _join(parts)
+        item = _Pending(feeds, rows)
+        with self.cond:
+            if self.closed:
+                raise ApiError("server is shutting down", status=503)
+            if self.queued_rows + rows > self.max_queue:
+                raise Overloaded(f"model {self.labels['model']} is overloaded: queue holds {self.queued_rows} rows "
+                                 f"(limit {self.max_queue}); retry later", limit=self.max_queue)
+            self.queue.append(item)
+            self.queued_rows += rows
+            metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
+            self.cond.notify()
+        return item.future
+
+    def __call__(self, feeds: dict, timeout: float | None = 60.0) -> dict:
+        return self.submit(feeds).result(timeout)
+
+    def close(self) -> None:
+        """Stop taking work; requests already queued are still run."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        self.thread.join(timeout=30)
+
+    # ---------------------------------------------------------------------------------------- worker
+    def _take(self) -> list[_Pending]:
+        with self.cond:
+            while not self.queue:
+                if self.closed:
+                    return []
+                self.cond.wait()
+            batch = [self.queue.popleft()]
+            rows = batch[0].rows
+            deadline = batch[0].enqueued + self.delay
+            while rows < self.max_batch:
+                if self.queue:
+                    if rows + self.queue[0].rows > self.max_batch:
+                        break
+                    nxt = self.queue.popleft()
+                    batch.append(nxt)
+                    rows += nxt.rows
+                    continue
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0 or self.closed:
+                    break
+                self.cond.wait(remaining)
+            self.queued_rows -= rows
+            metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take()
+            if not batch:
+                return
+            self._run(batch)
+
+    def _run(self, batch: list[_Pending]) -> None:
+        start = time.perf_counter()
+        for p in batch:
+            metrics.QUEUE_TIME.labels(**self.labels).observe(start - p.enqueued)
+        try:
+            feeds = self._concat([p.feeds for p in batch])
+            outputs = self.run_fn(feeds)
+        except Exception as exc:  # noqa: BLE001 - delivered to the requests of this batch only
+            for p in batch:
+                p.future.set_exception(exc)
+            return
+        metrics.COMPUTE_TIME.labels(**self.labels).observe(time.perf_counter() - start)
+        metrics.BATCH_SIZE.labels(**self.labels).observe(sum(p.rows for p in batch))
+        offset = 0
+        for p in batch:
+            p.future.set_result({k: v[offset:offset + p.rows] for k, v in outputs.items()})
+            offset += p.rows
+
+    def _concat(self, feeds_list: list[dict]) -> dict:
+        if len(feeds_list) == 1:
+            return feeds_list[0]
+        out = {}
+        for name in feeds_list[0]:
+            arrays = [f[name] for f in feeds_list]
+            if name in self.pad:
+                axis, value, side = self.pad[name]
+                length = max(a.shape[axis] for a in arrays)
+                padded = []
+                for a in arrays:
+                    widths = [(0, 0)] * a.ndim
+                    extra = length - a.shape[axis]
+                    widths[axis] = (extra, 0) if side == "pre" else (0, extra)
+                    padded.append(np.pad(a, widths, constant_values=value) if extra else a)
+                arrays = padded
+            out[name] = np.concatenate(arrays, axis=0)
+        return out
+
+
+def _join(parts: list[Future]) -> Future:
+    """One future for a request that was split into several batches."""
+    joined: Future = Future()
+    results: list = [None] * len(parts)
+    left = [len(parts)]
+    lock = threading.Lock()
+
+    def done(i, f):
+        exc = f.exception()
+        with lock:
+            if joined.done():
+                return
+            if exc is not None:
+                joined.set_exception(exc)
+                return
+            results[i] = f.result()
+            left[0] -= 1
+            if left[0] == 0:
+                joined.set_result({k: np.concatenate([r[k] for r in results]) for k in results[0]})
+    for i, f in enumerate(parts):
+        f.add_done_callback(lambda f, i=i: done(i, f))
+    return joined

@@ -1,0 +1,252 @@
+"""Tensor codecs for the Open Inference Protocol v2 (JSON and the binary tensor data extension) and for
+TF Serving's JSON (``{"b64": ...}`` for bytes).
+
+Binary extension: the body is a JSON header of ``Inference-Header-Content-Length`` bytes followed by raw
+tensor bytes, in the order of the inputs that carry ``parameters.binary_data_size``. BYTES elements are
+each a 4-byte little-endian length followed by the bytes (what tritonclient writes and reads).
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import struct
+import zlib
+
+import numpy as np
+import orjson
+
+from services.runtime.errors import ApiError
+from services.runtime.servable import NP_TO_V2, V2_TO_NP
+
+
+def decompress(body: bytes, encoding: str | None) -> bytes:
+    if not encoding or encoding == "identity":
+        return body
+    try:
+        if encoding == "gzip":
+            return gzip.decompress(body)
+        if encoding == "deflate":
+            return zlib.decompress(body)
+    except (OSError, zlib.error, EOFError) as exc:
+        raise ApiError(f"body could not be decompressed as {encoding}: {exc}", field="Content-Encoding") from None
+    raise ApiError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)", status=415, field="Content-Encoding")
+
+
+def parse_json(body: bytes, what: str = "body") -> dict:
+    if not body:
+        raise ApiError(f"request {what} is empty; expected a JSON object", field=what)
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(f"request {what} is not valid JSON: {exc}", field=what) from None
+    if not isinstance(obj, dict):
+        raise ApiError(f"request {what} must be a JSON object", field=what)
+    return obj
+
+
+def serialize_bytes(arr: np.ndarray) -> bytes:
+    parts = []
+    for item in arr.reshape(-1):
+        b = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(b)))
+        parts.append(b)
+    return b"".join(parts)
+
+
+def deserialize_bytes(buf: bytes, count: int, field: str) -> np.ndarray:
+    out, pos = [], 0
+    while pos < len(buf):
+        if pos + 4 > len(buf):
+            raise ApiError(f"input '{field}': truncated BYTES element length", field=field)
+        (n,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        if pos + n > len(buf):
+            raise ApiError(f"input '{field}': BYTES element of {n} bytes runs past the data", field=field)
+        out.append(buf[pos:pos + n])
+        pos += n
+    if len(out) != count:
+        raise ApiError(f"input '{field}': {len(out)} BYTES elements for a shape of {count}", field=field)
+    arr = np.empty(len(out), dtype=object)
+    arr[:] = out
+    return arr
+
+
+def split_binary(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
+    """Return (JSON header, binary tail) of a v2 request."""
+    if header_length is None:
+        return parse_json(body), b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        raise ApiError("Inference-Header-Content-Length must be an integer",
+                       field="Inference-Header-Content-Length") from None
+    if n < 0 or n > len(body):
+        raise ApiError(f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes",
+                       field="Inference-Header-Content-Length", limit=len(body))
+    return parse_json(body[:n], "inference header"), body[n:]
+
+
+def v2_decode_inputs(req: dict, tail: bytes) -> dict[str, np.ndarray]:
+    """Inputs of a v2 request as numpy arrays (object arrays of bytes for BYTES)."""
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise ApiError("'inputs' must be a non-empty list of tensors", field="inputs")
+    out, offset = {}, 0
+    for i, t in enumerate(inputs):
+        if not isinstance(t, dict):
+            raise ApiError(f"inputs[{i}] must be an object", field=f"inputs[{i}]")
+        name, dtype, shape = t.get("name"), t.get("datatype"), t.get("shape")
+        if not isinstance(name, str) or not name:
+            raise ApiError(f"inputs[{i}].name must be a non-empty string", field=f"inputs[{i}].name")
+        if dtype not in V2_TO_NP:
+            raise ApiError(f"input '{name}': unknown datatype {dtype!r} (one of {sorted(V2_TO_NP)})",
+                           field=f"{name}.datatype")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                   for d in shape)):
+            raise ApiError(f"input '{name}': shape must be a list of non-negative integers", field=f"{name}.shape")
+        count = int(np.prod(shape)) if shape else 1
+        if count > 50_000_000:
+            raise ApiError(f"input '{name}': {count} elements is too many", field=f"{name}.shape", limit=50_000_000)
+        params = t.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+                raise ApiError(f"input '{name}': binary_data_size {size} does not fit the {len(tail) - offset} "
+                               "bytes left in the body", field=f"{name}.binary_data_size")
+            raw = tail[offset:offset + size]
+            offset += size
+            if dtype == "BYTES":
+                arr = deserialize_bytes(raw, count, name)
+            else:
+                np_dtype = np.dtype(V2_TO_NP[dtype])
+                if size != count * np_dtype.itemsize:
+                    raise ApiError(f"input '{name}': {size} bytes of binary data for shape {shape} of {dtype} "
+                                   f"(expected {count * np_dtype.itemsize})", field=f"{name}.binary_data_size")
+                arr = np.frombuffer(raw, dtype=np_dtype)
+        else:
+            if "data" not in t:
+                raise ApiError(f"input '{name}' has neither 'data' nor binary_data_size", field=f"{name}.data")
+            arr = _json_data(t["data"], dtype, name)
+            if arr.size != count:
+                raise ApiError(f"input '{name}': {arr.size} values for shape {shape} ({count} expected)",
+                               field=f"{name}.data")
+        out[name] = arr.reshape(shape)
+    if offset != len(tail):
+        raise ApiError(f"{len(tail) - offset} bytes of binary data are not claimed by any input",
+                       field="binary_data_size")
+    return out
+
+
+def _json_data(data, dtype: str, name: str) -> np.ndarray:
+    if dtype == "BYTES":
+        flat = list(_flatten(data))
+        if not all(isinstance(x, str) for x in flat):
+            raise ApiError(f"input '{name}': BYTES data must be strings", field=f"{name}.data")
+        arr = np.empty(len(flat), dtype=object)
+        arr[:] = [x.encode("utf-8") for x in flat]
+        return arr
+    try:
+        arr = np.asarray(data, dtype=V2_TO_NP[dtype]).reshape(-1)
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(f"input '{name}': data is not a (nested) list of {dtype} numbers",
+                       field=f"{name}.data") from None
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ApiError(f"input '{name}': data contains NaN or Infinity", field=f"{name}.data")
+    return arr
+
+
+def _flatten(x):
+    if isinstance(x, list):
+        for y in x:
+            yield from _flatten(y)
+    else:
+        yield x
+
+
+def v2_encode_outputs(model: str, version: str, outputs: dict[str, np.ndarray], req: dict,
+                      request_id: str | None) -> tuple[bytes, dict]:
+    """Encode a v2 response; binary for outputs that asked for it (or all, with binary_data_output)."""
+    params = req.get("parameters") or {}
+    all_binary = bool(params.get("binary_data_output")) if isinstance(params, dict) else False
+    wanted = req.get("outputs")
+    binary_for = {}
+    if isinstance(wanted, list) and wanted:
+        names = []
+        for o in wanted:
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise ApiError("each of 'outputs' must be an object with a 'name'", field="outputs")
+            if o["name"] not in outputs:
+                raise ApiError(f"unknown output '{o['name']}' (outputs: {sorted(outputs)})", field="outputs")
+            names.append(o["name"])
+            op = o.get("parameters") or {}
+            binary_for[o["name"]] = bool(op.get("binary_data", all_binary)) if isinstance(op, dict) else all_binary
+    else:
+        names = list(outputs)
+        binary_for = {n: all_binary for n in names}
+    header = {"model_name": model, "model_version": version, "outputs": []}
+    if request_id:
+        header["id"] = request_id
+    blobs = []
+    for n in names:
+        arr = outputs[n]
+        dtype = "BYTES" if arr.dtype == object else NP_TO_V2[arr.dtype.name]
+        entry = {"name": n, "datatype": dtype, "shape": list(arr.shape)}
+        if binary_for[n]:
+            raw = serialize_bytes(arr) if dtype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+            entry["parameters"] = {"binary_data_size": len(raw)}
+            blobs.append(raw)
+        else:
+            if dtype == "BYTES":
+                entry["data"] = [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
+                                 for x in arr.reshape(-1)]
+            else:
+                entry["data"] = arr.reshape(-1).tolist()
+        header["outputs"].append(entry)
+    body = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return body, {"Content-Type": "application/json"}
+    return body + b"".join(blobs), {"Content-Type": "application/octet-stream",
+                                    "Inference-Header-Content-Length": str(len(body))}
+
+
+# ------------------------------------------------------------------------------------- TF Serving JSON
+def tfs_value(x, name: str, datatype: str):
+    """One TF Serving JSON value (possibly nested) -> numpy, decoding ``{"b64": ...}``."""
+    if datatype == "BYTES":
+        flat = list(_flatten(x))
+        out = []
+        for v in flat:
+            if isinstance(v, dict) and set(v) == {"b64"}:
+                try:
+                    out.append(base64.b64decode(v["b64"], validate=True))
+                except (ValueError, TypeError):
+                    raise ApiError(f"input '{name}': invalid base64", field=name) from None
+            elif isinstance(v, str):
+                out.append(v.encode("utf-8"))
+            else:
+                raise ApiError(f"input '{name}' must be strings (or {{\"b64\": ...}})", field=name)
+        arr = np.empty(len(out), dtype=object)
+        arr[:] = out
+        return arr.reshape(_shape_of(x))
+    try:
+        arr = np.asarray(x, dtype=V2_TO_NP[datatype])
+    except (ValueError, TypeError, OverflowError):
+        raise ApiError(f"input '{name}' must be a (nested) list of numbers of one shape", field=name) from None
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise ApiError(f"input '{name}' contains NaN or Infinity", field=name)
+    return arr
+
+
+def _shape_of(x) -> tuple:
+    shape = []
+    while isinstance(x, list):
+        shape.append(len(x))
+        x = x[0] if x else None
+    return tuple(shape)
+
+
+def tfs_jsonable(arr: np.ndarray):
+    if arr.dtype == object:
+        return np.vectorize(lambda b: b.decode("utf-8", "replace") if isinstance(b, bytes) else b,
+                            otypes=[object])(arr).tolist() if arr.size else arr.tolist()
+    return arr.tolist()

@@ -1,0 +1,276 @@
+"""Autoregressive decoding over step graphs: beam search (greedy = beam 1) and sampling, as *jobs* that a
+continuous-batching scheduler steps together.
+
+A model adapter turns rows into one batched step-graph call: ``adapter.step(rows) -> (logprobs [N, V],
+new_states)``. A row is one hypothesis (one beam, or one sampled stream) holding the adapter's state, the last
+token and its position. Jobs only see log-probabilities, so the same code drives translation and text
+generation, on ONNX Runtime in a server or synchronously in a training job's evaluation.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass
+class Row:
+    state: Any          # adapter-specific (per-row arrays); immutable once made
+    token: int          # last token fed to the next step
+    position: int       # position of ``token`` in the output sequence
+    context: Any = None  # per-source data shared by all rows of one input (e.g. encoder memory)
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]
+    logprob: float
+    row: Row | None = None
+
+    def score(self, alpha: float) -> float:
+        """Length-normalised log-probability (GNMT penalty), so beams do not prefer short outputs."""
+        lp = ((5 + max(len(self.tokens), 1)) / 6) ** alpha
+        return self.logprob / lp
+
+
+class Job:
+    """Something the scheduler steps: exposes rows, consumes their step outputs, finishes at some point."""
+
+    adapter: Any
+    done: bool = False
+
+    def rows(self) -> list[Row]:
+        raise NotImplementedError
+
+    def advance(self, logprobs: np.ndarray, states: list) -> None:
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self.done = True
+        self.finished.set()
+
+
+class BeamSearchJob(Job):
+    """Beam search for one input; every live beam is a row of the shared batch. ``beam_size=1`` is greedy."""
+
+    def __init__(self, adapter, first_row: Row, beam_size: int, max_len: int, eos_id: int,
+                 banned: tuple[int, ...] = (), alpha: float = 0.6):
+        self.adapter, self.beam_size, self.max_len, self.eos_id, self.alpha = adapter, beam_size, max_len, eos_id, alpha
+        self.banned = np.array(banned, dtype=np.int64)
+        self.live = [Hypothesis([], 0.0, first_row)]
+        self.complete: list[Hypothesis] = []
+        self.steps = 0
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+
+    def rows(self) -> list[Row]:
+        return [h.row for h in self.live]
+
+    def advance(self, logprobs: np.ndarray, states: list) -> None:
+        self.steps += 1
+        lp = np.array(logprobs, dtype=np.float64)
+        if self.banned.size:
+            lp[:, self.banned] = -np.inf
+        k = self.beam_size
+        cand = []
+        for i, hyp in enumerate(self.live):
+            top = np.argpartition(-lp[i], k)[:k] if lp.shape[1] > k else np.arange(lp.shape[1])
+            for t in top:
+                if np.isfinite(lp[i, t]):
+                    cand.append((hyp.logprob + float(lp[i, t]), i, int(t)))
+        cand.sort(key=lambda c: -c[0])
+        new_live = []
+        for total, i, t in cand:
+            parent = self.live[i]
+            if t == self.eos_id:
+                self.complete.append(Hypothesis(parent.tokens, total))
+            else:
+                row = Row(states[i], t, parent.row.position + 1, parent.row.context)
+                new_live.append(Hypothesis(parent.tokens + [t], total, row))
+            if len(new_live) == k:
+                break
+        self.live = new_live
+        if self.steps >= self.max_len:
+            self.complete.extend(Hypothesis(h.tokens, h.logprob) for h in self.live)
+            self.live = []
+        elif len(self.complete) >= k and self.live:
+            # stop once no live beam can beat the best complete one (scores only fall as beams grow)
+            best = max(h.score(self.alpha) for h in self.complete)
+            if all(h.logprob / (((5 + self.max_len) / 6) ** self.alpha) < best for h in self.live):
+                self.live = []
+        if not self.live:
+            self.done = True
+            self.finished.set()
+
+    def results(self) -> list[Hypothesis]:
+        return sorted(self.complete, key=lambda h: -h.score(self.alpha))[: self.beam_size]
+
+
+class SamplingJob(Job):
+    """One sampled stream: temperature, top-k, top-p, a private RNG seeded per request, stop strings.
+
+    ``on_token(token_id)`` is called from the scheduler thread as each token is made (for streaming).
+    """
+
+    def __init__(self, adapter, first_row: Row, first_logprobs: np.ndarray | None, max_tokens: int,
+                 temperature: float, top_k: int, top_p: float, seed: int, banned: tuple[int, ...] = (),
+                 on_token: Callable[[int], bool] | None = None):
+        self.adapter, self.max_tokens = adapter, max_tokens
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.rng = np.random.default_rng(seed)
+        self.banned = np.array(banned, dtype=np.int64)
+        self.on_token = on_token
+        self.tokens: list[int] = []
+        self.row = first_row
+        self.finished = threading.Event()
+        self.error: BaseException | None = None
+        self.stop_reason = None
+        self.pending = first_logprobs  # logprobs for the next token, when the prompt was already consumed
+
+    def rows(self) -> list[Row]:
+        return [self.row]
+
+    def choose(self, logits: np.ndarray) -> int:
+        z = np.array(logits, dtype=np.float64)
+        if self.banned.size:
+            z[self.banned] = -np.inf
+        if self.temperature <= 0:
+            return int(np.argmax(z))
+        z = z / self.temperature
+        if 0 < self.top_k < z.size:
+            kth = np.partition(z, -self.top_k)[-self.top_k]
+            z[z < kth] = -np.inf
+        p = np.exp(z - np.max(z))
+        p /= p.sum()
+        if self.top_p < 1.0:
+            order = np.argsort(-p)
+            cum = np.cumsum(p[order])
+            keep = order[: int(np.searchsorted(cum, self.top_p) + 1)]
+            mask = np.zeros_like(p)
+            mask[keep] = p[keep]
+            p = mask / mask.sum()
+        return int(self.rng.choice(p.size, p=p))
+
+    def emit(self, logprobs_row: np.ndarray, state) -> None:
+        tok = self.choose(logprobs_row)
+        self.tokens.append(tok)
+        keep_going = self.on_token(tok) if self.on_token else True
+        self.row = Row(state, tok, self.row.position + 1, self.row.context)
+        if keep_going is False:
+            self.stop_reason = self.stop_reason or "stop"
+        elif len(self.tokens) >= self.max_tokens:
+            self.stop_reason = "length"
+        if self.stop_reason:
+            self.done = True
+            self.finished.set()
+
+    def advance(self, logprobs: np.ndarray, states: list) -> None:
+        self.emit(logprobs[0], states[0])
+
+
+class Scheduler:
+    """Continuous batching: every tick, one step-graph call per adapter over the rows of all active jobs.
+
+    New jobs are admitted between ticks and finished ones retired, so a long generation never holds up a
+    short one and many requests share each ONNX Runtime call. ``max_rows`` caps the rows per call; jobs that
+    do not fit wait for the next tick (oldest first).
+    """
+
+    def __init__(self, max_rows: int = 128, name: str = "scheduler", on_step: Callable | None = None):
+        self.max_rows = max_rows
+        self.jobs: list[Job] = []
+        self.incoming: list[Job] = []
+        self.lock = threading.Condition()
+        self.on_step = on_step
+        self.thread: threading.Thread | None = None
+        self.name = name
+        self.stopping = False
+
+    # -- synchronous use (training evaluation, tests)
+    def run_until_done(self, jobs: list[Job]) -> None:
+        self.jobs.extend(jobs)
+        while self.jobs:
+            self.tick()
+
+    # -- threaded use (servers)
+    def start(self) -> "Scheduler":
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self.thread.start()
+        return self
+
+    def submit(self, job: Job) -> Job:
+        with self.lock:
+            self.incoming.append(job)
+            self.lock.notify()
+        return job
+
+    def active(self) -> int:
+        with self.lock:
+            return len(self.jobs) + len(self.incoming)
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            self.lock.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self.lock:
+                while not self.incoming and not self.jobs and not self.stopping:
+                    self.lock.wait()
+                if self.stopping and not self.jobs and not self.incoming:
+                    return
+                self.jobs.extend(self.incoming)
+                self.incoming.clear()
+            self.tick()
+
+    def tick(self) -> None:
+        by_adapter: dict[int, tuple[Any, list[tuple[Job, list[Row]]]]] = {}
+        budget = self.max_rows
+        for job in self.jobs:
+            rows = job.rows()
+            if budget < len(rows) and budget != self.max_rows:
+                continue  # does not fit this tick; it keeps its place for the next one
+            budget -= len(rows)
+            by_adapter.setdefault(id(job.adapter), (job.adapter, []))[1].append((job, rows))
+        for adapter, entries in by_adapter.values():
+            flat = [r for _, rows in entries for r in rows]
+            try:
+                logprobs, states = adapter.step(flat)
+            except Exception as exc:  # noqa: BLE001 - a failed step fails its jobs, not the scheduler
+                for job, _ in entries:
+                    job.fail(exc)
+                continue
+            if self.on_step:
+                self.on_step(adapter, len(flat))
+            i = 0
+            for job, rows in entries:
+                n = len(rows)
+                try:
+                    job.advance(logprobs[i:i + n], states[i:i + n])
+                except Exception as exc:  # noqa: BLE001
+                    job.fail(exc)
+                i += n
+        self.jobs = [j for j in self.jobs if not j.done]
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    m = np.max(x, axis=-1, keepdims=True)
+    return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
+
+
+def pad_stack(arrays: list[np.ndarray], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Stack [T_i, ...] arrays into [N, T, ...] padded on the right, with a float mask [N, T] (1 = real)."""
+    length = max((a.shape[0] for a in arrays), default=0) if length is None else length
+    out = np.zeros((len(arrays), length) + arrays[0].shape[1:], dtype=arrays[0].dtype)
+    mask = np.zeros((len(arrays), length), dtype=np.float32)
+    for i, a in enumerate(arrays):
+        out[i, : a.shape[0]] = a
+        mask[i, : a.shape[0]] = 1.0
+    return out, mask
+
+

@@ -1,0 +1,39 @@
+"""Client-facing errors: every one becomes a JSON body with an ``error`` string (TF Serving and KServe
+clients read that key), plus ``field`` and ``limit`` where they help the caller fix the request."""
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 400
+
+    def __init__(self, message: str, status: int | None = None, field: str | None = None, limit=None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        self.field, self.limit = field, limit
+
+    def body(self) -> dict:
+        out = {"error": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        if self.limit is not None:
+            out["limit"] = self.limit
+        return out
+
+
+class NotFound(ApiError):
+    status = 404
+
+
+class Overloaded(ApiError):
+    status = 429
+
+
+class Unavailable(ApiError):
+    status = 503
+
+
+def require(cond: bool, message: str, field: str | None = None, limit=None) -> None:
+    if not cond:
+        raise ApiError(message, field=field, limit=limit)

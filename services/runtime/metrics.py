@@ -1,0 +1,37 @@
+"""Prometheus metrics shared by every service (and the gateway's own, in its package).
+
+Several gunicorn workers share counters through ``PROMETHEUS_MULTIPROC_DIR`` when it is set."""
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+REQUESTS = Counter("model_requests_total", "Requests by model, version, protocol and status",
+                   ["model", "version", "protocol", "status"])
+REQUEST_LATENCY = Histogram("model_request_seconds", "Request latency", ["model", "protocol"],
+                            buckets=LATENCY_BUCKETS)
+QUEUE_TIME = Histogram("model_queue_seconds", "Time a request waited in the batcher", ["model", "graph"],
+                       buckets=LATENCY_BUCKETS)
+COMPUTE_TIME = Histogram("model_compute_seconds", "ONNX Runtime call time per batch", ["model", "graph"],
+                         buckets=LATENCY_BUCKETS)
+BATCH_SIZE = Histogram("model_batch_size", "Rows per ONNX Runtime call", ["model", "graph"],
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
+QUEUE_DEPTH = Gauge("model_queue_depth", "Rows waiting in the batcher", ["model", "graph"],
+                    multiprocess_mode="livesum")
+LOADED = Gauge("model_loaded", "1 when a model version is loaded and serving", ["model", "version", "device"],
+               multiprocess_mode="max")
+LOAD_FAILURES = Counter("model_load_failures_total", "Versions refused at load (bad manifest or checksum)",
+                        ["model", "version"])
+TOKENS = Counter("model_generated_tokens_total", "Tokens produced by decoders", ["model"])
+
+
+def exposition() -> tuple[bytes, str]:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

@@ -1,0 +1,126 @@
+"""TensorFlow Serving REST API: ``/v1/models/NAME[/versions/N][:predict|/metadata]`` with the row
+(``instances``) and columnar (``inputs``) formats, ``{"b64": ...}`` strings, and TF Serving's response shapes."""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, request
+
+from services.runtime import codec
+from services.runtime.config import LIMITS
+from services.runtime.errors import ApiError, NotFound
+from services.runtime.http import json_response
+from services.runtime.servable import check_inputs
+
+bp = Blueprint("v1", __name__)
+TF_DTYPES = {"FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "INT64": "DT_INT64", "INT32": "DT_INT32",
+             "UINT8": "DT_UINT8", "BYTES": "DT_STRING", "BOOL": "DT_BOOL", "FP16": "DT_HALF"}
+
+
+def _split(path: str) -> tuple[str, str | None, str]:
+    """``NAME[/versions/N][:verb|/metadata]`` -> (name, version, action)."""
+    action = "status"
+    if ":" in path:
+        path, verb = path.rsplit(":", 1)
+        action = verb
+    elif path.endswith("/metadata"):
+        path, action = path[: -len("/metadata")], "metadata"
+    parts = path.split("/")
+    if len(parts) == 1:
+        return parts[0], None, action
+    if len(parts) == 3 and parts[1] in ("versions", "labels"):
+        if parts[1] == "labels":
+            raise NotFound("version labels are not supported; use /versions/N", field="version")
+        return parts[0], parts[2], action
+    raise NotFound(f"no such route: /v1/models/{path}")
+
+
+@bp.get("/v1/models/<path:path>")
+def get_model(path):
+    name, version, action = _split(path)
+    repo = current_app.extensions["repository"]
+    if action == "metadata":
+        s = repo.get(name, version)
+        sig = {"inputs": {t.name: _tensor_info(t) for t in s.inputs},
+               "outputs": {t.name: _tensor_info(t) for t in s.outputs},
+               "method_name": "tensorflow/serving/predict"}
+        return json_response({"model_spec": {"name": s.name, "signature_name": "", "version": str(s.version)},
+                              "metadata": {"signature_def": {"signature_def": {"serving_default": sig}}}})
+    if action != "status":
+        raise NotFound(f"unknown action '{action}' for GET")
+    if name not in repo.names():
+        raise NotFound(f"model '{name}' is not served here", field="model")
+    states = repo.status(name)
+    if version is not None:
+        states = [st for st in states if st["version"] == str(version)]
+        if not states:
+            raise NotFound(f"version {version} of model '{name}' is not loaded", field="version")
+    return json_response({"model_version_status": [
+        {"version": st["version"], "state": st["state"] if st["state"] == "AVAILABLE" else "END",
+         "status": {"error_code": "OK" if st["state"] == "AVAILABLE" else "UNKNOWN",
+                    "error_message": st.get("error", "")}} for st in states]})
+
+
+def _tensor_info(t):
+    return {"dtype": TF_DTYPES.get(t.datatype, "DT_INVALID"), "name": t.name,
+            "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in t.shape], "unknown_rank": False}}
+
+
+@bp.post("/v1/models/<path:path>")
+def predict(path):
+    name, version, action = _split(path)
+    if action not in ("predict", "classify", "regress"):
+        raise NotFound(f"unknown action '{action}' (supported: predict)")
+    if action != "predict":
+        raise ApiError(f"':{action}' is not supported for these models; use ':predict'", status=404)
+    s = current_app.extensions["repository"].get(name, version)
+    g.model, g.model_version = s.name, str(s.version)
+    body = codec.parse_json(codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding")))
+    specs = {t.name: t for t in s.inputs}
+    required = [t.name for t in s.inputs if not t.optional]
+    if ("instances" in body) == ("inputs" in body):
+        raise ApiError("the body needs exactly one of 'instances' (row format) or 'inputs' (columnar format)",
+                       field="instances")
+    row = "instances" in body
+    if row:
+        inst = body["instances"]
+        if not isinstance(inst, list) or not inst:
+            raise ApiError("'instances' must be a non-empty list", field="instances",
+                           limit=LIMITS["max_batch_items"])
+        if len(inst) > LIMITS["max_batch_items"]:
+            raise ApiError(f"'instances' has {len(inst)} items; the limit is {LIMITS['max_batch_items']}",
+                           field="instances", limit=LIMITS["max_batch_items"])
+        if all(isinstance(x, dict) and "b64" not in x for x in inst):
+            names = set().union(*(x.keys() for x in inst))
+            cols = {n: [x.get(n) for x in inst] for n in names}
+            if any(v is None for c in cols.values() for v in c):
+                raise ApiError("every instance must name the same inputs", field="instances")
+        else:
+            if len(required) != 1:
+                raise ApiError(f"model '{s.name}' has several inputs {required}; send each instance as an object",
+                               field="instances")
+            cols = {required[0]: inst}
+    else:
+        col = body["inputs"]
+        cols = col if isinstance(col, dict) and "b64" not in col else {required[0]: col}
+    arrays = {}
+    for n, v in cols.items():
+        if n not in specs:
+            raise ApiError(f"unknown input '{n}' (inputs: {sorted(specs)})", field=n)
+        arrays[n] = codec.tfs_value(v, n, specs[n].datatype)
+        if arrays[n].ndim == 0:
+            arrays[n] = arrays[n].reshape(1)
+    inputs = check_inputs(s, arrays, LIMITS["max_batch_items"])
+    params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    outputs = s.infer(inputs, params)
+    if row:
+        n = next(iter(outputs.values())).shape[0]
+        if len(outputs) == 1:
+            preds = codec.tfs_jsonable(next(iter(outputs.values())))
+        else:
+            cols_out = {k: codec.tfs_jsonable(v) for k, v in outputs.items()}
+            preds = [{k: cols_out[k][i] for k in outputs} for i in range(n)]
+        return json_response({"predictions": preds})
+    if len(outputs) == 1:
+        return json_response({"outputs": codec.tfs_jsonable(next(iter(outputs.values())))})
+    return json_response({"outputs": {k: codec.tfs_jsonable(v) for k, v in outputs.items()}})
+
+

@@ -1,0 +1,108 @@
+"""Open Inference Protocol v2 (KServe / Triton HTTP), including the binary tensor data extension.
+
+JSON bodies are accepted with any or no Content-Type (tritonclient sends none); BYTES tensors carry text.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, request
+
+from services.runtime import codec
+from services.runtime.config import LIMITS
+from services.runtime.errors import NotFound
+from services.runtime.http import json_response
+from services.runtime.servable import check_inputs
+
+bp = Blueprint("v2", __name__)
+SERVER = {"name": "keras-onnx-serving", "version": "1.0.0",
+          "extensions": ["binary_tensor_data", "model_repository"]}
+
+
+def repo():
+    return current_app.extensions["repository"]
+
+
+@bp.get("/v2")
+def server_metadata():
+    return json_response(SERVER)
+
+
+@bp.get("/v2/health/live")
+def live():
+    return json_response({"live": True})
+
+
+@bp.get("/v2/health/ready")
+def ready():
+    ok = repo().is_ready()
+    return json_response({"ready": ok, "models": {n: repo().status(n) for n in repo().names()}},
+                         200 if ok else 503)
+
+
+def _servable(name, version):
+    return repo().get(name, version)
+
+
+@bp.get("/v2/models/<name>")
+@bp.get("/v2/models/<name>/versions/<version>")
+def model_metadata(name, version=None):
+    s = _servable(name, version)
+    loaded = [st["version"] for st in repo().status(name) if st["state"] == "AVAILABLE"]
+    return json_response({"name": s.name, "versions": loaded, "platform": "onnxruntime_onnx",
+                          "inputs": [t.as_v2() for t in s.inputs], "outputs": [t.as_v2() for t in s.outputs],
+                          "parameters": {"version": str(s.version), "device": s.device, "task": s.manifest["task"],
+                                         "request_parameters": s.parameters}})
+
+
+@bp.get("/v2/models/<name>/ready")
+@bp.get("/v2/models/<name>/versions/<version>/ready")
+def model_ready(name, version=None):
+    try:
+        s = _servable(name, version)
+    except NotFound:
+        raise
+    except Exception:  # noqa: BLE001 - Unavailable: not ready
+        return json_response({"name": name, "ready": False}, 503)
+    return json_response({"name": s.name, "version": str(s.version), "ready": True})
+
+
+@bp.get("/v2/models/<name>/config")
+@bp.get("/v2/models/<name>/versions/<version>/config")
+def model_config(name, version=None):
+    s = _servable(name, version)
+    return json_response({"name": s.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+                          "max_batch_size": LIMITS["max_batch_items"],
+                          "dynamic_batching": {"max_queue_delay_microseconds": int(s.batching["max_queue_delay_ms"] * 1000),
+                                               "preferred_batch_size": [s.batching["max_batch_size"]]},
+                          "input": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"
+                                     else f"TYPE_{t.datatype}", "dims": list(t.shape[1:])} for t in s.inputs],
+                          "output": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"
+                                      else f"TYPE_{t.datatype}", "dims": list(t.shape[1:])} for t in s.outputs]})
+
+
+@bp.post("/v2/repository/index")
+def repository_index():
+    out = []
+    for n in repo().names():
+        for st in repo().status(n):
+            out.append({"name": n, "version": st["version"], "state": "READY" if st["state"] == "AVAILABLE"
+                        else "UNAVAILABLE", "reason": st.get("error", "")})
+    return json_response(out)
+
+
+@bp.post("/v2/models/<name>/infer")
+@bp.post("/v2/models/<name>/versions/<version>/infer")
+def infer(name, version=None):
+    s = _servable(name, version)
+    g.model, g.model_version = s.name, str(s.version)
+    body = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
+    req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
+    inputs = check_inputs(s, codec.v2_decode_inputs(req, tail), LIMITS["max_batch_items"])
+    params = req.get("parameters") or {}
+    if not isinstance(params, dict):
+        params = {}
+    outputs = s.infer(inputs, {k: v for k, v in params.items() if k not in ("binary_data_output",)})
+    payload, headers = codec.v2_encode_outputs(s.name, str(s.version), outputs, req,
+                                               req.get("id") if isinstance(req.get("id"), str) else None)
+    return Response(payload, 200, headers=headers)
+
+

@@ -1,0 +1,148 @@
+"""The model repository as a service sees it: ``MODEL_REPOSITORY/NAME/VERSION/``.
+
+Every valid version of the service's models is loaded side by side (newest ``MODEL_MAX_VERSIONS``), the
+latest answering requests that name no version. A poll thread (``MODEL_POLL_SECONDS``) picks up new versions
+without a restart: the new one is loaded and warmed up before it becomes visible, so requests never wait on
+a load. A version whose manifest or checksums are wrong is refused with a log line and reported in the
+readiness/status endpoints, and the version already serving keeps serving. Versions removed from disk are
+unloaded after their in-flight requests finish (their batchers drain on close).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from services.runtime import metrics
+from services.runtime.config import env_float, env_int
+from services.runtime.errors import NotFound, Unavailable
+from services.runtime.manifest import ManifestError, load_and_verify
+from services.runtime.servable import Servable
+
+log = logging.getLogger("runtime.repository")
+
+
+class ModelRepository:
+    def __init__(self, root: Path, factories: dict[str, Callable[[dict, Path], Servable]]):
+        self.root = Path(root)
+        self.factories = factories          # model name -> Servable class
+        self.loaded: dict[str, dict[int, Servable]] = {n: {} for n in factories}
+        self.failed: dict[tuple[str, int], str] = {}
+        self.lock = threading.RLock()
+        self.max_versions = env_int("MODEL_MAX_VERSIONS", 2)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------ loading
+    def _versions_on_disk(self, name: str) -> list[int]:
+        d = self.root / name
+        if not d.is_dir():
+            return []
+        return sorted((int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+
+    def refresh(self) -> None:
+        """Load new versions, unload removed ones. Safe to call from any thread."""
+        for name, factory in self.factories.items():
+            wanted = []
+            for v in self._versions_on_disk(name):
+                if len(wanted) >= self.max_versions:
+                    break
+                if v in self.loaded[name]:
+                    wanted.append(v)
+                    continue
+                servable = self._load(name, v, factory)
+                if servable is not None:
+                    with self.lock:
+                        self.loaded[name][v] = servable
+                    wanted.append(v)
+            with self.lock:
+                stale = [v for v in self.loaded[name] if v not in wanted]
+                gone = [self.loaded[name].pop(v) for v in stale]
+            for s in gone:
+                log.info("unloading model version", extra={"model": name, "version": s.version})
+                threading.Thread(target=s.close, daemon=True).start()
+
+    def _load(self, name: str, version: int, factory) -> Servable | None:
+        vdir = self.root / name / str(version)
+        key = (name, version)
+        stamp = (vdir / "manifest.json").stat().st_mtime if (vdir / "manifest.json").exists() else 0
+        if key in self.failed and self.failed.get((name, version, "stamp")) == stamp:
+            return None  # already refused this exact content; do not retry every poll
+        t0 = time.perf_counter()
+        try:
+            manifest = load_and_verify(vdir)
+            if manifest["name"] != name:
+                raise ManifestError(f"{vdir}: manifest name {manifest['name']!r} != directory {name!r}")
+            servable = factory(manifest, vdir)
+            servable.warm_up()
+        except Exception as exc:  # noqa: BLE001 - any failure refuses this version only
+            self.failed[key] = str(exc)
+            self.failed[(name, version, "stamp")] = stamp
+            metrics.LOAD_FAILURES.labels(name, str(version)).inc()
+            log.error("refused model version: %s", exc, extra={"model": name, "version": version})
+            return None
+        self.failed.pop(key, None)
+        metrics.LOADED.labels(name, str(version), servable.device).set(1)
+        log.info("loaded model version in %.2fs on %s", time.perf_counter() - t0, servable.device,
+                 extra={"model": name, "version": version})
+        return servable
+
+    def start_polling(self) -> None:
+        interval = env_float("MODEL_POLL_SECONDS", 5.0)
+        if interval <= 0 or self._thread:
+            return
+
+        def loop():
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except Exception:  # noqa: BLE001
+                    log.exception("repository poll failed")
+        self._thread = threading.Thread(target=loop, name="repository-poll", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self.lock:
+            servables = [s for versions in self.loaded.values() for s in versions.values()]
+        for s in servables:
+            s.close()
+
+    # ------------------------------------------------------------------------------ lookup
+    def names(self) -> list[str]:
+        return list(self.factories)
+
+    def get(self, name: str, version: str | int | None = None) -> Servable:
+        if name not in self.factories:
+            raise NotFound(f"model '{name}' is not served here", field="model")
+        with self.lock:
+            versions = self.loaded[name]
+            if version is None or version == "":
+                if not versions:
+                    raise Unavailable(f"model '{name}' has no loaded version", field="model")
+                return versions[max(versions)]
+            try:
+                v = int(version)
+            except (TypeError, ValueError):
+                raise NotFound(f"version '{version}' of model '{name}' is not a number", field="version") from None
+            if v not in versions:
+                raise NotFound(f"version {v} of model '{name}' is not loaded "
+                               f"(loaded: {sorted(versions) or 'none'})", field="version")
+            return versions[v]
+
+    def is_ready(self, name: str | None = None) -> bool:
+        with self.lock:
+            names = [name] if name else list(self.factories)
+            return all(self.loaded.get(n) for n in names)
+
+    def status(self, name: str) -> list[dict]:
+        """TF-Serving-like version states (AVAILABLE / the reason a version was refused)."""
+        with self.lock:
+            out = [{"version": str(v), "state": "AVAILABLE", "device": s.device}
+                   for v, s in sorted(self.loaded[name].items(), reverse=True)]
+        for key, err in self.failed.items():
+            if len(key) == 2 and key[0] == name:
+                out.append({"version": str(key[1]), "state": "FAILED", "error": err})
+        return out

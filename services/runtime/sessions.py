@@ -1,0 +1,45 @@
+"""ONNX Runtime sessions: CUDA when onnxruntime-gpu and a GPU are present (``MODEL_DEVICE=auto|cpu|cuda``),
+else CPU, with thread settings from the environment. Reports the provider that actually runs: a missing
+CUDA library makes onnxruntime-gpu fall back to CPU silently, so we read ``get_providers()`` back."""
+from __future__ import annotations
+
+import logging
+import os
+
+import onnxruntime as ort
+
+from services.runtime.config import env_int, model_device
+
+log = logging.getLogger("runtime.sessions")
+
+
+def providers_for(device: str) -> list[str]:
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise RuntimeError("MODEL_DEVICE=cuda but onnxruntime has no CUDAExecutionProvider "
+                               f"(available: {available}); install the gpu extra")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def create_session(path, device: str | None = None) -> ort.InferenceSession:
+    device = device or model_device()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = env_int("ORT_INTRA_OP_THREADS", min(2, os.cpu_count() or 1))
+    opts.inter_op_num_threads = env_int("ORT_INTER_OP_THREADS", 1)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=providers_for(device))
+    active = sess.get_providers()
+    if device == "cuda" and active[0] != "CUDAExecutionProvider":
+        raise RuntimeError(f"MODEL_DEVICE=cuda but the session runs on {active[0]} (CUDA libraries missing?)")
+    return sess
+
+
+def device_of(sess) -> str:
+    return "cuda" if sess.get_providers()[0] == "CUDAExecutionProvider" else "cpu"

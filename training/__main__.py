@@ -1,0 +1,47 @@
+"""``python -m training FAMILY [--epochs N] [--quick] [--out DIR]``: train, export (with parity gate), report."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+# Export in a CPU-only process: with a visible GPU, Keras 3 RNN layers emit CudnnRNNV3 nodes tf2onnx
+# cannot convert. Set before TensorFlow is imported anywhere.
+if os.environ.get("TRAIN_ON_GPU") != "1":
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+FAMILIES = ["mnist", "sentiment", "translation", "textgen", "gan"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from training.common import JobOptions
+    from training.data import REPO_ROOT
+
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    p.add_argument("family", choices=FAMILIES + ["all"])
+    p.add_argument("--epochs", type=int, help="epochs (default: the family's full setting)")
+    p.add_argument("--quick", action="store_true", help="tiny subset, 1 epoch, small widths (for tests)")
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "exported_models", help="model repository root")
+    p.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs", help="checkpoints (resumable)")
+    p.add_argument("--report-dir", type=Path, default=REPO_ROOT / "reports", help="curves, metrics, samples")
+    p.add_argument("--version", type=int, help="repository version to write (default: next free)")
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--source", choices=["offline", "online"], default="offline",
+                   help="offline: registry packages (default); online: keras.datasets where one exists")
+    p.add_argument("--fresh", action="store_true", help="ignore checkpoints of an earlier run")
+    args = p.parse_args(argv)
+    families = FAMILIES if args.family == "all" else [args.family]
+    for fam in families:
+        opts = JobOptions(family=fam, epochs=args.epochs, quick=args.quick, out=args.out, run_dir=args.run_dir,
+                          report_dir=args.report_dir, seed=args.seed, version=args.version, source=args.source,
+                          fresh=args.fresh, argv=[fam, *argv[1:]])
+        importlib.import_module(f"training.jobs.{fam}").run(opts)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

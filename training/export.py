@@ -1,0 +1,140 @@
+"""Keras -> ONNX export shared by every job, with the parity gate and the model-repository writer.
+
+Route (pinned with tensorflow-cpu 2.21 / keras 3.15 / tf2onnx 1.17): ``tf2onnx.convert.from_keras`` with a
+named ``tf.TensorSpec`` input signature (None for dynamic batch / sequence dims), opset 17. The file is then
+checked with ``onnx.checker``, loaded in ONNX Runtime and compared with Keras on held-out inputs: an export
+whose max abs difference exceeds the tolerance is refused and nothing is written to the repository.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from services.runtime.manifest import SCHEMA_VERSION, file_entries, load_and_verify, validate
+
+OPSET = 17
+PARITY_TOLERANCE = 1e-4
+
+
+class ExportRefused(RuntimeError):
+    """The ONNX graph does not reproduce Keras within tolerance (or does not load)."""
+
+
+def to_onnx(model, input_specs: list, path: Path, output_names: list[str] | None = None) -> Path:
+    """Convert a Keras model (or a Keras-callable wrapped as a model) to ONNX at ``path``."""
+    import onnx
+    import tf2onnx
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=input_specs, opset=OPSET,
+                                                output_path=None)
+    onnx.checker.check_model(model_proto)
+    onnx.save(model_proto, str(path))
+    return path
+
+
+def ort_session(path: Path):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(os.environ.get("ORT_INTRA_OP_THREADS", "2"))
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - any load failure refuses the export
+        raise ExportRefused(f"{path}: ONNX Runtime cannot load the exported graph: {exc}") from None
+
+
+def parity(keras_fn, onnx_path: Path, feeds: list[dict], output_names: list[str],
+           tolerance: float = PARITY_TOLERANCE) -> dict:
+    """Run each feed through Keras and ONNX Runtime; refuse when any output differs by more than tolerance.
+
+    ``keras_fn(feed) -> dict name->array`` computes the reference; feeds cover several batch sizes
+    (and sequence lengths where the graph has one).
+    """
+    sess = ort_session(onnx_path)
+    worst = 0.0
+    for feed in feeds:
+        ref = keras_fn(feed)
+        got = sess.run(output_names, feed)
+        for name, g in zip(output_names, got):
+            r = np.asarray(ref[name], dtype=np.float64)
+            if r.shape != g.shape:
+                raise ExportRefused(f"{onnx_path.name}: output {name} shape {g.shape} != Keras {r.shape}")
+            worst = max(worst, float(np.max(np.abs(r - g))) if r.size else 0.0)
+    result = {"max_abs_diff": worst, "tolerance": tolerance, "feeds": len(feeds),
+              "batch_sizes": sorted({int(next(iter(f.values())).shape[0]) for f in feeds})}
+    print(f"[export] parity {onnx_path.name}: max abs diff {worst:.3g} (tolerance {tolerance})", flush=True)
+    if not worst <= tolerance:
+        raise ExportRefused(f"{onnx_path.name}: Keras vs ONNX Runtime max abs diff {worst:.3g} > {tolerance}")
+    return result
+
+
+def tensor_meta(sess) -> tuple[list, list]:
+    """Input/output descriptions (name, dtype, shape with -1 for dynamic dims) read from an ORT session."""
+    conv = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
+            "tensor(double)": "float64", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+            "tensor(bool)": "bool", "tensor(string)": "string"}
+
+    def desc(x):
+        return {"name": x.name, "dtype": conv[x.type],
+                "shape": [d if isinstance(d, int) else -1 for d in x.shape]}
+    return [desc(x) for x in sess.get_inputs()], [desc(x) for x in sess.get_outputs()]
+
+
+def library_versions() -> dict:
+    import importlib.metadata as md
+    out = {"python": platform.python_version()}
+    for pkg in ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "numpy"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def next_version(model_root: Path) -> int:
+    existing = [int(p.name) for p in model_root.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(existing, default=0) + 1
+
+
+def write_version(out_root: Path, name: str, staged: Path, manifest: dict, version: int | None = None) -> Path:
+    """Move a staged directory of files into ``out_root/name/VERSION/`` with a validated, checksummed manifest.
+
+    The move is the last step and atomic (rename), so a serving process that polls the repository never sees
+    a half-written version.
+    """
+    model_root = Path(out_root) / name
+    model_root.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(model_root)
+    files = sorted(p.name for p in staged.iterdir() if p.is_file() and p.name != "manifest.json")
+    manifest = {"schema_version": SCHEMA_VERSION, "name": name, "version": version, **manifest,
+                "libraries": library_versions(), "files": file_entries(staged, files)}
+    manifest["training"] = {**manifest["training"], "command": manifest["training"].get(
+        "command", " ".join(["python", "-m", "training", *sys.argv[1:]]))}
+    manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    validate(manifest)
+    (staged / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", "utf-8")
+    final = model_root / str(version)
+    if final.exists():
+        shutil.rmtree(final)
+    tmp = model_root / f".{version}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    shutil.copytree(staged, tmp)
+    os.replace(tmp, final)
+    load_and_verify(final)
+    print(f"[export] wrote {final} ({sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB)",
+          flush=True)
+    return final
+
+
+def staging_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="export-"))
