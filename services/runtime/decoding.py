@@ -110,25 +110,30 @@ class BeamSearchJob(Job):
 
 
 class SamplingJob(Job):
-    """One sampled stream: temperature, top-k, top-p, a private RNG seeded per request, stop strings.
+    """One sampled stream: the prompt is fed first (its rows share the batch with other streams' sampling
+    steps), then tokens are drawn with temperature, top-k and top-p from a private RNG seeded per request.
 
-    ``on_token(token_id)`` is called from the scheduler thread as each token is made (for streaming).
+    ``on_token(token_id) -> bool`` is called from the scheduler thread as each token is made (streaming,
+    stop strings); returning False ends the stream.
     """
 
-    def __init__(self, adapter, first_row: Row, first_logprobs: np.ndarray | None, max_tokens: int,
-                 temperature: float, top_k: int, top_p: float, seed: int, banned: tuple[int, ...] = (),
+    def __init__(self, adapter, first_state, prompt_ids: list[int], max_tokens: int, temperature: float,
+                 top_k: int, top_p: float, seed: int, banned: tuple[int, ...] = (),
                  on_token: Callable[[int], bool] | None = None):
+        if not prompt_ids:
+            raise ValueError("a prompt of at least one token is needed")
         self.adapter, self.max_tokens = adapter, max_tokens
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.rng = np.random.default_rng(seed)
         self.banned = np.array(banned, dtype=np.int64)
         self.on_token = on_token
         self.tokens: list[int] = []
-        self.row = first_row
+        self.row = Row(first_state, prompt_ids[0], 0)
+        self.forced = list(prompt_ids[1:])
         self.finished = threading.Event()
         self.error: BaseException | None = None
-        self.stop_reason = None
-        self.pending = first_logprobs  # logprobs for the next token, when the prompt was already consumed
+        self.stop_reason: str | None = None
+        self.cancelled = False
 
     def rows(self) -> list[Row]:
         return [self.row]
@@ -146,7 +151,7 @@ class SamplingJob(Job):
         p = np.exp(z - np.max(z))
         p /= p.sum()
         if self.top_p < 1.0:
-            order = np.argsort(-p)
+            order = np.argsort(-p, kind="stable")
             cum = np.cumsum(p[order])
             keep = order[: int(np.searchsorted(cum, self.top_p) + 1)]
             mask = np.zeros_like(p)
@@ -154,21 +159,28 @@ class SamplingJob(Job):
             p = mask / mask.sum()
         return int(self.rng.choice(p.size, p=p))
 
-    def emit(self, logprobs_row: np.ndarray, state) -> None:
-        tok = self.choose(logprobs_row)
-        self.tokens.append(tok)
-        keep_going = self.on_token(tok) if self.on_token else True
-        self.row = Row(state, tok, self.row.position + 1, self.row.context)
-        if keep_going is False:
-            self.stop_reason = self.stop_reason or "stop"
-        elif len(self.tokens) >= self.max_tokens:
-            self.stop_reason = "length"
-        if self.stop_reason:
-            self.done = True
-            self.finished.set()
-
     def advance(self, logprobs: np.ndarray, states: list) -> None:
-        self.emit(logprobs[0], states[0])
+        if self.cancelled:
+            self._finish("cancelled")
+            return
+        if self.forced:  # still reading the prompt
+            self.row = Row(states[0], self.forced.pop(0), self.row.position + 1)
+            return
+        tok = self.choose(logprobs[0])
+        self.tokens.append(tok)
+        self.row = Row(states[0], tok, self.row.position + 1)
+        keep_going = self.on_token(tok) if self.on_token else True
+        if keep_going is False:
+            self._finish("stop")
+        elif len(self.tokens) >= self.max_tokens:
+            self._finish("length")
+
+    def _finish(self, reason: str) -> None:
+        self.stop_reason = self.stop_reason or reason
+        self.done = True
+        self.finished.set()
+        if self.on_token:
+            self.on_token(None)
 
 
 class Scheduler:

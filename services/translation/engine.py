@@ -24,6 +24,9 @@ class TranslationModel:
         self.max_source = int(pre["max_source_tokens"])
         self.max_target = int(pre["max_target_tokens"])
         self.enc, self.dec = encoder_sess, decoder_sess
+        enc_names = [o.name for o in encoder_sess.get_outputs()]
+        # the service swaps in a dynamic batcher here; evaluation calls the session directly
+        self.encoder_run = lambda feeds: dict(zip(enc_names, encoder_sess.run(enc_names, feeds)))
         self.cache_names = [i.name for i in decoder_sess.get_inputs() if i.name.startswith("cache_")
                             and i.name != "cache_mask"]
         dec_inputs = {i.name: i for i in decoder_sess.get_inputs()}
@@ -41,8 +44,7 @@ class TranslationModel:
     def encode(self, sources: list[list[int]]) -> list[dict]:
         """Run the encoder over a batch; return per-source contexts (memory trimmed to its real length)."""
         src, _ = pad_stack([np.array(s, dtype=np.int64) for s in sources])
-        names = [o.name for o in self.enc.get_outputs()]
-        out = dict(zip(names, self.enc.run(names, {"src": src})))
+        out = self.encoder_run({"src": src})
         ctx = []
         for i, s in enumerate(sources):
             c = {"memory": out["memory"][i, : len(s)]}

@@ -1,0 +1,42 @@
+"""One continuous-batching scheduler per process, shared by every autoregressive model of a service."""
+from __future__ import annotations
+
+import threading
+
+from services.runtime import metrics
+from services.runtime.config import env_int
+from services.runtime.decoding import Job, Scheduler
+from services.runtime.errors import ApiError, Overloaded
+
+_scheduler: Scheduler | None = None
+_lock = threading.Lock()
+
+
+def scheduler() -> Scheduler:
+    global _scheduler
+    with _lock:
+        if _scheduler is None:
+            def on_step(adapter, rows):
+                metrics.BATCH_SIZE.labels(getattr(adapter, "model_name", "decoder"), "decoder").observe(rows)
+            _scheduler = Scheduler(max_rows=env_int("DECODER_MAX_ROWS", 256), name="decoder-scheduler",
+                                   on_step=on_step).start()
+        return _scheduler
+
+
+def submit_all(jobs: list[Job]) -> None:
+    s = scheduler()
+    limit = env_int("MAX_ACTIVE_SEQUENCES", 1024)
+    if s.active() + len(jobs) > limit:
+        raise Overloaded(f"too many sequences in flight ({s.active()}, limit {limit}); retry later", limit=limit)
+    for j in jobs:
+        s.submit(j)
+
+
+def wait_all(jobs: list[Job], timeout: float) -> None:
+    for j in jobs:
+        if not j.finished.wait(timeout):
+            for k in jobs:
+                k.cancelled = True
+            raise ApiError(f"decoding did not finish within {timeout:.0f}s", status=503)
+        if j.error is not None:
+            raise j.error

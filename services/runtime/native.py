@@ -1,0 +1,82 @@
+"""Checks for the friendly native JSON API: each failure names the field and the limit."""
+from __future__ import annotations
+
+import math
+
+from services.runtime.errors import ApiError
+
+
+def one_or_many(body: dict, one: str, many: str, limit: int) -> tuple[list, bool]:
+    """``{"text": x}`` or ``{"texts": [x, ...]}`` -> (items, single)."""
+    if (one in body) == (many in body):
+        raise ApiError(f"send exactly one of '{one}' (one item) or '{many}' (a list)", field=one)
+    if one in body:
+        return [body[one]], True
+    items = body[many]
+    if not isinstance(items, list) or not items:
+        raise ApiError(f"'{many}' must be a non-empty list", field=many, limit=limit)
+    if len(items) > limit:
+        raise ApiError(f"'{many}' has {len(items)} items; the limit is {limit}", field=many, limit=limit)
+    return items, False
+
+
+def text(value, field: str, max_chars: int, allow_empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ApiError(f"'{field}' must be a string", field=field)
+    if len(value) > max_chars:
+        raise ApiError(f"'{field}' has {len(value)} characters; the limit is {max_chars}", field=field,
+                       limit=max_chars)
+    if not allow_empty and not value.strip():
+        raise ApiError(f"'{field}' is empty", field=field)
+    return value
+
+
+def integer(body: dict, field: str, default, lo: int, hi: int) -> int:
+    v = body.get(field, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        else:
+            raise ApiError(f"'{field}' must be an integer in {lo}..{hi}", field=field, limit=[lo, hi])
+    if not lo <= v <= hi:
+        raise ApiError(f"'{field}' is {v}; it must lie in {lo}..{hi}", field=field, limit=[lo, hi])
+    return v
+
+
+def number(body: dict, field: str, default: float, lo: float, hi: float) -> float:
+    v = body.get(field, default)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ApiError(f"'{field}' must be a finite number in {lo}..{hi}", field=field, limit=[lo, hi])
+    if not lo <= v <= hi:
+        raise ApiError(f"'{field}' is {v}; it must lie in {lo}..{hi}", field=field, limit=[lo, hi])
+    return float(v)
+
+
+def choice(body: dict, field: str, default: str, options: list[str]) -> str:
+    v = body.get(field, default)
+    if v not in options:
+        raise ApiError(f"'{field}' must be one of {options}", field=field, limit=options)
+    return v
+
+
+def boolean(body: dict, field: str, default: bool) -> bool:
+    v = body.get(field, default)
+    if not isinstance(v, bool):
+        raise ApiError(f"'{field}' must be true or false", field=field)
+    return v
+
+
+def texts_from_bytes(arr, field: str, max_chars: int) -> list[str]:
+    """BYTES tensor (v1/v2) -> list of str, checked like native text."""
+    out = []
+    for i, b in enumerate(arr.reshape(-1)):
+        try:
+            s = b.decode("utf-8") if isinstance(b, bytes) else str(b)
+        except UnicodeDecodeError:
+            raise ApiError(f"input '{field}'[{i}] is not valid UTF-8", field=field) from None
+        out.append(text(s, field, max_chars, allow_empty=True))
+    return out

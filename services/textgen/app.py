@@ -1,0 +1,56 @@
+"""Text-generation service (port 9004): ``POST /api/generate`` (JSON, or ``stream: true`` for server-sent
+events, one event per token and a final ``done`` event) plus /v1 and /v2 for model ``textgen``."""
+from __future__ import annotations
+
+import orjson
+from flask import Blueprint, Response, current_app, g, stream_with_context
+
+from services.runtime import native
+from services.runtime.app import create_app as runtime_app
+from services.runtime.config import LIMITS
+from services.runtime.http import json_body, json_response
+from services.textgen.model import TextgenServable, options
+
+api = Blueprint("textgen_api", __name__)
+
+
+def _sse(event: str | None, data: dict) -> bytes:
+    head = f"event: {event}\n".encode() if event else b""
+    return head + b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+@api.post("/api/generate")
+def generate():
+    body = json_body()
+    prompt = native.text(body.get("prompt", ""), "prompt", LIMITS["max_prompt_chars"], allow_empty=True)
+    opts = options(body)
+    stream = native.boolean(body, "stream", False)
+    s = current_app.extensions["repository"].get("textgen", body.get("version"))
+    s.check_prompt(prompt, "prompt")
+    g.model, g.model_version = s.name, str(s.version)
+    meta = {"model": s.name, "version": str(s.version), "device": s.device, "seed": opts["seed"]}
+    if not stream:
+        text, n, reason = s.generate([prompt], opts)[0]
+        return json_response({"text": text, "tokens": n, "finish_reason": reason, "prompt": prompt, **meta})
+    streams, jobs = s.start([prompt], opts, streaming=True)
+    st, job = streams[0], jobs[0]
+
+    def events():
+        index = 0
+        try:
+            while True:
+                piece = st.pieces.get(timeout=s.timeout)
+                if piece is None:
+                    break
+                yield _sse(None, {"token": piece, "index": index})
+                index += 1
+            yield _sse("done", {"text": st.text, "tokens": len(job.tokens), "finish_reason": job.stop_reason, **meta})
+        finally:
+            job.cancelled = True  # client went away (or we finished): free the row
+
+    return Response(stream_with_context(events()), 200, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def create_app(**kw):
+    return runtime_app("textgen", {"textgen": TextgenServable}, api, **kw)

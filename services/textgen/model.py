@@ -1,0 +1,108 @@
+"""Text-generation servable: many streams sampled together on the shared continuous-batching scheduler."""
+from __future__ import annotations
+
+import queue
+
+import numpy as np
+
+from services.runtime.config import LIMITS, env_float
+from services.runtime.errors import ApiError
+from services.runtime.generation import submit_all, wait_all
+from services.runtime.native import texts_from_bytes
+from services.runtime.servable import Servable, TensorSpec
+from services.textgen.engine import CharModel
+
+MAX_SEED = 2**32 - 1
+
+
+class Stream:
+    """One generation: text so far, stop strings, and a queue of pieces for SSE streaming."""
+
+    def __init__(self, model: CharModel, stop: list[str], streaming: bool):
+        self.model, self.stop = model, stop
+        self.text = ""
+        self.pieces: queue.Queue | None = queue.Queue() if streaming else None
+
+    def on_token(self, tok):
+        if tok is None:  # the job finished
+            if self.pieces is not None:
+                self.pieces.put(None)
+            return False
+        piece = self.model.vocab.tokens[tok]
+        self.text += piece
+        for s in self.stop:
+            if s and self.text.endswith(s):
+                self.text = self.text[: -len(s)]
+                return False
+        if self.pieces is not None:
+            self.pieces.put(piece)
+        return True
+
+
+class TextgenServable(Servable):
+    inputs = [TensorSpec("prompt", "BYTES", (-1,), "prompt text")]
+    outputs = [TensorSpec("text", "BYTES", (-1,), "generated continuation")]
+    parameters = {"max_tokens": f"1..{LIMITS['max_new_tokens']} (default 200)", "temperature": "0..5 (default 0.8)",
+                  "top_k": "0 (off) .. vocabulary size", "top_p": "0..1 (default 1)", "seed": "0..2^32-1"}
+
+    def __init__(self, manifest, version_dir):
+        super().__init__(manifest, version_dir)
+        self.model = CharModel(manifest, self.dir, self.sessions["step"])
+        self.timeout = env_float("DECODE_TIMEOUT_SECONDS", 60)
+
+    def warm_up(self):
+        self.generate(["ROMEO:"], dict(max_tokens=4, temperature=1.0, top_k=0, top_p=1.0, seed=0, stop=[]))
+
+    def check_prompt(self, prompt: str, field: str) -> None:
+        unknown = sorted({ch for ch in prompt if ch not in self.model.vocab.index})
+        if unknown:
+            shown = "".join(unknown[:10])
+            raise ApiError(f"'{field}' has characters the model never saw ({shown!r}); it knows "
+                           f"{len(self.model.vocab) - 2} characters of English text", field=field)
+
+    def start(self, prompts: list[str], opts: dict, streaming: bool = False):
+        streams, jobs = [], []
+        for i, p in enumerate(prompts):
+            st = Stream(self.model, opts.get("stop", []), streaming)
+            jobs.append(self.model.job(p, opts["max_tokens"], opts["temperature"], opts["top_k"], opts["top_p"],
+                                       opts["seed"] + i, on_token=st.on_token))
+            streams.append(st)
+        submit_all(jobs)
+        return streams, jobs
+
+    def generate(self, prompts: list[str], opts: dict):
+        streams, jobs = self.start(prompts, opts)
+        wait_all(jobs, self.timeout)
+        return [(s.text, len(j.tokens), j.stop_reason) for s, j in zip(streams, jobs)]
+
+    def infer(self, inputs, parameters):
+        opts = options(parameters, param=True)
+        prompts = texts_from_bytes(inputs["prompt"], "prompt", LIMITS["max_prompt_chars"])
+        for p in prompts:
+            self.check_prompt(p, "prompt")
+        out = np.empty(len(prompts), dtype=object)
+        out[:] = [t.encode("utf-8") for t, _, _ in self.generate(prompts, opts)]
+        return {"text": out}
+
+
+def options(body: dict, param: bool = False) -> dict:
+    """Sampling knobs with their limits (native body or v1/v2 parameters)."""
+    from services.runtime import native
+    src = dict(body)
+    if param:  # v2 parameters may arrive as strings from some clients
+        for k in ("max_tokens", "top_k", "seed"):
+            if isinstance(src.get(k), str) and src[k].isdigit():
+                src[k] = int(src[k])
+    seed = native.integer(src, "seed", None, 0, MAX_SEED)
+    stop = src.get("stop", [])
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and 0 < len(s) <= 64 for s in stop):
+        raise ApiError("'stop' must be a string or a list of up to 4 strings of 1..64 characters", field="stop",
+                       limit=4)
+    return {"max_tokens": native.integer(src, "max_tokens", 200, 1, LIMITS["max_new_tokens"]),
+            "temperature": native.number(src, "temperature", 0.8, 0.0, 5.0),
+            "top_k": native.integer(src, "top_k", 0, 0, 100000),
+            "top_p": native.number(src, "top_p", 1.0, 0.0, 1.0) or 1.0,
+            "seed": seed if seed is not None else int(np.random.default_rng().integers(0, MAX_SEED)),
+            "stop": stop}

@@ -1,0 +1,57 @@
+"""Translation servables: batched encoders, beam search / greedy on the shared continuous-batching scheduler."""
+from __future__ import annotations
+
+import numpy as np
+
+from services.runtime.config import LIMITS, env_float
+from services.runtime.errors import ApiError
+from services.runtime.generation import submit_all, wait_all
+from services.runtime.native import texts_from_bytes
+from services.runtime.servable import Servable, TensorSpec
+from services.translation.engine import TranslationModel
+
+
+class TranslationServable(Servable):
+    inputs = [TensorSpec("text", "BYTES", (-1,), "English sentences")]
+    outputs = [TensorSpec("translation", "BYTES", (-1,), "German translations"),
+               TensorSpec("score", "FP32", (-1,), "length-normalised log-probability of the translation")]
+    parameters = {"beam_size": f"1 (greedy) .. {LIMITS['max_beam_size']}, default 1",
+                  "max_length": f"1 .. {LIMITS['max_translation_tokens']} target tokens"}
+
+    def __init__(self, manifest, version_dir):
+        super().__init__(manifest, version_dir)
+        self.model = TranslationModel(manifest, self.dir, self.sessions["encoder"], self.sessions["decoder"])
+        self.model.model_name = self.name
+        enc_out = [o.name for o in self.sessions["encoder"].get_outputs()]
+        self.model.encoder_run = self.batcher("encoder", enc_out, pad={"src": (1, 0, "post")})
+        self.timeout = env_float("DECODE_TIMEOUT_SECONDS", 60)
+
+    def warm_up(self):
+        self.translate(["Good morning."], beam_size=2, max_length=5)
+
+    def translate(self, texts: list[str], beam_size: int = 1, max_length: int | None = None):
+        """-> list of n-best lists [(text, score)], best first."""
+        max_length = max_length or self.model.max_target
+        contexts = self.model.encode([self.model.source_ids(t) for t in texts])
+        jobs = [self.model.job(c, beam_size, max_length) for c in contexts]
+        submit_all(jobs)
+        wait_all(jobs, self.timeout)
+        return [[(self.model.target_text(h.tokens), float(h.score(j.alpha))) for h in j.results()] or [("", 0.0)]
+                for j in jobs]
+
+    def infer(self, inputs, parameters):
+        beam = _param_int(parameters, "beam_size", 1, 1, LIMITS["max_beam_size"])
+        max_len = _param_int(parameters, "max_length", self.model.max_target, 1, LIMITS["max_translation_tokens"])
+        nbest = self.translate(texts_from_bytes(inputs["text"], "text", LIMITS["max_text_chars"]), beam, max_len)
+        out = np.empty(len(nbest), dtype=object)
+        out[:] = [n[0][0].encode("utf-8") for n in nbest]
+        return {"translation": out, "score": np.array([n[0][1] for n in nbest], np.float32)}
+
+
+def _param_int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
+    v = params.get(name, default)
+    if isinstance(v, str) and v.lstrip("-").isdigit():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ApiError(f"parameter '{name}' must be an integer in {lo}..{hi}", field=name, limit=[lo, hi])
+    return v
