@@ -1,0 +1,29 @@
+"""``python -m services NAME``: run one service (or the gateway) under gunicorn with its default port.
+
+NAME: mnist (9001), sentiment (9002), translation (9003), textgen (9004), gan (9005), gateway (8080).
+The port comes from PORT (or GATEWAY_PORT for the gateway) when set.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+SERVICES = {"mnist": 9001, "sentiment": 9002, "translation": 9003, "textgen": 9004, "gan": 9005, "gateway": 8080}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SERVICES:
+        print(f"usage: python -m services {{{','.join(SERVICES)}}} [gunicorn options]", file=sys.stderr)
+        return 2
+    name, extra = argv[0], argv[1:]
+    port = os.environ.get("GATEWAY_PORT" if name == "gateway" else "PORT") or str(SERVICES[name])
+    os.environ["PORT"] = port
+    args = ["gunicorn", "-c", "python:services.runtime.gunicorn_conf", "--name", name, *extra,
+            f"services.{name}.app:create_app()"]
+    os.execvp(sys.executable, [sys.executable, "-m", *args])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

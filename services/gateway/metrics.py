@@ -1,0 +1,10 @@
+"""Gateway metrics: requests by route, model and status; end-to-end and upstream latency."""
+from prometheus_client import Counter, Histogram
+
+from services.runtime.metrics import LATENCY_BUCKETS
+
+REQUESTS = Counter("gateway_requests_total", "Requests through the gateway", ["route", "model", "status"])
+LATENCY = Histogram("gateway_request_seconds", "End-to-end latency at the gateway", ["route", "model"],
+                    buckets=LATENCY_BUCKETS)
+UPSTREAM_LATENCY = Histogram("gateway_upstream_seconds", "Time waiting on a backend", ["backend"],
+                             buckets=LATENCY_BUCKETS)

@@ -1,0 +1,29 @@
+"""gunicorn settings for every service and the gateway, from the environment.
+
+gthread workers: request threads hand work to the in-process batcher / scheduler threads, so one worker per
+service keeps batches full (WEB_CONCURRENCY > 1 splits traffic across independent batchers). On SIGTERM
+gunicorn stops accepting, lets in-flight requests finish within GUNICORN_GRACEFUL_TIMEOUT, then exits.
+"""
+import os
+
+import gunicorn.http.wsgi
+
+gunicorn.http.wsgi.SERVER = "model-server"  # no product or version in the Server header
+
+bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
+backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+accesslog = None  # the app writes JSON access logs itself
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
+# gunicorn's runtime control socket defaults to one path per user: several services on one host would
+# share it, and a read-only root filesystem (Kubernetes) cannot hold it. Off unless asked for.
+control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "/tmp/gunicorn.ctl"

@@ -1,0 +1,111 @@
+"""``python -m services.stack``: the whole stack on one machine under supervisord (what ``make serve`` runs).
+
+Five services and the gateway, each a gunicorn process that supervisord restarts if it dies. Ctrl-C or
+SIGTERM stops everything cleanly: supervisord sends SIGTERM to each program and gunicorn drains in-flight
+requests first. The stack is ready when ``GET http://127.0.0.1:$GATEWAY_PORT/v2/health/ready`` is 200; a
+one-shot ``ready`` program prints that line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from services.__main__ import SERVICES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config(workdir: Path, gateway_port: int, base_port: int, host: str) -> str:
+    py = sys.executable
+    names = [n for n in SERVICES if n != "gateway"]
+    ports = {n: base_port + i for i, n in enumerate(names)}
+    backend_env = ",".join(f'BACKEND_{n.upper()}_URL="http://127.0.0.1:{p}"' for n, p in ports.items())
+    grace = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30")) + 5
+    out = [f"""[supervisord]
+nodaemon=true
+logfile={workdir}/supervisord.log
+pidfile={workdir}/supervisord.pid
+childlogdir={workdir}
+loglevel=warn
+
+[unix_http_server]
+file={workdir}/supervisor.sock
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{workdir}/supervisor.sock
+"""]
+
+    def program(name: str, cmd: str, env: str, restart: bool = True) -> str:
+        return f"""
+[program:{name}]
+command={cmd}
+directory={ROOT}
+environment={env}
+autostart=true
+autorestart={'true' if restart else 'false'}
+startsecs={1 if restart else 0}
+startretries=100
+stopsignal=TERM
+stopwaitsecs={grace}
+stopasgroup=true
+killasgroup=true
+redirect_stderr=true
+stdout_logfile=/dev/stdout
+stdout_logfile_maxbytes=0
+"""
+    for n, p in ports.items():
+        out.append(program(n, f"{py} -m services {n}", f'PORT="{p}",HOST="{host}",PYTHONUNBUFFERED="1"'))
+    out.append(program("gateway", f"{py} -m services gateway",
+                       f'GATEWAY_PORT="{gateway_port}",HOST="{host}",PYTHONUNBUFFERED="1",{backend_env}'))
+    out.append(program("ready", f"{py} -m services.stack --wait-ready http://127.0.0.1:{gateway_port}", 'X="1"',
+                       restart=False))
+    return "".join(out)
+
+
+def wait_ready(url: str, timeout: float = 600) -> int:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        try:
+            with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as r:
+                if r.status == 200:
+                    print(f"\n==> stack ready in {time.time() - t0:.1f}s: {url} (try {url}/docs, {url}/api/models)\n",
+                          flush=True)
+                    return 0
+        except OSError:
+            pass
+        time.sleep(0.5)
+    print(f"==> stack not ready after {timeout:.0f}s", flush=True)
+    return 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__)
+    p.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    p.add_argument("--base-port", type=int, default=int(os.environ.get("SERVICE_BASE_PORT", "9001")),
+                   help="first service port (mnist); the others follow")
+    p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--wait-ready", metavar="URL", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.wait_ready:
+        return wait_ready(args.wait_ready)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="model-stack-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "supervisord.conf"
+    conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host))
+    print(f"==> starting 5 services (ports {args.base_port}-{args.base_port + 4}) and the gateway "
+          f"(port {args.gateway_port}) under supervisord; config {conf}", flush=True)
+    os.execvp(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
