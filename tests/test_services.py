@@ -1,0 +1,272 @@
+"""Every protocol on every service through Flask's test client, on the shipped models."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import orjson
+import pytest
+from PIL import Image, ImageDraw
+
+
+def post(client, path, body, **kw):
+    return client.post(path, data=orjson.dumps(body), **kw)
+
+
+def png_b64(img: Image.Image) -> str:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+# ------------------------------------------------------------------------------------------------ mnist
+def test_mnist_native_grids_are_classified(clients, mnist_test_digits):
+    x, y = mnist_test_digits
+    r = post(clients["mnist"], "/api/mnist/predict", {"images": [x[i].tolist() for i in range(48)]})
+    assert r.status_code == 200
+    preds = r.json["predictions"]
+    acc = np.mean([p["digit"] == y[i] for i, p in enumerate(preds)])
+    assert acc >= 0.95
+    assert all(abs(sum(p["probabilities"]) - 1) < 1e-3 and 0 <= p["confidence"] <= 1 for p in preds)
+
+
+@pytest.mark.parametrize("style", ["dark_on_white_rgb", "white_on_black_small", "transparent_canvas", "jpeg"])
+def test_mnist_images_any_size_and_background(clients, mnist_test_digits, style):
+    x, y = mnist_test_digits
+    correct = 0
+    for i in range(10):
+        d = Image.fromarray(x[i])
+        if style == "dark_on_white_rgb":
+            img = Image.fromarray(255 - x[i]).resize((280, 280)).convert("RGB")
+        elif style == "white_on_black_small":
+            img = d.resize((20, 20))
+        elif style == "transparent_canvas":  # like a browser canvas: black strokes, transparent background
+            big = np.asarray(d.resize((200, 200)))
+            rgba = np.zeros((200, 200, 4), np.uint8)
+            rgba[..., 3] = big
+            img = Image.fromarray(rgba, "RGBA")
+        else:
+            buf = io.BytesIO()
+            Image.fromarray(255 - x[i]).resize((100, 100)).save(buf, "JPEG", quality=90)
+            img = Image.open(io.BytesIO(buf.getvalue()))
+        r = post(clients["mnist"], "/api/mnist/predict", {"image": png_b64(img) if style != "jpeg" else
+                                                          base64.b64encode(_jpeg(img)).decode()})
+        assert r.status_code == 200, r.json
+        correct += r.json["predictions"][0]["digit"] == y[i]
+    assert correct >= 8
+
+
+def _jpeg(img):
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_mnist_drawn_digit_one(clients):
+    img = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(img).line([(100, 30), (100, 170)], fill=0, width=14)
+    r = post(clients["mnist"], "/api/mnist/predict", {"image": png_b64(img)})
+    assert r.json["predictions"][0]["digit"] == 1
+
+
+def test_mnist_v1_and_v2_agree_with_native(clients, mnist_test_digits):
+    x, _ = mnist_test_digits
+    c = clients["mnist"]
+    native = post(c, "/api/mnist/predict", {"images": [x[0].tolist(), x[1].tolist()]}).json["predictions"]
+    v1 = post(c, "/v1/models/mnist:predict", {"instances": [(x[0] / 255).tolist(), (x[1] / 255).tolist()]}).json
+    assert [int(np.argmax(p["probabilities"])) for p in v1["predictions"]] == [p["digit"] for p in native]
+    col = post(c, "/v1/models/mnist/versions/1:predict", {"inputs": {"image": [(x[0] / 255).tolist()]}}).json
+    assert np.argmax(col["outputs"]["probabilities"][0]) == native[0]["digit"]
+    v2 = post(c, "/v2/models/mnist/infer", {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 28, 28, 1],
+                                                        "data": (x[1] / 255).reshape(-1).tolist()}],
+                                            "outputs": [{"name": "probabilities"}]}).json
+    assert v2["outputs"][0]["shape"] == [1, 10] and np.argmax(v2["outputs"][0]["data"]) == native[1]["digit"]
+
+
+@pytest.mark.parametrize("body,field", [
+    ({}, "image"), ({"image": "not base64!!"}, "image"), ({"image": [[0] * 27] * 28}, "image"),
+    ({"images": []}, "images"), ({"images": [[[0] * 28] * 28] * 65}, "images"),
+    ({"image": [[300] * 28] * 28}, "image"), ({"image": base64.b64encode(b"GIF89a-not-an-image").decode()}, "image"),
+    ({"image": 5}, "image"), ({"images": ["x", 5]}, "images[0]"),
+])
+def test_mnist_bad_input_is_400_with_field(clients, body, field):
+    r = post(clients["mnist"], "/api/mnist/predict", body)
+    assert r.status_code == 400 and r.json["field"] == field and r.json["error"]
+
+
+# ------------------------------------------------------------------------------------------------ sentiment
+REVIEWS = [("An absolute masterpiece: moving, funny and beautifully acted. I loved every minute.", "positive"),
+           ("A wonderful film with a brilliant cast; I would happily watch it again.", "positive"),
+           ("Dreadful. Boring plot, terrible acting and a waste of two hours.", "negative"),
+           ("The worst movie I have seen this year; awful script and no redeeming qualities.", "negative")]
+
+
+def test_sentiment_native_labels(clients):
+    r = post(clients["sentiment"], "/api/sentiment/predict", {"texts": [t for t, _ in REVIEWS]})
+    assert r.status_code == 200
+    assert [p["label"] for p in r.json["predictions"]] == [lab for _, lab in REVIEWS]
+    single = post(clients["sentiment"], "/api/sentiment/predict", {"text": REVIEWS[0][0]}).json
+    assert single["predictions"][0]["score"] > 0.5
+
+
+def test_sentiment_v1_v2_strings(clients):
+    c = clients["sentiment"]
+    v2 = post(c, "/v2/models/sentiment/infer", {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2],
+                                                             "data": [REVIEWS[0][0], REVIEWS[2][0]]}]}).json
+    labels = next(o for o in v2["outputs"] if o["name"] == "label")["data"]
+    assert labels == ["positive", "negative"]
+    b64 = base64.b64encode(REVIEWS[3][0].encode()).decode()
+    v1 = post(c, "/v1/models/sentiment:predict", {"instances": [{"text": {"b64": b64}}]}).json
+    assert v1["predictions"][0]["label"] == "negative"
+    meta = c.get("/v1/models/sentiment/metadata").json
+    assert meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["text"]["dtype"] == "DT_STRING"
+
+
+@pytest.mark.parametrize("body,field", [({"text": ""}, "text"), ({"text": 3}, "text"), ({"text": "x" * 20001}, "text"),
+                                        ({"texts": "abc"}, "texts"), ({"text": "a", "texts": ["b"]}, "text")])
+def test_sentiment_bad_input(clients, body, field):
+    r = post(clients["sentiment"], "/api/sentiment/predict", body)
+    assert r.status_code == 400 and r.json["field"] == field
+
+
+# ------------------------------------------------------------------------------------------------ translation
+def test_translation_greedy_and_beam(clients):
+    c = clients["translation"]
+    r = post(c, "/api/translate", {"texts": ["Good morning.", "I am very tired."], "beam_size": 4,
+                                   "return_scores": True})
+    assert r.status_code == 200, r.json
+    assert all(isinstance(t, str) and t for t in r.json["translations"])
+    for hyps in r.json["hypotheses"]:
+        scores = [h["score"] for h in hyps]
+        assert scores == sorted(scores, reverse=True) and 1 <= len(hyps) <= 4
+    g = post(c, "/api/translate", {"text": "Good morning.", "model": "seq2seq"}).json
+    assert g["model"] == "translation_seq2seq" and g["translation"]
+
+
+def test_translation_v2_bytes_with_parameters(clients):
+    r = post(clients["translation"], "/v2/models/translation_transformer/infer",
+             {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Thank you very much."]}],
+              "parameters": {"beam_size": 3}})
+    assert r.status_code == 200
+    out = {o["name"]: o for o in r.json["outputs"]}
+    assert out["translation"]["datatype"] == "BYTES" and out["translation"]["data"][0]
+    bad = post(clients["translation"], "/v2/models/translation_seq2seq/infer",
+               {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hi."]}],
+                "parameters": {"beam_size": 99}})
+    assert bad.status_code == 400 and bad.json["field"] == "beam_size"
+
+
+@pytest.mark.parametrize("body,field", [({"text": "Hi.", "beam_size": 0}, "beam_size"),
+                                        ({"text": "Hi.", "beam_size": 9}, "beam_size"),
+                                        ({"text": "Hi.", "model": "gpt"}, "model"),
+                                        ({"text": "Hi.", "max_length": 1000}, "max_length"),
+                                        ({"texts": ["a"] * 65}, "texts")])
+def test_translation_bad_input(clients, body, field):
+    r = post(clients["translation"], "/api/translate", body)
+    assert r.status_code == 400 and r.json["field"] == field
+
+
+# ------------------------------------------------------------------------------------------------ textgen
+def test_textgen_reproducible_and_seeded(clients):
+    c = clients["textgen"]
+    body = {"prompt": "ROMEO:\n", "max_tokens": 60, "temperature": 0.7, "seed": 11}
+    a, b = post(c, "/api/generate", body).json, post(c, "/api/generate", body).json
+    assert a["text"] == b["text"] and a["tokens"] == 60 and a["finish_reason"] == "length"
+    other = post(c, "/api/generate", {**body, "seed": 12}).json
+    assert other["text"] != a["text"]
+
+
+def test_textgen_stream_matches_final_text(clients):
+    r = post(clients["textgen"], "/api/generate", {"prompt": "KING:", "max_tokens": 25, "seed": 5, "stream": True})
+    assert r.mimetype == "text/event-stream"
+    events = [e for e in r.data.decode().split("\n\n") if e.strip()]
+    tokens = [orjson.loads(e[len("data: "):])["token"] for e in events[:-1]]
+    assert events[-1].startswith("event: done")
+    done = orjson.loads(events[-1].split("data: ", 1)[1])
+    assert "".join(tokens) == done["text"] and len(tokens) == 25
+
+
+def test_textgen_stop_string(clients):
+    r = post(clients["textgen"], "/api/generate", {"prompt": "ROMEO:\n", "max_tokens": 300, "seed": 2, "stop": "\n"}).json
+    assert "\n" not in r["text"] and r["finish_reason"] in ("stop", "length")
+
+
+def test_textgen_v2(clients):
+    r = post(clients["textgen"], "/v2/models/textgen/infer",
+             {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [2], "data": ["To be", "O Romeo"]}],
+              "parameters": {"max_tokens": 10, "seed": 1}})
+    assert r.status_code == 200 and all(len(t) == 10 for t in r.json["outputs"][0]["data"])
+
+
+@pytest.mark.parametrize("body,field", [({"prompt": "a", "temperature": -1}, "temperature"),
+                                        ({"prompt": "a", "max_tokens": 0}, "max_tokens"),
+                                        ({"prompt": "a", "max_tokens": 10**6}, "max_tokens"),
+                                        ({"prompt": "a", "top_p": 2}, "top_p"),
+                                        ({"prompt": "a", "seed": -5}, "seed"),
+                                        ({"prompt": "日本語"}, "prompt"),
+                                        ({"prompt": "a", "stop": ["x"] * 9}, "stop")])
+def test_textgen_bad_input(clients, body, field):
+    r = post(clients["textgen"], "/api/generate", body)
+    assert r.status_code == 400 and r.json["field"] == field
+
+
+# ------------------------------------------------------------------------------------------------ gan
+def test_gan_seeded_json_png_interpolation(clients):
+    c = clients["gan"]
+    a = post(c, "/api/gan/sample", {"n": 4, "seed": 3}).json
+    assert a == post(c, "/api/gan/sample", {"n": 4, "seed": 3}).json
+    imgs = np.array(a["images"])
+    assert imgs.shape == (4, 28, 28) and imgs.min() >= 0 and imgs.max() <= 255
+    r = post(c, "/api/gan/sample", {"n": 9, "seed": 3, "format": "png"})
+    assert r.mimetype == "image/png" and Image.open(io.BytesIO(r.data)).size[0] > 28
+    ip = post(c, "/api/gan/sample", {"interpolate": {"from_seed": 3, "to_seed": 4, "steps": 5}}).json
+    assert len(ip["images"]) == 5 and ip["images"][0] == a["images"][0]
+    z = np.random.default_rng(3).standard_normal((1, 100)).tolist()
+    assert post(c, "/api/gan/sample", {"latent": z}).json["images"][0] == a["images"][0]
+
+
+@pytest.mark.parametrize("body,field", [({"n": 0}, "n"), ({"n": 65}, "n"), ({"seed": "x"}, "seed"),
+                                        ({"latent": [[0.0] * 3]}, "latent"), ({"format": "gif"}, "format"),
+                                        ({"interpolate": {"from_seed": 1}}, "interpolate.from_seed"),
+                                        ({"latent": [[float("inf")] * 100]}, "body")])
+def test_gan_bad_input(clients, body, field):
+    data = orjson.dumps(body) if field != "body" else b'{"latent": [[Infinity]]}'
+    r = clients["gan"].post("/api/gan/sample", data=data)
+    assert r.status_code == 400 and r.json.get("field") == field
+
+
+# ------------------------------------------------------------------------------------------------ common
+@pytest.mark.parametrize("svc,model", [("mnist", "mnist"), ("sentiment", "sentiment"), ("gan", "gan"),
+                                       ("textgen", "textgen"), ("translation", "translation_transformer")])
+def test_common_endpoints(clients, svc, model):
+    c = clients[svc]
+    assert c.get("/v2/health/live").status_code == 200
+    assert c.get("/v2/health/ready").status_code == 200
+    meta = c.get(f"/v2/models/{model}").json
+    assert meta["name"] == model and meta["inputs"] and meta["outputs"]
+    assert c.get(f"/v2/models/{model}/ready").json["ready"] is True
+    assert c.get(f"/v2/models/{model}/versions/999").status_code == 404
+    assert c.get("/v2/models/nope").status_code == 404
+    assert c.get(f"/v1/models/{model}").json["model_version_status"][0]["state"] == "AVAILABLE"
+    r = c.get("/v2/nope", headers={"X-Request-ID": "abc-123"})
+    assert r.status_code == 404 and r.json["error"] and r.headers["X-Request-ID"] == "abc-123"
+    assert c.post(f"/v2/models/{model}/infer", data=b"{not json").status_code == 400
+    assert b"model_requests_total" in c.get("/metrics").data
+
+
+def test_batch_size_metric_shows_batching(clients, mnist_test_digits):
+    import threading
+    x, _ = mnist_test_digits
+    c = clients["mnist"]
+    body = orjson.dumps({"image": x[0].tolist()})
+    ts = [threading.Thread(target=lambda: [c.post("/api/mnist/predict", data=body) for _ in range(5)]) for _ in range(8)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    text = c.get("/metrics").data.decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("model_batch_size_bucket") and 'model="mnist"' in line:
+            le = line.split('le="')[1].split('"')[0]
+            counts[le] = float(line.rsplit(" ", 1)[1])
+    assert counts["+Inf"] > counts["1.0"], "some calls carried more than one request"
