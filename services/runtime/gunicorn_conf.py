@@ -27,3 +27,14 @@ worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
 # share it, and a read-only root filesystem (Kubernetes) cannot hold it. Off unless asked for.
 control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "/tmp/gunicorn.ctl"
+
+
+def post_fork(server, worker):
+    """Workers die with their master: if the master is killed (SIGKILL, OOM), its workers must not linger
+    on the port, or a restarted master cannot bind and the old code keeps answering."""
+    import ctypes
+    import signal
+    import sys
+    if sys.platform.startswith("linux"):
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

@@ -1,0 +1,169 @@
+"""The real stack (supervisord + gunicorn services + gateway, as `make serve` runs it), called with the
+official Triton client (JSON and binary modes), with plain HTTP like curl, and with faults injected."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import requests
+import tritonclient.http as httpclient
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def triton(stack):
+    return httpclient.InferenceServerClient(stack.url.replace("http://", ""), connection_timeout=10,
+                                            network_timeout=60)
+
+
+def test_stack_is_ready_and_lists_every_model(stack):
+    r = requests.get(stack.url + "/v2/health/ready", timeout=5)
+    assert r.status_code == 200 and all(b["ready"] for b in r.json()["backends"].values())
+    models = requests.get(stack.url + "/api/models", timeout=10).json()["models"]
+    names = {m["name"] for m in models if m["state"] == "AVAILABLE"}
+    assert names == {"mnist", "sentiment", "translation_transformer", "translation_seq2seq", "textgen", "gan"}
+    assert all(m["metrics"] and m["device"] == "cpu" for m in models)
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tritonclient_mnist(triton, mnist_test_digits, binary):
+    x, y = mnist_test_digits
+    assert triton.is_server_live() and triton.is_server_ready() and triton.is_model_ready("mnist")
+    meta = triton.get_model_metadata("mnist")
+    assert meta["inputs"][0]["name"] == "image"
+    batch = (x[:16] / 255.0).astype(np.float32)[..., None]
+    inp = httpclient.InferInput("image", list(batch.shape), "FP32")
+    inp.set_data_from_numpy(batch, binary_data=binary)
+    out = httpclient.InferRequestedOutput("probabilities", binary_data=binary)
+    res = triton.infer("mnist", [inp], outputs=[out])
+    probs = res.as_numpy("probabilities")
+    assert probs.shape == (16, 10) and (probs.argmax(1) == y[:16]).mean() >= 0.9
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_tritonclient_text_models_bytes(triton, binary):
+    texts = np.array([b"A wonderful, moving film. I loved it.", b"Terrible, boring and far too long."],
+                     dtype=object)
+    inp = httpclient.InferInput("text", [2], "BYTES")
+    inp.set_data_from_numpy(texts, binary_data=binary)
+    res = triton.infer("sentiment", [inp], outputs=[httpclient.InferRequestedOutput("label", binary_data=binary)])
+    assert [b.decode() if isinstance(b, bytes) else b for b in res.as_numpy("label")] == ["positive", "negative"]
+
+    p = httpclient.InferInput("prompt", [1], "BYTES")
+    p.set_data_from_numpy(np.array([b"ROMEO:\n"], dtype=object), binary_data=binary)
+    res = triton.infer("textgen", [p], parameters={"max_tokens": 20, "seed": 4})  # default: binary outputs
+    assert len(res.as_numpy("text")[0]) == 20
+
+    t = httpclient.InferInput("text", [1], "BYTES")
+    t.set_data_from_numpy(np.array([b"Good morning."], dtype=object), binary_data=binary)
+    res = triton.infer("translation_transformer", [t], parameters={"beam_size": 2})
+    assert res.as_numpy("translation")[0]
+
+
+def test_tritonclient_gan_versions(triton):
+    z = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)
+    inp = httpclient.InferInput("latent", [3, 100], "FP32")
+    inp.set_data_from_numpy(z)
+    res = triton.infer("gan", [inp])
+    assert res.as_numpy("image").shape == (3, 28, 28, 1)
+    with pytest.raises(Exception, match="not loaded|404|version"):
+        triton.infer("gan", [inp], model_version="999")
+
+
+def test_curl_style_calls_through_gateway(stack, mnist_test_digits):
+    x, y = mnist_test_digits
+    u = stack.url
+    # curl -d sends application/x-www-form-urlencoded; the API reads JSON anyway
+    r = requests.post(u + "/api/mnist/predict", data=json.dumps({"image": x[0].tolist()}),
+                      headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=10)
+    assert r.status_code == 200 and r.json()["predictions"][0]["digit"] == y[0]
+    r = requests.post(u + "/v1/models/sentiment:predict", json={"instances": ["Great fun, superb acting."]}, timeout=10)
+    assert r.json()["predictions"][0]["label"] == "positive"
+    r = requests.post(u + "/api/translate", json={"text": "Where is the station?", "beam_size": 3}, timeout=30)
+    assert r.status_code == 200 and r.json()["translation"]
+    r = requests.post(u + "/api/gan/sample", json={"n": 4, "seed": 1, "format": "png"}, timeout=10)
+    assert r.headers["Content-Type"] == "image/png" and r.content[:4] == b"\x89PNG"
+    r = requests.get(u + "/v1/models/translation_seq2seq/metadata", timeout=10)
+    assert r.json()["model_spec"]["name"] == "translation_seq2seq"
+    r = requests.get(u + "/nope", headers={"X-Request-ID": "trace-1"}, timeout=5)
+    assert r.status_code == 404 and r.json()["error"] and r.headers["X-Request-ID"] == "trace-1"
+    assert requests.get(u + "/openapi.json", timeout=5).json()["paths"]["/api/generate"]
+    assert "swagger-ui" in requests.get(u + "/docs", timeout=5).text
+    assert "gateway_requests_total" in requests.get(u + "/metrics", timeout=5).text
+
+
+def test_sse_streams_through_gateway_as_it_comes(stack):
+    t0 = time.perf_counter()
+    first = None
+    tokens = []
+    with requests.post(stack.url + "/api/generate", json={"prompt": "HAMLET:\n", "max_tokens": 400, "seed": 9,
+                                                          "stream": True}, stream=True, timeout=60) as r:
+        assert r.headers["Content-Type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith(b"data: "):
+                ev = json.loads(line[6:])
+                if "token" in ev:
+                    first = first or time.perf_counter() - t0
+                    tokens.append(ev["token"])
+                else:
+                    done = ev
+    total = time.perf_counter() - t0
+    assert "".join(tokens) == done["text"] and len(tokens) == 400
+    assert first < total / 2, (first, total)  # not buffered until the end
+
+
+def test_body_size_limit_is_413(stack):
+    r = requests.post(stack.url + "/api/sentiment/predict", data=b"x" * (17 * 1024 * 1024), timeout=30)
+    assert r.status_code == 413 and r.json()["limit"] == 16 * 1024 * 1024
+
+
+def test_killed_service_fails_fast_and_is_restarted(stack):
+    """SIGKILL the gan service: the gateway answers 503 fast for gan only, readiness reports it, the
+    supervisor restarts it and it serves again."""
+    pid = int(stack.ctl("pid", "gan").stdout.strip())
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.perf_counter()
+    r = requests.post(stack.url + "/api/gan/sample", json={"n": 1, "seed": 1}, timeout=5)
+    if r.status_code == 503:
+        assert time.perf_counter() - t0 < 1.5
+        assert r.json()["error"]
+    assert requests.post(stack.url + "/api/sentiment/predict", json={"text": "fine"}, timeout=5).status_code == 200
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        new_pid = stack.ctl("pid", "gan").stdout.strip()
+        if new_pid.isdigit() and int(new_pid) not in (0, pid) and requests.post(
+                stack.url + "/api/gan/sample", json={"n": 1, "seed": 1}, timeout=5).status_code == 200:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("gan was not restarted")
+
+
+def test_stopped_backend_503_circuit_and_readiness(stack):
+    assert "stopped" in stack.ctl("stop", "gan").stdout
+    try:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            r = requests.post(stack.url + "/api/gan/sample", json={"n": 1}, timeout=5)
+            times.append(time.perf_counter() - t0)
+            assert r.status_code == 503 and "gan" in r.json()["error"]
+        assert max(times) < 1.0
+        assert "circuit open" in r.json()["error"]
+        ready = requests.get(stack.url + "/v2/health/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json()["backends"]["gan"]["ready"] is False
+        assert requests.post(stack.url + "/api/mnist/predict", json={"image": [[0] * 28] * 28},
+                             timeout=5).status_code == 200
+    finally:
+        stack.ctl("start", "gan")
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if requests.get(stack.url + "/v2/health/ready", timeout=5).status_code == 200:
+            break
+        time.sleep(0.5)
+    assert requests.post(stack.url + "/api/gan/sample", json={"n": 1, "seed": 2}, timeout=5).status_code == 200

@@ -1,0 +1,97 @@
+"""Model lifecycle in a running service: a new version is picked up without a restart and becomes the
+default; a corrupted version is refused (logged, reported) while the good one keeps serving; SIGTERM
+drains in-flight requests."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+from services.runtime.manifest import file_entries
+from tests.conftest import REPO, ROOT, free_port_block
+
+
+def copy_version(src, dst_root, version):
+    dst = dst_root / "gan" / str(version)
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "manifest.json").read_text())
+    m["version"] = version
+    (dst / "manifest.json").write_text(json.dumps(m))
+    return dst
+
+
+def test_new_version_hot_loaded_and_bad_version_refused(tmp_path, monkeypatch):
+    from services.gan.app import create_app
+    src = REPO / "gan" / "1"
+    copy_version(src, tmp_path, 1)
+    monkeypatch.setenv("MODEL_REPOSITORY", str(tmp_path))
+    app = create_app(poll=False)
+    repo, c = app.extensions["repository"], app.test_client()
+    assert c.get("/v2/models/gan").json["parameters"]["version"] == "1"
+    # version 2 appears: after a poll it is the default, version 1 still answers when named
+    copy_version(src, tmp_path, 2)
+    repo.refresh()
+    assert c.get("/v2/models/gan").json["parameters"]["version"] == "2"
+    assert c.post("/api/gan/sample", json={"n": 1, "seed": 1, "version": 1}).status_code == 200
+    # version 3 is corrupted: refused with a reason, version 2 keeps serving
+    bad = copy_version(src, tmp_path, 3)
+    with open(bad / "generator.onnx", "r+b") as f:
+        f.seek(500)
+        f.write(b"\xff\xff\xff")
+    repo.refresh()
+    status = {s["version"]: s for s in c.get("/api/models").json["models"]}
+    assert status["3"]["state"] == "FAILED" and "sha256" in status["3"]["error"]
+    assert c.get("/v2/models/gan").json["parameters"]["version"] == "2"
+    assert c.post("/api/gan/sample", json={"n": 2, "seed": 1}).status_code == 200
+    # a manifest that lies about its files (mismatched model) is refused too
+    mis = copy_version(src, tmp_path, 4)
+    shutil.copy(REPO / "mnist" / "1" / "model.onnx", mis / "generator.onnx")
+    m = json.loads((mis / "manifest.json").read_text())
+    m["files"] = file_entries(mis, list(m["files"]))
+    (mis / "manifest.json").write_text(json.dumps(m))
+    repo.refresh()
+    assert c.get("/v2/models/gan").json["parameters"]["version"] == "2"
+    assert any(s["version"] == "4" and s["state"] == "FAILED" for s in c.get("/api/models").json["models"])
+    repo.close()
+
+
+@pytest.mark.integration
+def test_sigterm_drains_in_flight_requests(tmp_path):
+    port = free_port_block(1)
+    env = {**os.environ, "PORT": str(port), "GUNICORN_GRACEFUL_TIMEOUT": "30"}
+    proc = subprocess.Popen([sys.executable, "-m", "services", "textgen"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if requests.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        results = []
+
+        def call(i):
+            r = requests.post(url + "/api/generate", json={"prompt": "ROMEO:", "max_tokens": 300, "seed": i},
+                              timeout=60)
+            results.append((r.status_code, len(r.json().get("text", ""))))
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
+        [t.start() for t in threads]
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        [t.join() for t in threads]
+        assert results == [(200, 300)] * 6, results
+        assert proc.wait(40) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url + "/v2/health/live", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
