@@ -40,12 +40,12 @@ def run(opts: JobOptions) -> dict:
     seed_everything(opts.seed)
     ds = data.load_imdb(opts.seed)
     (xtr, ytr), (xva, yva), (xte, yte) = ds["train"], ds["validation"], ds["test"]
-    vocab_size, max_len, dim, units = (2000, 64, 16, 16) if opts.quick else (20000, 256, 64, 64)
+    vocab_size, max_len, dim, units = (2000, 64, 16, 16) if opts.quick else (20000, 200, 64, 64)
     if opts.quick:
         xtr, ytr, xva, yva, xte, yte = xtr[:800], ytr[:800], xva[:200], yva[:200], xte[:200], yte[:200]
     vocab = Vocabulary.build((review_tokens(t) for t in xtr), vocab_size, min_count=2)
     etr, eva, ete = (encode(vocab, x, max_len) for x in (xtr, xva, xte))
-    epochs = opts.epochs or (1 if opts.quick else 4)
+    epochs = opts.epochs or (1 if opts.quick else 3)
     run_dir, rep = opts.family_run_dir(), opts.family_report_dir(NAME if not opts.quick else f"{NAME}-quick")
     model = build(len(vocab), dim, units)
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss="binary_crossentropy", metrics=["accuracy"])
