@@ -89,6 +89,9 @@ def run(opts: JobOptions) -> dict:
                "train_seconds": round(t.seconds, 1), "epochs": len(hist.get("loss", [])) or epochs}
     write_json(rep / "metrics.json", metrics)
     _sample_grid(xte[:32], probs[:32].argmax(1), yte[:32], rep / "samples.png")
+    # a dark-on-white test digit, larger than 28x28: what the README's curl example sends
+    from PIL import Image
+    Image.fromarray(255 - xte[0]).resize((140, 140)).save(rep / "digit.png")
     manifest = {
         "task": "image-classification",
         "description": "MNIST CNN (conv32-5x5, pool, conv64-5x5, pool, dense1024, dropout .4, softmax)",
