@@ -1,0 +1,213 @@
+"""Writes k8s/base, k8s/overlays and k8s/jobs from one table of services (ports, models, resources), so the
+five near-identical Deployments are kept in one place. Run: python k8s/generate.py (the tests check that
+the committed files match)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+NS = "model-serving"
+IMAGE = "ghcr.io/example/keras-onnx-serving"
+SERVICES = {  # name: (port, models, cpu request, memory request, memory limit, max replicas)
+    "mnist": (9001, ["mnist"], "500m", "512Mi", "1Gi", 8),
+    "sentiment": (9002, ["sentiment"], "500m", "512Mi", "1Gi", 8),
+    "translation": (9003, ["translation_transformer", "translation_seq2seq"], "1", "768Mi", "1536Mi", 8),
+    "textgen": (9004, ["textgen"], "1", "512Mi", "1Gi", 8),
+    "gan": (9005, ["gan"], "500m", "512Mi", "1Gi", 4),
+}
+GATEWAY_PORT = 8080
+GRACE = 30  # GUNICORN_GRACEFUL_TIMEOUT; pods get GRACE + 15 s to drain
+
+
+def labels(name):
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "keras-onnx-serving"}
+
+
+def security():
+    return {"runAsNonRoot": True, "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def deployment(name, port, env, cpu, mem, mem_limit, port_env="PORT"):
+    probe = lambda path, **kw: {"httpGet": {"path": path, "port": "http"}, **kw}  # noqa: E731
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels(name)},
+        "spec": {
+            "replicas": 2, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels(name),
+                             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "serviceAccountName": "model-serving", "automountServiceAccountToken": False,
+                    "terminationGracePeriodSeconds": GRACE + 15,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                        "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": name, "image": f"{IMAGE}:serve-cpu", "imagePullPolicy": "IfNotPresent",
+                        "args": [name],
+                        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+                        "env": [{"name": port_env, "value": str(port)},
+                                {"name": "GUNICORN_GRACEFUL_TIMEOUT", "value": str(GRACE)},
+                                {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/prometheus"}] + env,
+                        "resources": {"requests": {"cpu": cpu, "memory": mem}, "limits": {"memory": mem_limit}},
+                        "startupProbe": probe("/v2/health/ready", periodSeconds=2, failureThreshold=90),
+                        "readinessProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=2),
+                        "livenessProbe": probe("/v2/health/live", periodSeconds=10, failureThreshold=3),
+                        # let the Service stop routing here before gunicorn starts draining
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                        "securityContext": security(),
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
+                },
+            },
+        },
+    }
+
+
+def service(name, port):
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels(name)},
+            "spec": {"selector": {"app.kubernetes.io/name": name},
+                     "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def hpa(name, max_replicas):
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": {"name": name},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": 2, "maxReplicas": max_replicas,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": 70}}}],
+                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}}
+
+
+def pdb(name):
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": name},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}}
+
+
+def network_policies():
+    gw = {"matchLabels": {"app.kubernetes.io/name": "gateway"}}
+    deny = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "default-deny"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
+    to_services = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                   "metadata": {"name": "services-from-gateway-only"},
+                   "spec": {"podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
+                                                                  "values": list(SERVICES)}]},
+                            "policyTypes": ["Ingress"],
+                            "ingress": [{"from": [{"podSelector": gw}],
+                                         "ports": [{"protocol": "TCP", "port": p} for p, *_ in SERVICES.values()]}]}}
+    gateway_in = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                  "metadata": {"name": "gateway-from-ingress"},
+                  "spec": {"podSelector": gw, "policyTypes": ["Ingress"],
+                           "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
+                               "kubernetes.io/metadata.name": "ingress-nginx"}}}],
+                               "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}]}}
+    gateway_out = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                   "metadata": {"name": "gateway-to-services-and-dns"},
+                   "spec": {"podSelector": gw, "policyTypes": ["Egress"],
+                            "egress": [{"to": [{"podSelector": {"matchExpressions": [{
+                                "key": "app.kubernetes.io/name", "operator": "In", "values": list(SERVICES)}]}}],
+                                "ports": [{"protocol": "TCP", "port": p} for p, *_ in SERVICES.values()]},
+                                {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
+                                    "k8s-app": "kube-dns"}}}],
+                                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}}
+    return [deny, to_services, gateway_in, gateway_out]
+
+
+def base():
+    docs = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "model-serving"},
+             "automountServiceAccountToken": False}]
+    backends = {"backends": {n: {"url": f"http://{n}:{p}", "models": m,
+                                 "routes": {"mnist": ["/api/mnist/"], "sentiment": ["/api/sentiment/"],
+                                            "translation": ["/api/translate"], "textgen": ["/api/generate"],
+                                            "gan": ["/api/gan/"]}[n]}
+                             for n, (p, m, *_) in SERVICES.items()}}
+    docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gateway-backends"},
+                 "data": {"backends.yaml": yaml.safe_dump(backends, sort_keys=False)}})
+    for n, (port, _m, cpu, mem, lim, mx) in SERVICES.items():
+        docs += [deployment(n, port, [{"name": "MODEL_DEVICE", "value": "cpu"}], cpu, mem, lim), service(n, port),
+                 hpa(n, mx), pdb(n)]
+    gw = deployment("gateway", GATEWAY_PORT, [{"name": "GATEWAY_BACKENDS_FILE", "value": "/etc/gateway/backends.yaml"},
+                                              {"name": "GATEWAY_RATE_LIMIT", "value": "200/second"}],
+                    "250m", "256Mi", "512Mi", port_env="GATEWAY_PORT")
+    spec = gw["spec"]["template"]["spec"]
+    spec["containers"][0]["volumeMounts"].append({"name": "backends", "mountPath": "/etc/gateway", "readOnly": True})
+    spec["volumes"].append({"name": "backends", "configMap": {"name": "gateway-backends"}})
+    docs += [gw, service("gateway", GATEWAY_PORT), hpa("gateway", 6), pdb("gateway")]
+    docs.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {
+        "name": "gateway", "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "16m",
+                                           "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+                                           "nginx.ingress.kubernetes.io/proxy-read-timeout": "120"}},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "models.example.com", "http": {"paths": [{
+            "path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "gateway", "port": {"name": "http"}}}}]}}]}})
+    docs += network_policies()
+    return docs
+
+
+def write(path: Path, docs):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# generated by k8s/generate.py - edit the table there\n" +
+                    yaml.safe_dump_all(docs, sort_keys=False, width=120))
+
+
+def main(out: Path = HERE):
+    global HERE
+    HERE = out
+    write(HERE / "base" / "resources.yaml", base())
+    (HERE / "base" / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"namespace: {NS}\nresources:\n  - namespace.yaml\n  - resources.yaml\n")
+    write(HERE / "base" / "namespace.yaml", [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}])
+    (HERE / "overlays" / "cpu").mkdir(parents=True, exist_ok=True)
+    (HERE / "overlays" / "cpu" / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\n"
+        f"images:\n  - name: {IMAGE}\n    newTag: serve-cpu\n")
+    gpu_patch = []
+    for n in SERVICES:
+        gpu_patch.append({"target": {"kind": "Deployment", "name": n}, "patch": yaml.safe_dump([
+            {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": f"{IMAGE}:serve-gpu"},
+            {"op": "replace", "path": "/spec/template/spec/containers/0/env/3/value", "value": "cuda"},
+            {"op": "add", "path": "/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": 1},
+            {"op": "add", "path": "/spec/template/spec/nodeSelector", "value": {"nvidia.com/gpu.present": "true"}},
+            {"op": "add", "path": "/spec/template/spec/tolerations", "value": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+            {"op": "replace", "path": "/spec/replicas", "value": 1}])})
+    (HERE / "overlays" / "gpu").mkdir(parents=True, exist_ok=True)
+    (HERE / "overlays" / "gpu" / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\n" +
+        yaml.safe_dump({"patches": gpu_patch}, sort_keys=False, width=200))
+    jobs = []
+    for fam in ("mnist", "sentiment", "translation", "textgen", "gan"):
+        jobs.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"train-{fam}"},
+                     "spec": {"backoffLimit": 2, "ttlSecondsAfterFinished": 86400, "template": {"spec": {
+                         "restartPolicy": "OnFailure", "automountServiceAccountToken": False,
+                         "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001,
+                                             "seccompProfile": {"type": "RuntimeDefault"}},
+                         "containers": [{"name": "train", "image": f"{IMAGE}:train",
+                                         "args": [fam, "--out", "/models", "--run-dir", "/work/runs",
+                                                  "--report-dir", "/work/reports"],
+                                         "env": [{"name": "DATA_CACHE", "value": "/work/data"}],
+                                         "resources": {"requests": {"cpu": "4", "memory": "8Gi"},
+                                                       "limits": {"memory": "16Gi"}},
+                                         "securityContext": security(),
+                                         "volumeMounts": [{"name": "models", "mountPath": "/models"},
+                                                          {"name": "work", "mountPath": "/work"},
+                                                          {"name": "tmp", "mountPath": "/tmp"}]}],
+                         "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "model-repository"}},
+                                     {"name": "work", "persistentVolumeClaim": {"claimName": "training-work"}},
+                                     {"name": "tmp", "emptyDir": {}}]}}}})
+    write(HERE / "jobs" / "training-jobs.yaml", jobs)
+    (HERE / "jobs" / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"namespace: {NS}\nresources:\n  - training-jobs.yaml\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE)
+    sys.exit(0)

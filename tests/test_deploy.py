@@ -1,0 +1,125 @@
+"""Deployment artefacts checked by tools: every kustomize overlay renders (kubectl kustomize) and validates
+against the Kubernetes schemas (kubernetes-validate --strict, pinned version); the Dockerfile is
+hadolint-clean; and the rendered objects keep the invariants the code relies on."""
+from __future__ import annotations
+
+import filecmp
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from services.__main__ import SERVICES
+from tests.conftest import ROOT
+
+K8S_VERSION = "1.32.0"
+BIN = Path(sys.executable).parent
+
+
+def render(overlay: str) -> list[dict]:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / overlay)], capture_output=True, text=True, check=True)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu", "jobs"])
+def test_overlay_renders_and_validates(overlay, tmp_path):
+    docs = render(overlay)
+    f = tmp_path / "rendered.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    proc = subprocess.run([str(BIN / "kubernetes-validate"), "--strict", "-k", K8S_VERSION, "--quiet", str(f)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_is_hadolint_clean():
+    proc = subprocess.run([str(BIN / "hadolint"), "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (ROOT / "Dockerfile").read_text()
+    for target in ("AS serve-cpu", "AS serve-gpu", "AS train"):
+        assert target in text
+    assert "USER 10001" in text and "HEALTHCHECK" in text and "/v2/health/live" in text
+
+
+def test_generated_manifests_are_up_to_date(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "k8s" / "generate.py"), str(tmp_path)], check=True)
+    for rel in ("base/resources.yaml", "base/kustomization.yaml", "overlays/gpu/kustomization.yaml",
+                "jobs/training-jobs.yaml"):
+        assert filecmp.cmp(tmp_path / rel, ROOT / "k8s" / rel, shallow=False), f"{rel}: run python k8s/generate.py"
+
+
+def _by_kind(docs, kind):
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def test_cpu_overlay_invariants():
+    docs = render("overlays/cpu")
+    deps = _by_kind(docs, "Deployment")
+    assert set(deps) == set(SERVICES)
+    svcs, hpas, pdbs = _by_kind(docs, "Service"), _by_kind(docs, "HorizontalPodAutoscaler"), _by_kind(docs, "PodDisruptionBudget")
+    for name, d in deps.items():
+        port = SERVICES[name]
+        pod = d["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        assert c["args"] == [name] and c["ports"][0]["containerPort"] == port
+        env = {e["name"]: e["value"] for e in c["env"]}
+        assert env["GATEWAY_PORT" if name == "gateway" else "PORT"] == str(port)  # what `python -m services` reads
+        assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+        assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["securityContext"]["runAsUser"] == 10001 and pod["automountServiceAccountToken"] is False
+        assert pod["terminationGracePeriodSeconds"] > int(env["GUNICORN_GRACEFUL_TIMEOUT"])
+        assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
+        assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"])  # writable scratch on a read-only root
+        assert svcs[name]["spec"]["ports"][0]["port"] == port
+        assert hpas[name]["spec"]["scaleTargetRef"]["name"] == name and pdbs[name]["spec"]["minAvailable"] == 1
+    sa = _by_kind(docs, "ServiceAccount")["model-serving"]
+    assert sa["automountServiceAccountToken"] is False
+    ing = _by_kind(docs, "Ingress")["gateway"]
+    assert ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "gateway"
+
+
+def test_network_policy_only_gateway_reaches_services():
+    pols = _by_kind(render("overlays/cpu"), "NetworkPolicy")
+    deny = pols["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    svc = pols["services-from-gateway-only"]["spec"]
+    assert set(svc["podSelector"]["matchExpressions"][0]["values"]) == set(SERVICES) - {"gateway"}
+    assert svc["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+    assert "gateway-from-ingress" in pols
+
+
+def test_gateway_config_map_matches_the_code(monkeypatch, tmp_path):
+    from services.gateway import backends
+    docs = render("overlays/cpu")
+    cm = _by_kind(docs, "ConfigMap")["gateway-backends"]
+    f = tmp_path / "backends.yaml"
+    f.write_text(cm["data"]["backends.yaml"])
+    monkeypatch.setenv("GATEWAY_BACKENDS_FILE", str(f))
+    loaded = backends.load()
+    monkeypatch.delenv("GATEWAY_BACKENDS_FILE")
+    local = backends.load()
+    assert {n: (b.models, b.routes) for n, b in loaded.items()} == {n: (b.models, b.routes) for n, b in local.items()}
+    for name, b in loaded.items():
+        assert b.url == f"http://{name}:{SERVICES[name]}"
+    gw = _by_kind(docs, "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "GATEWAY_BACKENDS_FILE", "value": "/etc/gateway/backends.yaml"} in gw["env"]
+
+
+def test_gpu_overlay_requests_gpus():
+    deps = _by_kind(render("overlays/gpu"), "Deployment")
+    for name in set(SERVICES) - {"gateway"}:
+        c = deps[name]["spec"]["template"]["spec"]["containers"][0]
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["image"].endswith(":serve-gpu")
+        assert {"name": "MODEL_DEVICE", "value": "cuda"} in c["env"]
+        assert deps[name]["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert "nvidia.com/gpu" not in deps["gateway"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
