@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: serve test test-fast train-all fetch-data bench loadtest clean
+.PHONY: chromium serve test test-fast train-all fetch-data bench loadtest clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -15,9 +15,15 @@ serve: $(PY)
 	exec $(PY) -m services.stack
 
 # Everything the suite needs (serving, training for the --quick jobs, tritonclient), then the whole suite.
-test: $(PY)
+test: $(PY) chromium
 	$(PIP) -e '.[serve,train,dev]'
 	$(PY) -m pytest -q
+
+# Debian's Chromium for the demo-page browser test (Playwright drives it; it downloads no browser).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)); } || \
+	  echo "chromium could not be installed: the browser test will be skipped"
 
 # The suite without the TensorFlow training jobs (faster when iterating on services).
 test-fast: $(PY)

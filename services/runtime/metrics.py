@@ -8,7 +8,8 @@ import os
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # must exist before the first metric is created
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
-from prometheus_client import CONTENT_TYPE_LATEST  # noqa: E402, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (  # noqa: E402
+    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 

@@ -1,0 +1,89 @@
+"""The demo page at / driven in headless Chromium (Debian's) against the real stack: draw a digit, classify a
+review, translate, stream a generation (the text grows while it streams), sample GAN digits; screenshots."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def page(stack):
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (make test installs it where it can)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+        pg.goto(stack.url + "/")
+        yield pg
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    d = Path(os.environ.get("DEMO_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screens"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def test_draw_a_digit(page, shots):
+    box = page.locator("#pad").bounding_box()
+    x, y = box["x"], box["y"]
+    # a seven: a bar across the top, then a stroke down to the lower left
+    page.mouse.move(x + 80, y + 60)
+    page.mouse.down()
+    for px, py in [(140, 58), (200, 60), (180, 120), (160, 170), (140, 230)]:
+        page.mouse.move(x + px, y + py, steps=8)
+    page.mouse.up()
+    page.wait_for_function("document.querySelector('#digit').textContent.trim().startsWith('7')", timeout=15000)
+    assert page.locator("#probs div").count() == 10
+    assert "mnist" in page.locator("#mnist-meta").text_content()
+    page.locator("#mnist").screenshot(path=str(shots / "mnist.png"))
+
+
+def test_review(page, shots):
+    page.click("#classify")
+    page.wait_for_function("document.querySelector('#sentiment-out').textContent.includes('positive')", timeout=15000)
+    page.locator("#sentiment").screenshot(path=str(shots / "sentiment.png"))
+
+
+def test_translation(page, shots):
+    page.select_option("#tmodel", "seq2seq")
+    page.fill("#beam", "3")
+    page.click("#translate-btn")
+    page.wait_for_function("document.querySelector('#translate-meta').textContent.includes('translation_seq2seq')",
+                           timeout=30000)
+    assert page.locator("#german").text_content().strip() not in ("", "–")
+    page.locator("#translate").screenshot(path=str(shots / "translation.png"))
+
+
+def test_streamed_generation_grows(page, shots):
+    page.fill("#maxtok", "600")
+    # record every length the output shows: a streamed answer grows in many steps, a buffered one in one
+    page.evaluate("""() => { window.__lengths = [];
+        new MutationObserver(() => window.__lengths.push(document.querySelector('#generated').textContent.length))
+            .observe(document.querySelector('#generated'), {childList: true, characterData: true, subtree: true}); }""")
+    page.click("#generate-btn")
+    page.wait_for_function("document.querySelector('#generate-meta').textContent.includes('tokens')", timeout=60000)
+    final = page.locator("#generated").text_content()
+    lengths = [n for n in page.evaluate("window.__lengths") if n > 0]
+    assert len(final) == 600 and len(set(lengths)) > 10 and lengths[0] < 600
+    page.locator("#generate").screenshot(path=str(shots / "generation.png"))
+
+
+def test_gan_grid_and_interpolation(page, shots):
+    page.click("#sample-btn")
+    page.wait_for_function("document.querySelector('#grid').naturalWidth > 100", timeout=15000)
+    page.click("#interp-btn")
+    page.wait_for_function("document.querySelector('#gan-meta').textContent.includes('gan v')", timeout=15000)
+    page.locator("#gan").screenshot(path=str(shots / "gan.png"))
+    page.screenshot(path=str(shots / "page.png"), full_page=True)
