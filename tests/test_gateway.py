@@ -83,3 +83,21 @@ def test_binary_body_passes_through_untouched(gateway):
     n = int(r.headers["Inference-Header-Content-Length"])
     meta = orjson.loads(r.data[:n])
     assert sum(o["parameters"]["binary_data_size"] for o in meta["outputs"]) == len(r.data) - n
+
+
+def test_circuit_breaker_states():
+    import time as _t
+
+    from services.gateway.upstream import BackendDown, CircuitBreaker, CircuitOpen
+    b = CircuitBreaker(fail_max=2, reset_seconds=0.2)
+
+    def down():
+        raise BackendDown("refused")
+    for _ in range(2):
+        with pytest.raises(BackendDown):
+            b.call(down)
+    assert b.state == "open"
+    with pytest.raises(CircuitOpen):
+        b.call(lambda: "never called")
+    _t.sleep(0.25)
+    assert b.state == "half-open" and b.call(lambda: "ok") == "ok" and b.state == "closed"

@@ -1,0 +1,225 @@
+"""``make bench``: start what is measured, drive it on loopback, write Markdown, JSON and a PNG plot.
+
+MNIST (one 28x28 digit per request, the same JSON semantics everywhere): raw ONNX Runtime in-process at
+batch 1 and at its best batch (the ceiling), a naive per-request Flask + onnxruntime app, our service
+directly and through the gateway, at concurrency 1, 8, 32, 64. Text generation: aggregate tokens/s and
+time to first token at 1, 8, 32 concurrent streams, with continuous batching and with one sequence at a time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+
+from bench import loadgen
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO = ROOT / "exported_models"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], env: dict, ready_url: str, log: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+    for _ in range(240):
+        try:
+            if requests.get(ready_url, timeout=1).status_code in (200, 404, 405):
+                return proc
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{cmd} exited: {log.read_text()[-2000:]}")
+        time.sleep(0.5)
+    raise RuntimeError(f"{cmd} not ready")
+
+
+def latest(name: str) -> Path:
+    return REPO / name / str(max(int(p.name) for p in (REPO / name).iterdir() if p.name.isdigit()))
+
+
+def raw_ort(seconds: float) -> dict:
+    import onnxruntime as ort
+    from services.runtime.sessions import create_session
+    sess = create_session(latest("mnist") / "model.onnx", "cpu")
+    rng = np.random.default_rng(0)
+    out = {}
+    for batch in (1, 8, 32, 64):
+        x = rng.random((batch, 28, 28, 1), dtype=np.float32)
+        for _ in range(5):
+            sess.run(["probabilities"], {"image": x})
+        lat = []
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            sess.run(["probabilities"], {"image": x})
+            lat.append(time.perf_counter() - t0)
+        a = np.array(lat) * 1000
+        out[batch] = {"images_per_s": batch * len(lat) / seconds, "p50_ms": float(np.percentile(a, 50)),
+                      "p99_ms": float(np.percentile(a, 99))}
+    best = max(out, key=lambda b: out[b]["images_per_s"])
+    return {"by_batch": out, "batch1_images_per_s": out[1]["images_per_s"], "best_batch": best,
+            "best_images_per_s": out[best]["images_per_s"], "onnxruntime": ort.__version__}
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = 0
+    try:
+        mem = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) // 1024 // 1024
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
+            "platform": platform.platform(), "gpu": "none"}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point")
+    p.add_argument("--concurrency", default="1,8,32,64")
+    p.add_argument("--streams", default="1,8,32")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / socket.gethostname().split(".")[0])
+    args = p.parse_args(argv)
+    conc = [int(c) for c in args.concurrency.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    logs = args.out / "logs"
+    logs.mkdir(exist_ok=True)
+    py = sys.executable
+    results = {"machine": machine(), "seconds_per_point": args.seconds, "mnist": {}, "textgen": {}}
+    print("raw ONNX Runtime (in-process) ...", flush=True)
+    results["raw_ort"] = raw_ort(min(args.seconds, 4))
+
+    from training.data import load_mnist_5k
+    digit = load_mnist_5k()["test"][0][0].tolist()
+    body = json.dumps({"image": digit}).encode()
+    ports = {k: free_port() for k in ("naive", "service", "gateway", "textgen", "textgen_seq")}
+    base_env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
+    procs = []
+    try:
+        procs.append(start([py, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf", "bench.peers.naive_flask:app"],
+                           {**base_env, "PORT": str(ports["naive"]), "MODEL_PATH": str(latest("mnist") / "model.onnx")},
+                           f"http://127.0.0.1:{ports['naive']}/", logs / "naive.log"))
+        procs.append(start([py, "-m", "services", "mnist"], {**base_env, "PORT": str(ports["service"])},
+                           f"http://127.0.0.1:{ports['service']}/v2/health/ready", logs / "mnist.log"))
+        procs.append(start([py, "-m", "services", "gateway"],
+                           {**base_env, "GATEWAY_PORT": str(ports["gateway"]),
+                            "BACKEND_MNIST_URL": f"http://127.0.0.1:{ports['service']}"},
+                           f"http://127.0.0.1:{ports['gateway']}/v2/health/live", logs / "gateway.log"))
+        targets = {"naive_flask": f"http://127.0.0.1:{ports['naive']}/api/mnist/predict",
+                   "service": f"http://127.0.0.1:{ports['service']}/api/mnist/predict",
+                   "gateway": f"http://127.0.0.1:{ports['gateway']}/api/mnist/predict"}
+        for name, url in targets.items():
+            results["mnist"][name] = {}
+            for c in conc:
+                r = loadgen.run(url, body, c, args.seconds)
+                results["mnist"][name][c] = r
+                print(f"mnist {name:12s} c={c:3d}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:7.2f} ms"
+                      f"  errors {r['errors']}", flush=True)
+        for p_ in procs:
+            p_.terminate()
+            p_.wait(30)
+        procs.clear()
+
+        gen = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1, "stream": True}).encode()
+        streams = [int(s) for s in args.streams.split(",")]
+        for mode, env in (("continuous", {}), ("one_at_a_time", {"DECODER_MAX_ROWS": "1"})):
+            port = ports["textgen" if mode == "continuous" else "textgen_seq"]
+            proc = start([py, "-m", "services", "textgen"], {**base_env, "PORT": str(port), **env},
+                         f"http://127.0.0.1:{port}/v2/health/ready", logs / f"textgen-{mode}.log")
+            results["textgen"][mode] = {}
+            for s in streams:
+                r = loadgen.stream(f"http://127.0.0.1:{port}/api/generate", gen, s, repeats=2 if s < 32 else 1)
+                results["textgen"][mode][s] = r
+                print(f"textgen {mode:14s} streams={s:3d}: {r['tokens_per_s']:8.1f} tokens/s  ttft p50 "
+                      f"{r['ttft_p50_ms']:7.1f} p99 {r['ttft_p99_ms']:7.1f} ms", flush=True)
+            proc.terminate()
+            proc.wait(30)
+    finally:
+        for p_ in procs:
+            p_.kill()
+    results["ratios"] = ratios(results)
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "results.md").write_text(markdown(results))
+    plot(results, args.out / "mnist.png")
+    print((args.out / "results.md").read_text())
+    return 0
+
+
+def ratios(r: dict) -> dict:
+    m = r["mnist"]
+    out = {}
+    for c in m["service"]:
+        out[f"service_vs_naive_c{c}"] = m["service"][c]["rps"] / m["naive_flask"][c]["rps"]
+        out[f"gateway_vs_naive_c{c}"] = m["gateway"][c]["rps"] / m["naive_flask"][c]["rps"]
+        out[f"gateway_overhead_c{c}"] = 1 - m["gateway"][c]["rps"] / m["service"][c]["rps"]
+        out[f"service_vs_raw_ort_best_c{c}"] = m["service"][c]["rps"] / r["raw_ort"]["best_images_per_s"]
+    t = r["textgen"]
+    if t.get("continuous") and 1 in t["continuous"]:
+        top = max(t["continuous"])
+        out[f"textgen_{top}_streams_vs_1"] = t["continuous"][top]["tokens_per_s"] / t["continuous"][1]["tokens_per_s"]
+        if t.get("one_at_a_time"):
+            out[f"textgen_continuous_vs_sequential_{top}_streams"] = (
+                t["continuous"][top]["tokens_per_s"] / t["one_at_a_time"][top]["tokens_per_s"])
+    return out
+
+
+def markdown(r: dict) -> str:
+    m, raw = r["machine"], r["raw_ort"]
+    lines = [f"# Benchmark results\n", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+             f"Python {m['python']}, onnxruntime {raw['onnxruntime']}, GPU: {m['gpu']}. "
+             f"{r['seconds_per_point']:.0f} s per point; load generator on the same machine (loopback).\n",
+             "## MNIST, one digit per request\n",
+             f"Raw ONNX Runtime in-process (the ceiling): batch 1 {raw['batch1_images_per_s']:.0f} images/s, "
+             f"best batch {raw['best_batch']} {raw['best_images_per_s']:.0f} images/s.\n",
+             "| target | concurrency | req/s | p50 ms | p95 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+    for name, by_c in r["mnist"].items():
+        for c, x in by_c.items():
+            lines.append(f"| {name} | {c} | {x['rps']:.1f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | "
+                         f"{x['p99_ms']:.2f} | {x['errors']} |")
+    lines += ["", "## Text generation (200 tokens per stream, SSE)\n",
+              "| scheduling | streams | tokens/s | time to first token p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    for mode, by_s in r["textgen"].items():
+        for s, x in by_s.items():
+            lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | {x['ttft_p99_ms']:.1f} |")
+    lines += ["", "## Ratios\n", "| ratio | value |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in r["ratios"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(r: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for name, by_c in r["mnist"].items():
+        cs = list(by_c)
+        a.plot(cs, [by_c[c]["rps"] for c in cs], marker="o", label=name)
+        b.plot(cs, [by_c[c]["p99_ms"] for c in cs], marker="o", label=name)
+    a.axhline(r["raw_ort"]["best_images_per_s"], ls="--", c="gray", label="raw ORT best batch")
+    a.axhline(r["raw_ort"]["batch1_images_per_s"], ls=":", c="gray", label="raw ORT batch 1")
+    a.set(xscale="log", xlabel="concurrency", ylabel="requests/s", title="MNIST throughput")
+    b.set(xscale="log", yscale="log", xlabel="concurrency", ylabel="p99 ms", title="MNIST p99 latency")
+    a.legend(fontsize=8)
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
