@@ -39,5 +39,17 @@ train-all: $(PY)
 	$(PIP) -e '.[train]'
 	$(PY) -m training all
 
+# Benchmark: starts what it measures on free ports, writes bench/results/<host>/results.{md,json} and mnist.png.
+bench: $(PY)
+	$(PIP) -e '.[serve,load,train]'
+	$(PY) -m bench.run
+
+# Locust, headless and bounded, against a stack it starts (or LOADTEST_HOST=http://... to target another).
+LOADTEST_SECONDS ?= 60
+LOADTEST_USERS ?= 20
+loadtest: $(PY)
+	$(PIP) -e '.[serve,load]'
+	$(PY) -m loadtest.run --seconds $(LOADTEST_SECONDS) --users $(LOADTEST_USERS)
+
 clean:
 	rm -rf runs/ .pytest_cache
