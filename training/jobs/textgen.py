@@ -52,24 +52,12 @@ def windows(ids: np.ndarray, seq: int, stride: int):
     return x, y
 
 
-def sample(sess, vocab: Vocabulary, prompt: str, n: int, temperature: float, units: int, seed: int) -> str:
-    rng = np.random.default_rng(seed)
-    h = np.zeros((1, units), np.float32)
-    c = np.zeros((1, units), np.float32)
-    out = []
-    ids = vocab.encode(list(prompt))
-    logits = None
-    for i in ids:
-        logits, h, c = sess.run(["logits", "h_out", "c_out"], {"token": np.array([i]), "h": h, "c": c})
-    for _ in range(n):
-        z = logits[0].astype(np.float64) / temperature
-        z[vocab.pad_id] = z[vocab.unk_id] = -np.inf
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        nxt = int(rng.choice(len(p), p=p))
-        out.append(vocab.tokens[nxt])
-        logits, h, c = sess.run(["logits", "h_out", "c_out"], {"token": np.array([nxt]), "h": h, "c": c})
-    return prompt + "".join(out)
+def sample(char_model, prompts: list[str], n: int, temperature: float, seed: int) -> list[str]:
+    """Sample with the serving code itself (scheduler + sampling jobs over the exported step graph)."""
+    from services.runtime.decoding import Scheduler
+    jobs = [char_model.job(p, n, temperature, 0, 1.0, seed + i) for i, p in enumerate(prompts)]
+    Scheduler().run_until_done(jobs)
+    return [p + char_model.text(j.tokens) for p, j in zip(prompts, jobs)]
 
 
 def run(opts: JobOptions) -> dict:
@@ -120,9 +108,11 @@ def run(opts: JobOptions) -> dict:
     par = parity(keras_fn, onnx_path, feeds, ["logits", "h_out", "c_out"])
     sess = ort_session(onnx_path)
     inputs, outputs = tensor_meta(sess)
+    from services.textgen.engine import CharModel
+    char_model = CharModel({"name": NAME, "preprocessing": {"vocabulary": "vocab.json", "state": {"h": units},
+                                                            "banned_ids": [vocab.pad_id, vocab.unk_id]}}, stage, sess)
     prompts = ["ROMEO:\n", "To be, or not to be", "KING HENRY:\nMy lords, "]
-    samples = [sample(sess, vocab, p, 80 if opts.quick else 400, 0.7, units, opts.seed + i)
-               for i, p in enumerate(prompts)]
+    samples = sample(char_model, prompts, 80 if opts.quick else 400, 0.7, opts.seed)
     known = set(re.findall(r"[a-z]+", train_text.lower()))
     words = [w for s in samples for w in re.findall(r"[a-z]+", s.lower())]
     real_share = float(np.mean([w in known for w in words])) if words else 0.0
