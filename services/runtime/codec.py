@@ -98,7 +98,7 @@ def v2_decode_inputs(req: dict, tail: bytes) -> dict[str, np.ndarray]:
         name, dtype, shape = t.get("name"), t.get("datatype"), t.get("shape")
         if not isinstance(name, str) or not name:
             raise ApiError(f"inputs[{i}].name must be a non-empty string", field=f"inputs[{i}].name")
-        if dtype not in V2_TO_NP:
+        if not isinstance(dtype, str) or dtype not in V2_TO_NP:
             raise ApiError(f"input '{name}': unknown datatype {dtype!r} (one of {sorted(V2_TO_NP)})",
                            field=f"{name}.datatype")
         if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
