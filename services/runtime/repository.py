@@ -29,7 +29,8 @@ class ModelRepository:
         self.root = Path(root)
         self.factories = factories          # model name -> Servable class
         self.loaded: dict[str, dict[int, Servable]] = {n: {} for n in factories}
-        self.failed: dict[tuple[str, int], str] = {}
+        self.failed: dict[tuple[str, int], str] = {}     # (name, version) -> why it was refused
+        self._failed_mtime: dict[tuple[str, int], float] = {}
         self.lock = threading.RLock()
         self.max_versions = env_int("MODEL_MAX_VERSIONS", 2)
         self._stop = threading.Event()
@@ -46,7 +47,10 @@ class ModelRepository:
         """Load new versions, unload removed ones. Safe to call from any thread."""
         for name, factory in self.factories.items():
             wanted = []
-            for v in self._versions_on_disk(name):
+            on_disk = self._versions_on_disk(name)
+            for key in [k for k in self.failed if k[0] == name and k[1] not in on_disk]:
+                self.failed.pop(key, None)  # a refused version that was removed is no longer reported
+            for v in on_disk:
                 if len(wanted) >= self.max_versions:
                     break
                 if v in self.loaded[name]:
@@ -68,7 +72,7 @@ class ModelRepository:
         vdir = self.root / name / str(version)
         key = (name, version)
         stamp = (vdir / "manifest.json").stat().st_mtime if (vdir / "manifest.json").exists() else 0
-        if key in self.failed and self.failed.get((name, version, "stamp")) == stamp:
+        if key in self.failed and self._failed_mtime.get(key) == stamp:
             return None  # already refused this exact content; do not retry every poll
         t0 = time.perf_counter()
         try:
@@ -79,7 +83,7 @@ class ModelRepository:
             servable.warm_up()
         except Exception as exc:  # noqa: BLE001 - any failure refuses this version only
             self.failed[key] = str(exc)
-            self.failed[(name, version, "stamp")] = stamp
+            self._failed_mtime[key] = stamp
             metrics.LOAD_FAILURES.labels(name, str(version)).inc()
             log.error("refused model version: %s", exc, extra={"model": name, "version": version})
             return None
@@ -143,6 +147,6 @@ class ModelRepository:
             out = [{"version": str(v), "state": "AVAILABLE", "device": s.device}
                    for v, s in sorted(self.loaded[name].items(), reverse=True)]
         for key, err in self.failed.items():
-            if len(key) == 2 and key[0] == name:
+            if key[0] == name:
                 out.append({"version": str(key[1]), "state": "FAILED", "error": err})
         return out
