@@ -153,12 +153,52 @@ def main(argv=None) -> int:
     finally:
         for p_ in procs:
             p_.kill()
+    print("every service through the gateway ...", flush=True)
+    results["services"] = every_service(args.seconds, logs)
     results["ratios"] = ratios(results)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results))
     plot(results, args.out / "mnist.png")
     print((args.out / "results.md").read_text())
     return 0
+
+
+def every_service(seconds: float, logs: Path) -> dict:
+    """Latency at concurrency 1 and throughput at 16 for one typical request of each service (whole stack)."""
+    payloads = json.loads((ROOT / "loadtest" / "payloads.json").read_text())
+    cases = {"mnist": ("/api/mnist/predict", {"image": payloads["digits"][0]["grid"]}),
+             "sentiment": ("/api/sentiment/predict", {"text": payloads["reviews"][0]["text"]}),
+             "translation greedy": ("/api/translate", {"text": payloads["sentences"][0]}),
+             "translation beam 4": ("/api/translate", {"text": payloads["sentences"][0], "beam_size": 4}),
+             "textgen 100 tokens": ("/api/generate", {"prompt": "ROMEO:\n", "max_tokens": 100, "seed": 1}),
+             "gan 1 image": ("/api/gan/sample", {"n": 1, "seed": 1})}
+    base = free_port()
+    gw = base + 5
+    stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(gw), "--base-port",
+                              str(base)], cwd=ROOT, start_new_session=True,
+                             env={**os.environ, "LOG_LEVEL": "WARNING", "MODEL_POLL_SECONDS": "0"},
+                             stdout=open(logs / "stack.log", "wb"), stderr=subprocess.STDOUT)
+    out = {}
+    try:
+        for _ in range(240):
+            try:
+                if requests.get(f"http://127.0.0.1:{gw}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.5)
+        for name, (path, body) in cases.items():
+            url = f"http://127.0.0.1:{gw}{path}"
+            one = loadgen.run(url, json.dumps(body).encode(), 1, seconds)
+            many = loadgen.run(url, json.dumps(body).encode(), 16, seconds)
+            out[name] = {"c1": one, "c16": many}
+            print(f"{name:20s} c=1 p50 {one['p50_ms']:7.2f} ms   c=16 {many['rps']:7.1f} req/s p99 "
+                  f"{many['p99_ms']:7.1f} ms  errors {one['errors'] + many['errors']}", flush=True)
+    finally:
+        import signal
+        os.killpg(stack.pid, signal.SIGTERM)
+        stack.wait(60)
+    return out
 
 
 def ratios(r: dict) -> dict:
@@ -197,6 +237,11 @@ def markdown(r: dict) -> str:
     for mode, by_s in r["textgen"].items():
         for s, x in by_s.items():
             lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | {x['ttft_p99_ms']:.1f} |")
+    lines += ["", "## Every service through the gateway (whole stack running)\n",
+              "| request | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p99 ms | errors |", "|---|---|---|---|---|---|"]
+    for name, x in r.get("services", {}).items():
+        lines.append(f"| {name} | {x['c1']['p50_ms']:.2f} | {x['c1']['p99_ms']:.2f} | {x['c16']['rps']:.1f} | "
+                     f"{x['c16']['p99_ms']:.1f} | {x['c1']['errors'] + x['c16']['errors']} |")
     lines += ["", "## Ratios\n", "| ratio | value |", "|---|---|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in r["ratios"].items()]
     return "\n".join(lines) + "\n"
