@@ -26,7 +26,7 @@ COPY --chown=root:root exported_models /models
 USER 10001:10001
 EXPOSE 8080 9001 9002 9003 9004 9005
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os,urllib.request as u;p=os.environ.get('GATEWAY_PORT') or os.environ.get('PORT') or '8080';u.urlopen('http://127.0.0.1:'+p+'/v2/health/live',timeout=2)"]
+  CMD ["python", "-m", "services.healthcheck"]
 ENTRYPOINT ["python", "-m", "services"]
 CMD ["gateway"]
 
@@ -50,7 +50,7 @@ COPY --chown=root:root exported_models /models
 USER 10001:10001
 EXPOSE 8080 9001 9002 9003 9004 9005
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
-  CMD ["python", "-c", "import os,urllib.request as u;p=os.environ.get('GATEWAY_PORT') or os.environ.get('PORT') or '8080';u.urlopen('http://127.0.0.1:'+p+'/v2/health/live',timeout=2)"]
+  CMD ["python", "-m", "services.healthcheck"]
 ENTRYPOINT ["python", "-m", "services"]
 CMD ["mnist"]
 

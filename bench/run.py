@@ -221,7 +221,7 @@ def ratios(r: dict) -> dict:
 
 def markdown(r: dict) -> str:
     m, raw = r["machine"], r["raw_ort"]
-    lines = [f"# Benchmark results\n", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+    lines = ["# Benchmark results\n", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
              f"Python {m['python']}, onnxruntime {raw['onnxruntime']}, GPU: {m['gpu']}. "
              f"{r['seconds_per_point']:.0f} s per point; load generator on the same machine (loopback).\n",
              "## MNIST, one digit per request\n",

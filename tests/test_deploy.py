@@ -44,7 +44,8 @@ def test_dockerfile_is_hadolint_clean():
     text = (ROOT / "Dockerfile").read_text()
     for target in ("AS serve-cpu", "AS serve-gpu", "AS train"):
         assert target in text
-    assert "USER 10001" in text and "HEALTHCHECK" in text and "/v2/health/live" in text
+    assert "USER 10001" in text and "HEALTHCHECK" in text and "services.healthcheck" in text
+    assert "/v2/health/live" in (ROOT / "services" / "healthcheck.py").read_text()
 
 
 def test_generated_manifests_are_up_to_date(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import bz2
 import csv
 import gzip
-import hashlib
 import io
 import os
 import pickle
@@ -23,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from services.runtime.manifest import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,14 +79,6 @@ SOURCES: dict[str, Source] = {
 
 def cache_dir() -> Path:
     return Path(os.environ.get("DATA_CACHE", REPO_ROOT / ".data_cache"))
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _archive_path(src: Source, cache: Path) -> Path | None:

@@ -11,7 +11,6 @@ import logging
 import os
 import re
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -23,11 +22,10 @@ from services.gateway.upstream import Upstream, response_headers
 from services.runtime import logs
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
-from services.runtime.http import json_response
+from services.runtime.http import assign_request_id, json_response, log_access
 from services.runtime.metrics import exposition
 
 log = logging.getLogger("gateway")
-access = logging.getLogger("access")
 PUBLIC = ("/v2/health/", "/metrics", "/docs", "/openapi.json", "/static/", "/favicon.ico")
 _V1 = re.compile(r"^/v1/models/([^/:]+)")
 _V2 = re.compile(r"^/v2/models/([^/]+)")
@@ -50,8 +48,7 @@ def create_app() -> Flask:
     @app.before_request
     def _before():
         g.t0 = time.perf_counter()
-        rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+        assign_request_id()
         g.route, g.model = "other", ""
         length = request.content_length
         if length is not None and length > LIMITS["max_body_bytes"]:  # before reading a byte of it
@@ -64,14 +61,11 @@ def create_app() -> Flask:
 
     @app.after_request
     def _after(resp: Response):
-        resp.headers["X-Request-ID"] = g.get("request_id", "")
         dt = time.perf_counter() - g.get("t0", time.perf_counter())
         route, model = g.get("route", "other"), g.get("model", "")
         metrics.REQUESTS.labels(route, model, str(resp.status_code)).inc()
         metrics.LATENCY.labels(route, model).observe(dt)
-        if request.path not in ("/metrics", "/v2/health/live", "/v2/health/ready"):
-            access.info("request", extra={"method": request.method, "path": request.path, "status": resp.status_code,
-                                          "ms": round(dt * 1000, 2), "route": route, "model": model})
+        log_access(resp, dt, route=route, model=model)
         return resp
 
     @app.errorhandler(ApiError)
@@ -128,25 +122,22 @@ def create_app() -> Flask:
             raise ApiError(f"no such route: {request.method} {request.path}", status=404)
         return forward(b, "native", b.name)
 
-    @app.route("/v1/models/<path:rest>", methods=["GET", "POST"])
-    def v1(rest):
-        m = _V1.match(request.path)
+    def by_model(protocol: str, pattern: re.Pattern):
+        m = pattern.match(request.path)
         name = m.group(1) if m else ""
         b = router.model(name)
         if b is None:
             raise ApiError(f"model '{name}' is not served here (models: {sorted(router.by_model)})", status=404,
                            field="model")
-        return forward(b, "v1", name)
+        return forward(b, protocol, name)
+
+    @app.route("/v1/models/<path:rest>", methods=["GET", "POST"])
+    def v1(rest):
+        return by_model("v1", _V1)
 
     @app.route("/v2/models/<path:rest>", methods=["GET", "POST"])
     def v2(rest):
-        m = _V2.match(request.path)
-        name = m.group(1) if m else ""
-        b = router.model(name)
-        if b is None:
-            raise ApiError(f"model '{name}' is not served here (models: {sorted(router.by_model)})", status=404,
-                           field="model")
-        return forward(b, "v2", name)
+        return by_model("v2", _V2)
 
     # ----------------------------------------------------------------------------------- aggregates
     def fan_out(method: str, path: str, timeout: float = 1.0):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
@@ -16,13 +15,12 @@ from werkzeug.exceptions import HTTPException
 from services.runtime import logs, metrics
 from services.runtime.config import LIMITS, model_repository
 from services.runtime.errors import ApiError
-from services.runtime.http import json_response
+from services.runtime.http import assign_request_id, json_response, log_access
 from services.runtime.protocol_v1 import bp as v1_bp
 from services.runtime.protocol_v2 import bp as v2_bp
 from services.runtime.repository import ModelRepository
 
 log = logging.getLogger("runtime.app")
-access = logging.getLogger("access")
 
 
 def protocol_of(path: str) -> str:
@@ -56,22 +54,18 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
     @app.before_request
     def _start():
         g.t0 = time.perf_counter()
-        rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+        assign_request_id()
         g.model, g.model_version = None, ""
 
     @app.after_request
     def _finish(resp: Response):
-        resp.headers["X-Request-ID"] = g.get("request_id", "")
         proto = protocol_of(request.path)
         dt = time.perf_counter() - g.get("t0", time.perf_counter())
         model = g.get("model")
         if model:
             metrics.REQUESTS.labels(model, g.get("model_version", ""), proto, str(resp.status_code)).inc()
             metrics.REQUEST_LATENCY.labels(model, proto).observe(dt)
-        if request.path not in ("/metrics", "/v2/health/live", "/v2/health/ready"):
-            access.info("request", extra={"method": request.method, "path": request.path, "status": resp.status_code,
-                                          "ms": round(dt * 1000, 2), "model": model, "protocol": proto})
+        log_access(resp, dt, model=model, protocol=proto)
         return resp
 
     @app.errorhandler(ApiError)

@@ -9,7 +9,7 @@ generation, on ONNX Runtime in a server or synchronously in a training job's eva
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np

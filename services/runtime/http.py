@@ -1,8 +1,11 @@
 """HTTP helpers shared by every service: fast JSON responses (orjson) and lenient JSON request bodies."""
 from __future__ import annotations
 
+import logging
+import uuid
+
 import orjson
-from flask import Response, request
+from flask import Response, g, request
 
 from services.runtime import codec
 
@@ -15,3 +18,22 @@ def json_response(obj, status: int = 200, headers: dict | None = None) -> Respon
 def json_body() -> dict:
     """The request body as a JSON object, whatever the Content-Type (curl -d sends form-urlencoded)."""
     return codec.parse_json(codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding")))
+
+
+_access = logging.getLogger("access")
+_QUIET = ("/metrics", "/v2/health/live", "/v2/health/ready")
+
+
+def assign_request_id() -> str:
+    """Keep the caller's X-Request-ID (when short and printable) or make one; stored in ``g``."""
+    rid = request.headers.get("X-Request-ID", "")
+    g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+    return g.request_id
+
+
+def log_access(resp: Response, seconds: float, **fields) -> None:
+    """One JSON access-log line per request (probes and scrapes excepted); echoes the request id."""
+    resp.headers["X-Request-ID"] = g.get("request_id", "")
+    if request.path not in _QUIET:
+        _access.info("request", extra={"method": request.method, "path": request.path,
+                                       "status": resp.status_code, "ms": round(seconds * 1000, 2), **fields})

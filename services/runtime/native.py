@@ -20,6 +20,12 @@ def one_or_many(body: dict, one: str, many: str, limit: int) -> tuple[list, bool
     return items, False
 
 
+def texts(body: dict, limit: int, max_chars: int) -> tuple[list[str], bool]:
+    """``{"text": s}`` or ``{"texts": [s, ...]}``, each checked -> (texts, single)."""
+    items, single = one_or_many(body, "text", "texts", limit)
+    return [text(t, "text" if single else f"texts[{i}]", max_chars) for i, t in enumerate(items)], single
+
+
 def text(value, field: str, max_chars: int, allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise ApiError(f"'{field}' must be a string", field=field)

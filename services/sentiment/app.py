@@ -15,9 +15,7 @@ api = Blueprint("sentiment_api", __name__)
 @api.post("/api/sentiment/predict")
 def predict():
     body = json_body()
-    items, single = native.one_or_many(body, "text", "texts", LIMITS["max_batch_items"])
-    texts = [native.text(t, "text" if single else f"texts[{i}]", LIMITS["max_text_chars"])
-             for i, t in enumerate(items)]
+    texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
     s = current_app.extensions["repository"].get("sentiment", body.get("version"))
     g.model, g.model_version = s.name, str(s.version)
     scores = s.predict(texts)

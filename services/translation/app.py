@@ -16,9 +16,7 @@ api = Blueprint("translation_api", __name__)
 @api.post("/api/translate")
 def translate():
     body = json_body()
-    items, single = native.one_or_many(body, "text", "texts", LIMITS["max_batch_items"])
-    texts = [native.text(t, "text" if single else f"texts[{i}]", LIMITS["max_text_chars"])
-             for i, t in enumerate(items)]
+    texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
     kind = native.choice(body, "model", "transformer", ["transformer", "seq2seq"])
     beam = native.integer(body, "beam_size", 1, 1, LIMITS["max_beam_size"])
     max_len = native.integer(body, "max_length", LIMITS["max_translation_tokens"], 1, LIMITS["max_translation_tokens"])
