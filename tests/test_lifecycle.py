@@ -77,18 +77,24 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
                     break
             except requests.RequestException:
                 time.sleep(0.5)
-        results = []
+        results, started = [], threading.Barrier(7)
 
         def call(i):
-            r = requests.post(url + "/api/generate", json={"prompt": "ROMEO:", "max_tokens": 300, "seed": i},
-                              timeout=60)
-            results.append((r.status_code, len(r.json().get("text", ""))))
+            # a stream, so the request is provably in flight (first token received) when SIGTERM arrives
+            with requests.post(url + "/api/generate", json={"prompt": "ROMEO:", "max_tokens": 1000, "seed": i,
+                                                            "stream": True}, stream=True, timeout=60) as r:
+                lines = r.iter_lines()
+                first = next(line for line in lines if line.startswith(b"data: "))
+                started.wait(30)
+                rest = [line for line in lines if line.startswith(b"data: ")]
+                done = json.loads(rest[-1][6:])
+                results.append((r.status_code, len([first] + rest) - 1, len(done["text"])))
         threads = [threading.Thread(target=call, args=(i,)) for i in range(6)]
         [t.start() for t in threads]
-        time.sleep(0.3)
+        started.wait(60)  # every stream has its first token
         proc.send_signal(signal.SIGTERM)
         [t.join() for t in threads]
-        assert results == [(200, 300)] * 6, results
+        assert results == [(200, 1000, 1000)] * 6, results
         assert proc.wait(40) == 0
         with pytest.raises(requests.ConnectionError):
             requests.get(url + "/v2/health/live", timeout=2)
