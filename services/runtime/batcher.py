@@ -40,6 +40,7 @@ class DynamicBatcher:
         self.labels = {"model": model, "graph": graph}
         self.queue: deque[_Pending] = deque()
         self.queued_rows = 0
+        self.last_batch_requests = 1
         self.cond = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name=f"batcher-{model}-{graph}", daemon=True)
@@ -95,9 +96,10 @@ class DynamicBatcher:
                     rows += nxt.rows
                     continue
                 remaining = deadline - time.perf_counter()
-                if remaining <= 0 or self.closed:
+                if remaining <= 0 or self.closed or self.last_batch_requests <= 1 and len(batch) == 1:
                     break
                 self.cond.wait(remaining)
+            self.last_batch_requests = len(batch)
             self.queued_rows -= rows
             metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
             return batch

@@ -34,6 +34,9 @@ def create_session(path, device: str | None = None) -> ort.InferenceSession:
     opts.inter_op_num_threads = env_int("ORT_INTER_OP_THREADS", 1)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    # ORT's worker threads spin while idle; on a small CPU shared with the request threads that spinning
+    # takes cores from JSON decoding and the batcher (ORT_ALLOW_SPINNING=1 restores ORT's default)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("ORT_ALLOW_SPINNING", "0"))
     sess = ort.InferenceSession(str(path), opts, providers=providers_for(device))
     active = sess.get_providers()
     if device == "cuda" and active[0] != "CUDAExecutionProvider":
