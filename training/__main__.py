@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints of an earlier run")
     args = p.parse_args(argv)
     families = FAMILIES if args.family == "all" else [args.family]
+    if args.source == "online" and set(families) - {"mnist", "gan"}:
+        p.error("--source online exists for mnist and gan (keras.datasets.mnist); the IMDB text, Ding pairs and "
+                "Shakespeare plays come only from their registry packages")
     for fam in families:
         opts = JobOptions(family=fam, epochs=args.epochs, quick=args.quick, out=args.out, run_dir=args.run_dir,
                           report_dir=args.report_dir, seed=args.seed, version=args.version, source=args.source,
