@@ -84,7 +84,7 @@ class ModelUser(FastHttpUser):
     @task(3)
     def mnist_v1(self):
         g = random.choice(P["digits"])["grid"]
-        self.post("/v1/models/mnist:predict", {"instances": [[[v / 255.0] for v in row] for row in g]})
+        self.post("/v1/models/mnist:predict", {"instances": [[[[v / 255.0] for v in row] for row in g]]})
 
     @tag("sentiment", "v1")
     @task(2)
