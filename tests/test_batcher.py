@@ -23,6 +23,7 @@ def test_concurrent_requests_share_one_call_and_keep_order():
 
     def run(feeds):
         calls.append(feeds["x"].shape[0])
+        time.sleep(0.05)  # compute time: requests arriving meanwhile join the next batch
         return {"y": feeds["x"] * 2}
     b = make(run)
     results = {}
@@ -36,7 +37,7 @@ def test_concurrent_requests_share_one_call_and_keep_order():
         t.join()
     for i in range(4):
         np.testing.assert_array_equal(results[i], [[2 * i], [2 * (i + 100)]])
-    assert sum(calls) == 8 and max(calls) > 2, calls  # joined into fewer calls than requests
+    assert sum(calls) == 8 and len(calls) < 4, calls  # joined into fewer calls than requests
     b.close()
 
 

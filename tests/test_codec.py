@@ -74,3 +74,8 @@ def test_tf_serving_b64_and_strings():
     assert list(arr) == [b"hi", b"yo"]
     with pytest.raises(ApiError, match="base64"):
         codec.tfs_value([{"b64": "!!"}], "t", "BYTES")
+
+
+def test_ragged_tf_serving_strings_are_400():
+    with pytest.raises(ApiError, match="one shape"):
+        codec.tfs_value(["abc", []], "text", "BYTES")

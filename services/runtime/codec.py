@@ -227,7 +227,10 @@ def tfs_value(x, name: str, datatype: str):
                 raise ApiError(f"input '{name}' must be strings (or {{\"b64\": ...}})", field=name)
         arr = np.empty(len(out), dtype=object)
         arr[:] = out
-        return arr.reshape(_shape_of(x))
+        shape = _shape_of(x)
+        if int(np.prod(shape)) != arr.size:
+            raise ApiError(f"input '{name}' must be a (nested) list of strings of one shape", field=name)
+        return arr.reshape(shape)
     try:
         arr = np.asarray(x, dtype=V2_TO_NP[datatype])
     except (ValueError, TypeError, OverflowError):
