@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench import loadgen
+from bench import loadgen, peer_envs
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = ROOT / "exported_models"
@@ -32,11 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], env: dict, ready_url: str, log: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+def start(cmd: list[str], env: dict, ready_url: str, log: Path, cwd: Path = ROOT, ok=(200, 404, 405)) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
     for _ in range(240):
         try:
-            if requests.get(ready_url, timeout=1).status_code in (200, 404, 405):
+            if requests.get(ready_url, timeout=1).status_code in ok:
                 return proc
         except requests.RequestException:
             pass
@@ -44,6 +45,22 @@ def start(cmd: list[str], env: dict, ready_url: str, log: Path) -> subprocess.Po
             raise RuntimeError(f"{cmd} exited: {log.read_text()[-2000:]}")
         time.sleep(0.5)
     raise RuntimeError(f"{cmd} not ready")
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group (servers with worker processes), SIGKILL what is left after 30 s."""
+    import signal
+    for p_ in procs:
+        try:
+            os.killpg(p_.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p_ in procs:
+        try:
+            p_.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p_.pid, signal.SIGKILL)
+    procs.clear()
 
 
 def latest(name: str) -> Path:
@@ -94,6 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point")
     p.add_argument("--concurrency", default="1,8,32,64")
     p.add_argument("--streams", default="1,8,32")
+    p.add_argument("--peers", default=",".join(peer_envs.PEERS),
+                   help="comma-separated peers to install (bench/.venvs) and measure; 'none' to skip")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / socket.gethostname().split(".")[0])
     args = p.parse_args(argv)
     conc = [int(c) for c in args.concurrency.split(",")]
@@ -131,10 +150,18 @@ def main(argv=None) -> int:
                 results["mnist"][name][c] = r
                 print(f"mnist {name:12s} c={c:3d}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:7.2f} ms"
                       f"  errors {r['errors']}", flush=True)
-        for p_ in procs:
-            p_.terminate()
-            p_.wait(30)
-        procs.clear()
+        stop(procs)
+        for name in [p_ for p_ in args.peers.split(",") if p_ and p_ != "none"]:
+            peer = peer_envs.peer(name, latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
+            procs.append(start(peer.cmd, {**base_env, **peer.env}, peer.ready_url, logs / f"{name}.log", peer.cwd,
+                               ok=(200,)))
+            results["mnist"][name] = {}
+            for c in conc:
+                r = loadgen.run(peer.url, peer.body, c, args.seconds)
+                results["mnist"][name][c] = r
+                print(f"mnist {name:12s} c={c:3d}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:7.2f} ms"
+                      f"  errors {r['errors']}", flush=True)
+            stop(procs)
 
         gen = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1, "stream": True}).encode()
         streams = [int(s) for s in args.streams.split(",")]
@@ -148,11 +175,9 @@ def main(argv=None) -> int:
                 results["textgen"][mode][s] = r
                 print(f"textgen {mode:14s} streams={s:3d}: {r['tokens_per_s']:8.1f} tokens/s  ttft p50 "
                       f"{r['ttft_p50_ms']:7.1f} p99 {r['ttft_p99_ms']:7.1f} ms", flush=True)
-            proc.terminate()
-            proc.wait(30)
+            stop([proc])
     finally:
-        for p_ in procs:
-            p_.kill()
+        stop(procs)
     print("every service through the gateway ...", flush=True)
     results["services"] = every_service(args.seconds, logs)
     results["ratios"] = ratios(results)
@@ -208,6 +233,9 @@ def ratios(r: dict) -> dict:
         out[f"service_vs_naive_c{c}"] = m["service"][c]["rps"] / m["naive_flask"][c]["rps"]
         out[f"gateway_vs_naive_c{c}"] = m["gateway"][c]["rps"] / m["naive_flask"][c]["rps"]
         out[f"gateway_overhead_c{c}"] = 1 - m["gateway"][c]["rps"] / m["service"][c]["rps"]
+        for peer in peer_envs.PEERS:
+            if peer in m and c in m[peer]:
+                out[f"service_vs_{peer}_c{c}"] = m["service"][c]["rps"] / max(m[peer][c]["rps"], 1e-9)
         out[f"service_vs_raw_ort_best_c{c}"] = m["service"][c]["rps"] / r["raw_ort"]["best_images_per_s"]
     t = r["textgen"]
     if t.get("continuous") and 1 in t["continuous"]:

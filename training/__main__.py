@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", choices=["offline", "online"], default="offline",
                    help="offline: registry packages (default); online: keras.datasets where one exists")
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints of an earlier run")
+    p.add_argument("--model", action="append", dest="models",
+                   help="translation only: train just this model (transformer or seq2seq; repeatable)")
     args = p.parse_args(argv)
     families = FAMILIES if args.family == "all" else [args.family]
     if args.source == "online" and set(families) - {"mnist", "gan"}:
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     for fam in families:
         opts = JobOptions(family=fam, epochs=args.epochs, quick=args.quick, out=args.out, run_dir=args.run_dir,
                           report_dir=args.report_dir, seed=args.seed, version=args.version, source=args.source,
-                          fresh=args.fresh, argv=[fam, *argv[1:]])
+                          fresh=args.fresh, models=args.models,
+                          argv=[fam, *argv[1:]])
         importlib.import_module(f"training.jobs.{fam}").run(opts)
     return 0
 

@@ -26,6 +26,7 @@ class JobOptions:
     version: int | None = None
     source: str = "offline"
     fresh: bool = False
+    models: list[str] | None = None
     argv: list[str] = field(default_factory=list)
 
     @property

@@ -87,6 +87,8 @@ def run(opts: JobOptions) -> dict:
         f"vocab en {len(src_vocab)} / de {len(tgt_vocab)}, test {len(test)}")
     results = {}
     for name in ("translation_transformer", "translation_seq2seq"):
+        if opts.models and name.split("_", 1)[1] not in opts.models:
+            continue
         results[name] = _train_one(name, opts, src_vocab, tgt_vocab, src_ids, tgt_ids, val, test, ds, keras)
     return results
 
