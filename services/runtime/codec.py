@@ -98,6 +98,8 @@ def v2_decode_inputs(req: dict, tail: bytes) -> dict[str, np.ndarray]:
         name, dtype, shape = t.get("name"), t.get("datatype"), t.get("shape")
         if not isinstance(name, str) or not name:
             raise ApiError(f"inputs[{i}].name must be a non-empty string", field=f"inputs[{i}].name")
+        if name in out:
+            raise ApiError(f"input '{name}' is given more than once", field=name)
         if not isinstance(dtype, str) or dtype not in V2_TO_NP:
             raise ApiError(f"input '{name}': unknown datatype {dtype!r} (one of {sorted(V2_TO_NP)})",
                            field=f"{name}.datatype")
@@ -161,6 +163,23 @@ def _flatten(x):
             yield from _flatten(y)
     else:
         yield x
+
+
+def v2_check_request(req: dict, output_names: list[str]) -> dict:
+    """Reject a malformed ``outputs`` list or ``parameters`` object before any compute; -> the parameters."""
+    params = req.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ApiError("'parameters' must be an object", field="parameters")
+    wanted = req.get("outputs")
+    if wanted is not None:
+        if not isinstance(wanted, list):
+            raise ApiError("'outputs' must be a list of objects with a 'name'", field="outputs")
+        for o in wanted:
+            if not isinstance(o, dict) or not isinstance(o.get("name"), str):
+                raise ApiError("each of 'outputs' must be an object with a 'name'", field="outputs")
+            if o["name"] not in output_names:
+                raise ApiError(f"unknown output '{o['name']}' (outputs: {sorted(output_names)})", field="outputs")
+    return params
 
 
 def v2_encode_outputs(model: str, version: str, outputs: dict[str, np.ndarray], req: dict,

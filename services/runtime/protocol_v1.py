@@ -74,6 +74,11 @@ def predict(path):
     s = current_app.extensions["repository"].get(name, version)
     g.model, g.model_version = s.name, str(s.version)
     body = codec.parse_json(codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding")))
+    if not isinstance(body, dict):
+        raise ApiError("the body must be a JSON object", field="body")
+    if body.get("signature_name", "serving_default") not in ("serving_default", ""):
+        raise ApiError(f"serving signature name {body.get('signature_name')!r} not found (signatures: "
+                       "['serving_default'])", field="signature_name")
     specs = {t.name: t for t in s.inputs}
     required = [t.name for t in s.inputs if not t.optional]
     if ("instances" in body) == ("inputs" in body):

@@ -96,10 +96,8 @@ def infer(name, version=None):
     g.model, g.model_version = s.name, str(s.version)
     body = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
     req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
-    inputs = check_inputs(s, codec.v2_decode_inputs(req, tail), LIMITS["max_batch_items"])
-    params = req.get("parameters") or {}
-    if not isinstance(params, dict):
-        params = {}
+    params = codec.v2_check_request(req, [o.name for o in s.outputs])
+    inputs = check_inputs(s, codec.v2_decode_inputs(req, tail), LIMITS["max_batch_items"], strict_datatype=True)
     outputs = s.infer(inputs, {k: v for k, v in params.items() if k not in ("binary_data_output",)})
     payload, headers = codec.v2_encode_outputs(s.name, str(s.version), outputs, req,
                                                req.get("id") if isinstance(req.get("id"), str) else None)

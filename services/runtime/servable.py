@@ -79,9 +79,11 @@ class Servable:
         metrics.LOADED.labels(self.name, str(self.version), self.device).set(0)
 
 
-def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: int) -> dict[str, np.ndarray]:
-    """Validate named tensors against the servable's specs: names, datatypes (numeric values are cast to the
-    declared type when no information is lost), rank, fixed dimensions, one batch size, batch limit."""
+def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: int,
+                 strict_datatype: bool = False) -> dict[str, np.ndarray]:
+    """Validate named tensors against the servable's specs: names, datatypes, rank, fixed dimensions, one batch
+    size, batch limit. JSON numbers (TF Serving REST) are cast to the declared numeric type; a v2 request names
+    its datatype, which must then match exactly (``strict_datatype``), as Triton requires."""
     from services.runtime.errors import ApiError
     specs = {s.name: s for s in servable.inputs}
     unknown = sorted(set(inputs) - set(specs))
@@ -100,6 +102,9 @@ def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: i
         if spec.datatype == "BYTES":
             if arr.dtype != object:
                 raise ApiError(f"input '{name}' must be BYTES (strings)", field=name)
+        elif arr.dtype != want and strict_datatype:
+            raise ApiError(f"input '{name}' has datatype {NP_TO_V2.get(arr.dtype.name, arr.dtype.name)}, but model "
+                           f"'{servable.name}' expects {spec.datatype}", field=name)
         elif arr.dtype != want:
             kind_ok = (np.dtype(want).kind == "f" and arr.dtype.kind in "fiu") or \
                       (np.dtype(want).kind in "iu" and arr.dtype.kind in "iu")

@@ -23,6 +23,8 @@ class TranslationModel:
         self.tgt_vocab = Vocabulary.load(Path(version_dir) / pre["target_vocabulary"])
         self.max_source = int(pre["max_source_tokens"])
         self.max_target = int(pre["max_target_tokens"])
+        if "max_positions" in pre:  # a learned position table: step t reads position t, so no step may pass it
+            self.max_target = min(self.max_target, int(pre["max_positions"]) - 1)
         self.enc, self.dec = encoder_sess, decoder_sess
         enc_names = [o.name for o in encoder_sess.get_outputs()]
         # the service swaps in a dynamic batcher here; evaluation calls the session directly
@@ -99,5 +101,8 @@ def translate_batch(model: TranslationModel, texts: list[str], beam_size: int = 
         contexts = model.encode([model.source_ids(t) for t in part])
         jobs = [model.job(c, beam_size, max_len or model.max_target) for c in contexts]
         Scheduler(max_rows=chunk * beam_size).run_until_done(jobs)
+        failed = next((j.error for j in jobs if j.error is not None), None)
+        if failed is not None:  # never score a failed decode as an empty translation
+            raise RuntimeError(f"decoding failed: {failed}") from failed
         out.extend(model.target_text(j.results()[0].tokens) if j.results() else "" for j in jobs)
     return out

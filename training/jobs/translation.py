@@ -190,6 +190,8 @@ def _train_one(name, opts, src_vocab, tgt_vocab, src_ids, tgt_ids, val, test, ds
            "source_language": "en", "target_language": "de",
            "max_source_tokens": MAX_TOKENS, "max_target_tokens": MAX_TOKENS + 10,
            "special_tokens": {"pad": 0, "unk": 1, "bos": BOS_ID, "eos": EOS_ID}, "config": cfg}
+    if kind == "transformer":  # learned positions: the decoder cannot step past its table
+        pre["max_positions"] = MAX_TOKENS + 2
     manifest_stub = {"preprocessing": pre}
     tm = TranslationModel(manifest_stub, stage, ort_session(stage / "encoder.onnx"), ort_session(stage / "decoder.onnx"))
     srcs = [e for e, _ in test]
