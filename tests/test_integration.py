@@ -148,11 +148,13 @@ def test_stopped_backend_503_circuit_and_readiness(stack):
     assert "stopped" in stack.ctl("stop", "gan").stdout
     try:
         times = []
-        for _ in range(5):
+        for _ in range(16):  # each gateway worker keeps its own breaker: a few failures open each of them
             t0 = time.perf_counter()
             r = requests.post(stack.url + "/api/gan/sample", json={"n": 1}, timeout=5)
             times.append(time.perf_counter() - t0)
             assert r.status_code == 503 and "gan" in r.json()["error"]
+            if "circuit open" in r.json()["error"]:
+                break
         assert max(times) < 1.0
         assert "circuit open" in r.json()["error"]
         ready = requests.get(stack.url + "/v2/health/ready", timeout=5)

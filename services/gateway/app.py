@@ -12,6 +12,7 @@ import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
 
 import orjson
 from flask import Flask, Response, g, request, send_from_directory
@@ -31,6 +32,20 @@ _V1 = re.compile(r"^/v1/models/([^/:]+)")
 _V2 = re.compile(r"^/v2/models/([^/]+)")
 FORWARD_HEADERS = ("content-type", "content-encoding", "accept", "accept-encoding", "inference-header-content-length",
                    "x-request-id")
+
+
+def upstream_target() -> str:
+    """The request target as the client sent it (gunicorn's RAW_URI), percent-encoded where it is not plain
+    ASCII, so odd bytes in a path reach the backend (which answers 404) instead of breaking the request line."""
+    raw = request.environ.get("RAW_URI")
+    if raw:
+        try:
+            data = raw.encode("latin-1")
+        except UnicodeEncodeError:
+            data = raw.encode("utf-8")
+    else:
+        data = (request.full_path if request.query_string else request.path).encode("utf-8")
+    return quote(data, safe="/%:@!$&'()*+,;=?-._~")
 
 
 def create_app() -> Flask:
@@ -98,15 +113,14 @@ def create_app() -> Flask:
         headers = {k: v for k, v in request.headers.items() if k.lower() in FORWARD_HEADERS}
         headers["X-Request-ID"] = g.request_id
         headers["X-Forwarded-For"] = request.remote_addr or ""
-        path = request.full_path if request.query_string else request.path
+        path = upstream_target()
         wants_stream = route == "native" and request.path == "/api/generate"
         resp = upstream.request(backend, request.method, path, headers, body, stream=wants_stream)
         hdrs = response_headers(resp)
         if wants_stream and resp.headers.get("Content-Type", "").startswith("text/event-stream"):
             def relay():
                 try:
-                    for chunk in resp.read_chunked() if resp.chunked else resp.stream(1024):
-                        yield chunk
+                    yield from resp.stream(1024)
                 finally:
                     resp.release_conn()
             return Response(relay(), resp.status, headers=hdrs, direct_passthrough=True)

@@ -1,4 +1,4 @@
-"""Calls to the model services: pooled keep-alive connections (urllib3), a per-backend circuit breaker,
+"""Calls to the model services: pooled keep-alive connections (``http.client``), a per-backend circuit breaker,
 fast failure when a backend is down, retries only of connection attempts (nothing was sent, so any method
 is safe to retry), and an upstream timeout.
 
@@ -8,12 +8,13 @@ fifth of the service's at 8 concurrent clients).
 """
 from __future__ import annotations
 
+import http.client
 import os
+import socket
 import threading
 import time
-
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ProtocolError, ReadTimeoutError
+from collections import deque
+from urllib.parse import urlsplit
 
 from services.gateway import metrics
 from services.runtime.errors import ApiError
@@ -77,12 +78,47 @@ class CircuitBreaker:
         return result
 
 
+class UpstreamResponse:
+    """What the gateway needs of a backend answer: status, headers, the body (or a stream of it), and giving
+    the keep-alive connection back when the body has been read to the end."""
+
+    def __init__(self, raw: http.client.HTTPResponse, conn, pool, stream: bool):
+        self.status, self.headers, self.raw = raw.status, raw.headers, raw
+        self.conn, self.pool = conn, pool
+        self.chunked = bool(raw.chunked)
+        self.data = b""
+        if not stream:
+            self.data = raw.read()
+            self.release_conn()
+
+    def stream(self, size: int = 1024):
+        """Body bytes as they arrive (chunked transfer decoded), without waiting for ``size`` of them."""
+        while True:
+            chunk = self.raw.read1(size)
+            if not chunk:
+                return
+            yield chunk
+
+    def release_conn(self) -> None:
+        if self.conn is None:
+            return
+        conn, self.conn = self.conn, None
+        if self.raw.isclosed() and not self.raw.will_close:
+            self.pool.append(conn)  # body fully read on a keep-alive connection: reuse it
+        else:
+            conn.close()
+
+
 class Upstream:
+    """Keep-alive connections per backend (a LIFO of idle ``http.client`` connections; appending and popping
+    a deque are atomic). Measured against urllib3's PoolManager on this path: 236 vs 561 us of client CPU per
+    proxied MNIST request, the gateway's largest single cost."""
+
     def __init__(self):
         self.connect_timeout = float(os.environ.get("GATEWAY_CONNECT_TIMEOUT", "0.5"))
         self.read_timeout = float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT", "60"))
-        self.pool = urllib3.PoolManager(num_pools=16, maxsize=int(os.environ.get("GATEWAY_POOL_SIZE", "64")),
-                                        block=False, retries=False)
+        self.max_idle = int(os.environ.get("GATEWAY_POOL_SIZE", "64"))
+        self.pools: dict[str, deque] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self.fail_max = int(os.environ.get("GATEWAY_BREAKER_FAILURES", "3"))
         self.reset = float(os.environ.get("GATEWAY_BREAKER_RESET_SECONDS", "5"))
@@ -93,48 +129,66 @@ class Upstream:
             b = self.breakers.setdefault(backend, CircuitBreaker(self.fail_max, self.reset))
         return b
 
+    def _pool(self, backend) -> deque:
+        p = self.pools.get(backend.name)
+        if p is None:
+            p = self.pools.setdefault(backend.name, deque(maxlen=self.max_idle))
+        return p
+
+    def _connect(self, backend, read_timeout: float) -> http.client.HTTPConnection:
+        u = urlsplit(backend.url)
+        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.connect_timeout)
+        try:
+            conn.connect()
+        except (OSError, TimeoutError) as exc:  # refused, unreachable, or no answer within the connect timeout
+            conn.close()
+            raise BackendDown(str(exc)) from None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.sock.settimeout(read_timeout)
+        return conn
+
     def request(self, backend, method: str, path: str, headers: dict, body: bytes | None, stream: bool = False,
-                timeout: float | None = None):
-        """-> urllib3 response (preload_content=not stream). Raises ApiError 503/504 on backend trouble."""
-        url = backend.url + path
-        t = urllib3.Timeout(connect=self.connect_timeout, read=timeout or self.read_timeout)
+                timeout: float | None = None) -> UpstreamResponse:
+        """-> the backend's response (body read unless ``stream``). Raises ApiError 503/504 on backend trouble."""
+        read_timeout = timeout or self.read_timeout
+        pool = self._pool(backend)
 
         def send():
-            for attempt in (0, 1):  # one retry of a failed connection; nothing reached the backend
+            for attempt in (0, 1):
                 try:
-                    return self.pool.request(method, url, body=body, headers=headers, timeout=t,
-                                             preload_content=not stream, redirect=False, retries=False)
-                except (NewConnectionError, ConnectTimeoutError) as exc:
-                    if attempt:
+                    conn = pool.pop()
+                    reused = True
+                except IndexError:
+                    conn, reused = self._connect(backend, read_timeout), False
+                if reused:
+                    conn.sock.settimeout(read_timeout)
+                try:
+                    conn.request(method, path, body=body, headers=headers)
+                    return UpstreamResponse(conn.getresponse(), conn, pool, stream)
+                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
+                        http.client.BadStatusLine) as exc:
+                    conn.close()
+                    # an idle keep-alive connection the backend had closed: retry once on a fresh one
+                    if not reused or attempt:
                         raise BackendDown(str(exc)) from None
-                except MaxRetryError as exc:
-                    if isinstance(exc.reason, (NewConnectionError, ConnectTimeoutError)):
-                        if attempt:
-                            raise BackendDown(str(exc.reason)) from None
-                    else:
-                        raise
-                except ProtocolError as exc:
-                    # a pooled keep-alive connection closed by the backend: retry on a fresh one
-                    if attempt:
-                        raise BackendDown(str(exc)) from None
+                except BaseException:
+                    conn.close()
+                    raise
+
         t0 = time.perf_counter()
         try:
-            resp = self.breaker(backend.name).call(send)
+            return self.breaker(backend.name).call(send)
         except CircuitOpen:
             raise ApiError(f"backend '{backend.name}' is unavailable (circuit open, retry in a few seconds)",
                            status=503) from None
         except BackendDown:
             raise ApiError(f"backend '{backend.name}' is unavailable", status=503) from None
-        except (ReadTimeoutError, TimeoutError):
-            raise ApiError(f"backend '{backend.name}' did not answer within {t.read_timeout:.0f}s", status=504) from None
-        except MaxRetryError as exc:
-            if isinstance(exc.reason, ReadTimeoutError):
-                raise ApiError(f"backend '{backend.name}' did not answer within {t.read_timeout:.0f}s",
-                               status=504) from None
-            raise ApiError(f"backend '{backend.name}' failed: {exc.reason}", status=502) from None
+        except (TimeoutError, socket.timeout):
+            raise ApiError(f"backend '{backend.name}' did not answer within {read_timeout:.0f}s", status=504) from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
         finally:
             metrics.UPSTREAM_LATENCY.labels(backend.name).observe(time.perf_counter() - t0)
-        return resp
 
 
 def response_headers(resp) -> list[tuple[str, str]]:

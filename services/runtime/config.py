@@ -15,6 +15,28 @@ def env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: the affinity mask, or the cgroup (container) CPU quota when lower."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            n = min(n, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def web_workers() -> int:
+    """gunicorn workers: WEB_CONCURRENCY, else one per usable CPU (at most 4) on CPU and one on a GPU.
+
+    Request parsing and JSON are Python and hold the GIL, so one process tops out near one core; each
+    worker has its own batcher and ONNX Runtime session, so batches stay full enough at 2-4 workers."""
+    if os.environ.get("WEB_CONCURRENCY"):
+        return int(os.environ["WEB_CONCURRENCY"])
+    return 1 if model_device() == "cuda" else min(4, usable_cpus())
+
+
 def model_repository() -> Path:
     return Path(os.environ.get("MODEL_REPOSITORY", REPO_ROOT / "exported_models"))
 

@@ -1,17 +1,25 @@
 """gunicorn settings for every service and the gateway, from the environment.
 
-gthread workers: request threads hand work to the in-process batcher / scheduler threads, so one worker per
-service keeps batches full (WEB_CONCURRENCY > 1 splits traffic across independent batchers). On SIGTERM
+gthread workers: request threads hand work to the in-process batcher / scheduler threads. Python request
+handling holds the GIL, so one worker per usable CPU (WEB_CONCURRENCY; see config.web_workers), each with its
+own batcher. On SIGTERM
 gunicorn stops accepting, lets in-flight requests finish within GUNICORN_GRACEFUL_TIMEOUT, then exits.
 """
 import os
+import tempfile
 
 import gunicorn.http.wsgi
+
+from services.runtime.config import web_workers
 
 gunicorn.http.wsgi.SERVER = "model-server"  # no product or version in the Server header
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+workers = web_workers()
+os.environ["WEB_CONCURRENCY"] = str(workers)  # workers size their ONNX Runtime thread pools from it
+if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    # several workers: /metrics must sum them, through prometheus_client's multiprocess files
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
@@ -38,3 +46,10 @@ def post_fork(server, worker):
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges must stop counting in the multiprocess metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+        multiprocess.mark_process_dead(worker.pid)
