@@ -31,6 +31,11 @@ def security():
             "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def workers_for(cpu: str) -> int:
+    cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(1, round(cores))
+
+
 def deployment(name, port, env, cpu, mem, mem_limit, port_env="PORT"):
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": "http"}, **kw}  # noqa: E731
     return {
@@ -53,7 +58,9 @@ def deployment(name, port, env, cpu, mem, mem_limit, port_env="PORT"):
                         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
                         "env": [{"name": port_env, "value": str(port)},
                                 {"name": "GUNICORN_GRACEFUL_TIMEOUT", "value": str(GRACE)},
-                                {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/prometheus"}] + env,
+                                {"name": "PROMETHEUS_MULTIPROC_DIR", "value": "/tmp/prometheus"},
+                                # one worker per requested core: the pod's memory limit holds one model copy each
+                                {"name": "WEB_CONCURRENCY", "value": str(workers_for(cpu))}] + env,
                         "resources": {"requests": {"cpu": cpu, "memory": mem}, "limits": {"memory": mem_limit}},
                         "startupProbe": probe("/v2/health/ready", periodSeconds=2, failureThreshold=90),
                         "readinessProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=2),
@@ -172,7 +179,9 @@ def main(out: Path = HERE):
     for n in SERVICES:
         gpu_patch.append({"target": {"kind": "Deployment", "name": n}, "patch": yaml.safe_dump([
             {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": f"{IMAGE}:serve-gpu"},
-            {"op": "replace", "path": "/spec/template/spec/containers/0/env/3/value", "value": "cuda"},
+            # env: PORT, GUNICORN_GRACEFUL_TIMEOUT, PROMETHEUS_MULTIPROC_DIR, WEB_CONCURRENCY, MODEL_DEVICE
+            {"op": "replace", "path": "/spec/template/spec/containers/0/env/3/value", "value": "1"},  # one GPU context
+            {"op": "replace", "path": "/spec/template/spec/containers/0/env/4/value", "value": "cuda"},
             {"op": "add", "path": "/spec/template/spec/containers/0/resources/limits/nvidia.com~1gpu", "value": 1},
             {"op": "add", "path": "/spec/template/spec/nodeSelector", "value": {"nvidia.com/gpu.present": "true"}},
             {"op": "add", "path": "/spec/template/spec/tolerations", "value": [
