@@ -42,6 +42,9 @@ train-all: $(PY)
 # Benchmark: starts what it measures on free ports, writes bench/results/<host>/results.{md,json} and mnist.png.
 bench: $(PY)
 	$(PIP) -e '.[serve,load,train]'
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  (apt-get install -y -qq wrk >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq wrk >/dev/null)); } || \
+	  echo "wrk could not be installed: the benchmark uses its aiohttp client"
 	$(PY) -m bench.run
 
 # Locust, headless and bounded, against a stack it starts (or LOADTEST_HOST=http://... to target another).

@@ -120,20 +120,26 @@ def main(argv=None) -> int:
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
     py = sys.executable
-    results = {"machine": machine(), "seconds_per_point": args.seconds, "mnist": {}, "textgen": {}}
+    results = {"machine": machine(), "seconds_per_point": args.seconds, "client": loadgen.tool(), "mnist": {},
+               "textgen": {}}
     print("raw ONNX Runtime (in-process) ...", flush=True)
     results["raw_ort"] = raw_ort(min(args.seconds, 4))
 
     from training.data import load_mnist_5k
     digit = load_mnist_5k()["test"][0][0].tolist()
     body = json.dumps({"image": digit}).encode()
-    ports = {k: free_port() for k in ("naive", "service", "gateway", "textgen", "textgen_seq")}
+    ports = {k: free_port() for k in ("naive", "naive_2w", "service", "gateway", "textgen", "textgen_seq")}
     base_env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
     procs = []
     try:
         procs.append(start([py, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf", "bench.peers.naive_flask:app"],
-                           {**base_env, "PORT": str(ports["naive"]), "MODEL_PATH": str(latest("mnist") / "model.onnx")},
+                           {**base_env, "PORT": str(ports["naive"]), "MODEL_PATH": str(latest("mnist") / "model.onnx"),
+                            "WEB_CONCURRENCY": "1"},
                            f"http://127.0.0.1:{ports['naive']}/", logs / "naive.log"))
+        # the same naive app given one worker per CPU too, as our service has by default (fair comparison)
+        procs.append(start([py, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf", "bench.peers.naive_flask:app"],
+                           {**base_env, "PORT": str(ports["naive_2w"]), "MODEL_PATH": str(latest("mnist") / "model.onnx")},
+                           f"http://127.0.0.1:{ports['naive_2w']}/", logs / "naive-workers.log"))
         procs.append(start([py, "-m", "services", "mnist"], {**base_env, "PORT": str(ports["service"])},
                            f"http://127.0.0.1:{ports['service']}/v2/health/ready", logs / "mnist.log"))
         procs.append(start([py, "-m", "services", "gateway"],
@@ -141,6 +147,7 @@ def main(argv=None) -> int:
                             "BACKEND_MNIST_URL": f"http://127.0.0.1:{ports['service']}"},
                            f"http://127.0.0.1:{ports['gateway']}/v2/health/live", logs / "gateway.log"))
         targets = {"naive_flask": f"http://127.0.0.1:{ports['naive']}/api/mnist/predict",
+                   "naive_flask_workers": f"http://127.0.0.1:{ports['naive_2w']}/api/mnist/predict",
                    "service": f"http://127.0.0.1:{ports['service']}/api/mnist/predict",
                    "gateway": f"http://127.0.0.1:{ports['gateway']}/api/mnist/predict"}
         for name, url in targets.items():
@@ -164,6 +171,7 @@ def main(argv=None) -> int:
             stop(procs)
 
         gen = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1, "stream": True}).encode()
+        gen_json = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1}).encode()
         streams = [int(s) for s in args.streams.split(",")]
         for mode, env in (("continuous", {}), ("one_at_a_time", {"DECODER_MAX_ROWS": "1"})):
             port = ports["textgen" if mode == "continuous" else "textgen_seq"]
@@ -175,6 +183,14 @@ def main(argv=None) -> int:
                 results["textgen"][mode][s] = r
                 print(f"textgen {mode:14s} streams={s:3d}: {r['tokens_per_s']:8.1f} tokens/s  ttft p50 "
                       f"{r['ttft_p50_ms']:7.1f} p99 {r['ttft_p99_ms']:7.1f} ms", flush=True)
+            # the same generations without SSE: what the scheduler sustains when per-token HTTP writes are gone
+            results["textgen"][f"{mode}_no_sse"] = {}
+            for s in streams:
+                r = loadgen.run(f"http://127.0.0.1:{port}/api/generate", gen_json, s, args.seconds)
+                r = {**r, "tokens_per_s": r["rps"] * 200, "ttft_p50_ms": float("nan"), "ttft_p99_ms": float("nan")}
+                results["textgen"][f"{mode}_no_sse"][s] = r
+                print(f"textgen {mode + ' no SSE':20s} requests={s:3d}: {r['tokens_per_s']:8.1f} tokens/s  "
+                      f"p50 {r['p50_ms']:7.1f} ms  errors {r['errors']}", flush=True)
             stop([proc])
     finally:
         stop(procs)
@@ -237,7 +253,13 @@ def ratios(r: dict) -> dict:
             if peer in m and c in m[peer]:
                 out[f"service_vs_{peer}_c{c}"] = m["service"][c]["rps"] / max(m[peer][c]["rps"], 1e-9)
         out[f"service_vs_raw_ort_best_c{c}"] = m["service"][c]["rps"] / r["raw_ort"]["best_images_per_s"]
+    for c in m.get("naive_flask_workers", {}):
+        out[f"service_vs_naive_workers_c{c}"] = m["service"][c]["rps"] / m["naive_flask_workers"][c]["rps"]
     t = r["textgen"]
+    for mode in ("continuous_no_sse",):
+        if t.get(mode) and 1 in t[mode]:
+            top = max(t[mode])
+            out[f"textgen_{mode}_{top}_vs_1"] = t[mode][top]["tokens_per_s"] / t[mode][1]["tokens_per_s"]
     if t.get("continuous") and 1 in t["continuous"]:
         top = max(t["continuous"])
         out[f"textgen_{top}_streams_vs_1"] = t["continuous"][top]["tokens_per_s"] / t["continuous"][1]["tokens_per_s"]
@@ -251,7 +273,10 @@ def markdown(r: dict) -> str:
     m, raw = r["machine"], r["raw_ort"]
     lines = ["# Benchmark results\n", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
              f"Python {m['python']}, onnxruntime {raw['onnxruntime']}, GPU: {m['gpu']}. "
-             f"{r['seconds_per_point']:.0f} s per point; load generator on the same machine (loopback).\n",
+             f"{r['seconds_per_point']:.0f} s per point; load generator ({r.get('client', 'aiohttp')}) on the same "
+             "machine (loopback), sharing its cores. Our services and the gateway run with their defaults (one "
+             "gunicorn worker per CPU); `naive_flask` is the plain app with one worker, `naive_flask_workers` the "
+             "same app with one worker per CPU; KServe, MLServer and BentoML run with their own defaults.\n",
              "## MNIST, one digit per request\n",
              f"Raw ONNX Runtime in-process (the ceiling): batch 1 {raw['batch1_images_per_s']:.0f} images/s, "
              f"best batch {raw['best_batch']} {raw['best_images_per_s']:.0f} images/s.\n",
@@ -260,11 +285,15 @@ def markdown(r: dict) -> str:
         for c, x in by_c.items():
             lines.append(f"| {name} | {c} | {x['rps']:.1f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | "
                          f"{x['p99_ms']:.2f} | {x['errors']} |")
-    lines += ["", "## Text generation (200 tokens per stream, SSE)\n",
-              "| scheduling | streams | tokens/s | time to first token p50 ms | p99 ms |", "|---|---|---|---|---|"]
+    lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
+              "`continuous`: one scheduler steps every active sequence together; `one_at_a_time`: "
+              "`DECODER_MAX_ROWS=1`. Time to first token only exists for streams.\n",
+              "| scheduling | concurrent | tokens/s | time to first token p50 ms | p99 ms | request p50 ms |",
+              "|---|---|---|---|---|---|"]
     for mode, by_s in r["textgen"].items():
         for s, x in by_s.items():
-            lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | {x['ttft_p99_ms']:.1f} |")
+            lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | {x['ttft_p99_ms']:.1f} | "
+                         f"{x.get('p50_ms', float('nan')):.1f} |")
     lines += ["", "## Every service through the gateway (whole stack running)\n",
               "| request | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p99 ms | errors |", "|---|---|---|---|---|---|"]
     for name, x in r.get("services", {}).items():

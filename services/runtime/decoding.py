@@ -157,7 +157,9 @@ class SamplingJob(Job):
             mask = np.zeros_like(p)
             mask[keep] = p[keep]
             p = mask / mask.sum()
-        return int(self.rng.choice(p.size, p=p))
+        # inverse-CDF draw: one uniform number (Generator.choice validates p on every call: 5x slower here)
+        cdf = np.cumsum(p)
+        return min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), p.size - 1)
 
     def advance(self, logprobs: np.ndarray, states: list) -> None:
         if self.cancelled:

@@ -38,12 +38,19 @@ def generate():
     def events():
         index = 0
         try:
-            while True:
-                piece = st.pieces.get(timeout=s.timeout)
-                if piece is None:
-                    break
-                yield _sse(None, {"token": piece, "index": index})
-                index += 1
+            done = False
+            while not done:
+                # one write for every token already made: under load the scheduler runs ahead of the
+                # socket, and a write per token would cost a system call each
+                pieces = [st.pieces.get(timeout=s.timeout)]
+                while pieces[-1] is not None and not st.pieces.empty():
+                    pieces.append(st.pieces.get_nowait())
+                if pieces[-1] is None:
+                    done = True
+                    pieces.pop()
+                if pieces:
+                    yield b"".join(_sse(None, {"token": piece, "index": index + i}) for i, piece in enumerate(pieces))
+                    index += len(pieces)
             yield _sse("done", {"text": st.text, "tokens": len(job.tokens), "finish_reason": job.stop_reason, **meta})
         finally:
             job.cancelled = True  # client went away (or we finished): free the row
