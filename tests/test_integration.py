@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 
 import numpy as np
@@ -147,6 +148,12 @@ def test_killed_service_fails_fast_and_is_restarted(stack):
 def test_stopped_backend_503_circuit_and_readiness(stack):
     assert "stopped" in stack.ctl("stop", "gan").stdout
     try:
+        # workers of a master killed by the previous test may still be draining their kept-alive connections
+        # for a moment (gunicorn answers those with Connection: close); wait for the first 503
+        deadline = time.time() + 10
+        while requests.post(stack.url + "/api/gan/sample", json={"n": 1}, timeout=5).status_code != 503:
+            assert time.time() < deadline, "gan still answers after it was stopped"
+            time.sleep(0.2)
         times = []
         for _ in range(16):  # each gateway worker keeps its own breaker: a few failures open each of them
             t0 = time.perf_counter()
@@ -169,3 +176,33 @@ def test_stopped_backend_503_circuit_and_readiness(stack):
             break
         time.sleep(0.5)
     assert requests.post(stack.url + "/api/gan/sample", json={"n": 1, "seed": 2}, timeout=5).status_code == 200
+
+
+def test_killed_worker_is_replaced_and_no_request_fails(stack):
+    """SIGKILL one gunicorn worker of the mnist service while clients call it through the gateway: the master
+    replaces the worker, the other worker keeps serving, and the gateway retries a request whose keep-alive
+    connection died with the worker, so no request fails."""
+    import psutil
+    master = int(stack.ctl("pid", "mnist").stdout.strip())
+    workers = psutil.Process(master).children()
+    assert workers, "mnist has no worker processes"
+    body = {"image": [[0] * 28] * 28}
+    results, stop = [], threading.Event()
+
+    def client():
+        with requests.Session() as s:
+            while not stop.is_set():
+                results.append(s.post(stack.url + "/api/mnist/predict", json=body, timeout=10).status_code)
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    [t.start() for t in threads]
+    time.sleep(1.0)
+    os.kill(workers[0].pid, signal.SIGKILL)
+    deadline = time.time() + 30
+    while time.time() < deadline and len(psutil.Process(master).children()) < len(workers):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    stop.set()
+    [t.join() for t in threads]
+    assert len(psutil.Process(master).children()) == len(workers), "the killed worker was not replaced"
+    assert workers[0].pid not in [w.pid for w in psutil.Process(master).children()]
+    assert len(results) > 50 and set(results) == {200}, {c: results.count(c) for c in set(results)}

@@ -101,3 +101,38 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_new_version_under_load_loses_no_request(tmp_path, monkeypatch):
+    """Clients keep calling while version 2 appears and version 1 is retired: every request succeeds and the
+    switch is visible in the metadata."""
+    from services.gan.app import create_app
+    src = REPO / "gan" / "1"
+    copy_version(src, tmp_path, 1)
+    monkeypatch.setenv("MODEL_REPOSITORY", str(tmp_path))
+    app = create_app(poll=False)
+    repo = app.extensions["repository"]
+    results, versions, stop = [], set(), threading.Event()
+
+    def client():
+        c = app.test_client()
+        while not stop.is_set():
+            r = c.post("/api/gan/sample", json={"n": 2, "seed": 3})
+            results.append(r.status_code)
+            if r.status_code == 200:
+                versions.add(r.json["version"])
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    [t.start() for t in threads]
+    time.sleep(0.5)
+    copy_version(src, tmp_path, 2)
+    repo.refresh()
+    time.sleep(0.5)
+    shutil.rmtree(tmp_path / "gan" / "1")  # version 1 removed from disk: unloaded while requests may be in flight
+    repo.refresh()
+    time.sleep(0.5)
+    stop.set()
+    [t.join() for t in threads]
+    assert len(results) > 20 and set(results) == {200}, {c: results.count(c) for c in set(results)}
+    assert versions == {"1", "2"}
+    assert app.test_client().get("/v2/models/gan").json["parameters"]["version"] == "2"
+    repo.close()

@@ -1,6 +1,6 @@
 """Calls to the model services: pooled keep-alive connections (``http.client``), a per-backend circuit breaker,
-fast failure when a backend is down, retries only of connection attempts (nothing was sent, so any method
-is safe to retry), and an upstream timeout.
+fast failure when a backend is down, retries only when a connection fails before any answer (model calls
+have no side effects), never after a timeout, and an upstream timeout.
 
 The breaker is a few lines here rather than pybreaker: pybreaker's ``call`` holds one lock for the whole
 guarded call, which serialised every request through a backend (measured: gateway throughput fell to a
@@ -154,7 +154,7 @@ class Upstream:
         pool = self._pool(backend)
 
         def send():
-            for attempt in (0, 1):
+            for attempt in range(3):
                 try:
                     conn = pool.pop()
                     reused = True
@@ -168,8 +168,10 @@ class Upstream:
                 except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
                         http.client.BadStatusLine) as exc:
                     conn.close()
-                    # an idle keep-alive connection the backend had closed: retry once on a fresh one
-                    if not reused or attempt:
+                    # the connection died before any answer: an idle keep-alive connection the backend had
+                    # closed, or a worker that was killed or restarted (its queued connections are reset).
+                    # Model calls have no side effects, so a fresh connection is tried, twice at most.
+                    if attempt == 2:
                         raise BackendDown(str(exc)) from None
                 except BaseException:
                     conn.close()
