@@ -60,14 +60,16 @@ def test_full_queue_answers_overloaded():
         gate.wait(5)
         return {"y": feeds["x"]}
     b = make(run, max_batch_size=4, max_queue_size=4, max_queue_delay_ms=0)
-    first = b.submit({"x": np.zeros((4, 1))})
-    time.sleep(0.05)  # the worker holds the first batch
+    # the first request finds the batcher idle and runs in its caller's thread, held there by the gate
+    first = threading.Thread(target=b, args=({"x": np.zeros((4, 1))},))
+    first.start()
+    time.sleep(0.05)
     b.submit({"x": np.zeros((4, 1))})
     with pytest.raises(Overloaded) as err:
         b.submit({"x": np.zeros((1, 1))})
     assert err.value.status == 429
     gate.set()
-    first.result(5)
+    first.join(5)
     b.close()
 
 
@@ -104,4 +106,17 @@ def test_timeout_waits_at_most_the_queue_delay():
     t0 = time.perf_counter()
     b({"x": np.zeros((1, 1))})
     assert time.perf_counter() - t0 < 1.0
+    b.close()
+
+
+def test_idle_batcher_runs_in_the_callers_thread():
+    """No hand-off when nothing is queued or running: the call happens in the request's own thread."""
+    seen = []
+
+    def run(feeds):
+        seen.append(threading.current_thread().name)
+        return {"y": feeds["x"]}
+    b = make(run)
+    b({"x": np.zeros((1, 1))})
+    assert seen == [threading.current_thread().name]
     b.close()

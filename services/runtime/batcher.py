@@ -41,6 +41,7 @@ class DynamicBatcher:
         self.queue: deque[_Pending] = deque()
         self.queued_rows = 0
         self.last_batch_requests = 1
+        self.busy = False  # a session call is running (in the batcher thread or inline in a request thread)
         self.cond = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name=f"batcher-{model}-{graph}", daemon=True)
@@ -61,10 +62,23 @@ class DynamicBatcher:
             if self.queued_rows + rows > self.max_queue:
                 raise Overloaded(f"model {self.labels['model']} is overloaded: queue holds {self.queued_rows} rows "
                                  f"(limit {self.max_queue}); retry later", limit=self.max_queue)
-            self.queue.append(item)
-            self.queued_rows += rows
-            metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
-            self.cond.notify()
+            inline = not self.busy and not self.queue
+            if inline:
+                self.busy = True
+            else:
+                self.queue.append(item)
+                self.queued_rows += rows
+                metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
+                self.cond.notify()
+        if inline:
+            # nothing queued and nothing running: run it in the caller's thread (no hand-off to the batcher
+            # thread and back, about 0.2 ms); whatever arrives meanwhile queues up and goes as one batch next
+            try:
+                self._run([item])
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify()
         return item.future
 
     def __call__(self, feeds: dict, timeout: float | None = 60.0) -> dict:
@@ -80,10 +94,11 @@ class DynamicBatcher:
     # ---------------------------------------------------------------------------------------- worker
     def _take(self) -> list[_Pending]:
         with self.cond:
-            while not self.queue:
-                if self.closed:
+            while not self.queue or self.busy:
+                if self.closed and not self.queue:
                     return []
                 self.cond.wait()
+            self.busy = True
             batch = [self.queue.popleft()]
             rows = batch[0].rows
             deadline = batch[0].enqueued + self.delay
@@ -109,7 +124,12 @@ class DynamicBatcher:
             batch = self._take()
             if not batch:
                 return
-            self._run(batch)
+            try:
+                self._run(batch)
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify_all()
 
     def _run(self, batch: list[_Pending]) -> None:
         start = time.perf_counter()
