@@ -156,6 +156,8 @@ class Upstream:
         def send():
             for attempt in range(3):
                 try:
+                    if attempt:  # after a dead connection, a new one: the other idle ones may be stale too
+                        raise IndexError
                     conn = pool.pop()
                     reused = True
                 except IndexError:
@@ -165,9 +167,17 @@ class Upstream:
                 try:
                     conn.request(method, path, body=body, headers=headers)
                     return UpstreamResponse(conn.getresponse(), conn, pool, stream)
-                except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError,
-                        http.client.BadStatusLine) as exc:
+                except (TimeoutError, socket.timeout):
                     conn.close()
+                    raise
+                except (OSError, http.client.HTTPException) as exc:
+                    conn.close()
+                    if reused:  # idle connections older than this one were closed by the backend as well
+                        while pool:
+                            try:
+                                pool.popleft().close()
+                            except IndexError:
+                                break
                     # the connection died before any answer: an idle keep-alive connection the backend had
                     # closed, or a worker that was killed or restarted (its queued connections are reset).
                     # Model calls have no side effects, so a fresh connection is tried, twice at most.
