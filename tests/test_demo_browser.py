@@ -84,7 +84,11 @@ def test_streamed_generation_grows(page, shots):
 def test_gan_grid_and_interpolation(page, shots):
     page.click("#sample-btn")
     page.wait_for_function("document.querySelector('#grid').naturalWidth > 100", timeout=15000)
+    page.wait_for_function("document.querySelector('#gan-meta').textContent.includes(' on cpu')", timeout=15000)
+    page.locator("#gan").screenshot(path=str(shots / "gan-grid.png"))
+    grid_src = page.eval_on_selector("#grid", "e => e.src")
     page.click("#interp-btn")
-    page.wait_for_function("document.querySelector('#gan-meta').textContent.includes('gan v')", timeout=15000)
+    page.wait_for_function(f"document.querySelector('#grid').src !== {grid_src!r}", timeout=15000)
+    page.wait_for_function("document.querySelector('#grid').naturalWidth > 100", timeout=15000)
     page.locator("#gan").screenshot(path=str(shots / "gan.png"))
     page.screenshot(path=str(shots / "page.png"), full_page=True)

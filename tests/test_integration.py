@@ -175,7 +175,11 @@ def test_stopped_backend_503_circuit_and_readiness(stack):
         if requests.get(stack.url + "/v2/health/ready", timeout=5).status_code == 200:
             break
         time.sleep(0.5)
-    assert requests.post(stack.url + "/api/gan/sample", json={"n": 1, "seed": 2}, timeout=5).status_code == 200
+    # each gateway worker's breaker closes on its own next trial call (after GATEWAY_BREAKER_RESET_SECONDS)
+    deadline = time.time() + 15
+    while requests.post(stack.url + "/api/gan/sample", json={"n": 1, "seed": 2}, timeout=5).status_code != 200:
+        assert time.time() < deadline, "gan did not serve again through the gateway"
+        time.sleep(0.3)
 
 
 def test_killed_worker_is_replaced_and_no_request_fails(stack):

@@ -53,7 +53,7 @@ def sample():
             seed = int(np.random.default_rng().integers(0, MAX_SEED))
         z = s.latents_from_seed(seed, n)
     images = to_uint8(s.infer({"latent": z}, {})["image"])
-    headers = {"X-Model-Version": str(s.version)}
+    headers = {"X-Model-Version": str(s.version), "X-Model-Device": s.device}
     if seed is not None:
         headers["X-Seed"] = str(seed)
     if fmt == "png":

@@ -106,7 +106,8 @@ async function showGrid(body) {
   try {
     const { data, ms, headers } = await call("/api/gan/sample", { ...body, format: "png" });
     $("grid").src = URL.createObjectURL(data);
-    $("gan-meta").textContent = `model gan v${headers.get("X-Model-Version")} · ${ms.toFixed(0)} ms`;
+    $("gan-meta").textContent =
+      `model gan v${headers.get("X-Model-Version")} on ${headers.get("X-Model-Device") || "?"} · ${ms.toFixed(0)} ms`;
   } catch (e) { fail("gan-meta", e); }
 }
 $("sample-btn").onclick = () => showGrid({ n: Number($("gn").value), seed: Number($("gseed").value) });
