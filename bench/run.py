@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -49,7 +50,6 @@ def start(cmd: list[str], env: dict, ready_url: str, log: Path, cwd: Path = ROOT
 
 def stop(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each process group (servers with worker processes), SIGKILL what is left after 30 s."""
-    import signal
     for p_ in procs:
         try:
             os.killpg(p_.pid, signal.SIGTERM)
@@ -61,6 +61,16 @@ def stop(procs: list[subprocess.Popen]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(p_.pid, signal.SIGKILL)
     procs.clear()
+
+
+def measure_mnist(name: str, url: str, body: bytes, conc: list[int], seconds: float) -> dict:
+    """One MNIST target at every concurrency; prints each point as it is measured."""
+    out = {}
+    for c in conc:
+        r = out[c] = loadgen.run(url, body, c, seconds)
+        print(f"mnist {name:12s} c={c:3d}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:7.2f} ms"
+              f"  errors {r['errors']}", flush=True)
+    return out
 
 
 def latest(name: str) -> Path:
@@ -132,14 +142,13 @@ def main(argv=None) -> int:
     base_env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
     procs = []
     try:
-        procs.append(start([py, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf", "bench.peers.naive_flask:app"],
-                           {**base_env, "PORT": str(ports["naive"]), "MODEL_PATH": str(latest("mnist") / "model.onnx"),
-                            "WEB_CONCURRENCY": "1"},
-                           f"http://127.0.0.1:{ports['naive']}/", logs / "naive.log"))
-        # the same naive app given one worker per CPU too, as our service has by default (fair comparison)
-        procs.append(start([py, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf", "bench.peers.naive_flask:app"],
-                           {**base_env, "PORT": str(ports["naive_2w"]), "MODEL_PATH": str(latest("mnist") / "model.onnx")},
-                           f"http://127.0.0.1:{ports['naive_2w']}/", logs / "naive-workers.log"))
+        # the naive app with one worker, and with one worker per CPU as our service has by default (fair comparison)
+        for key, workers in (("naive", {"WEB_CONCURRENCY": "1"}), ("naive_2w", {})):
+            procs.append(start([py, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf",
+                                "bench.peers.naive_flask:app"],
+                               {**base_env, "PORT": str(ports[key]), "MODEL_PATH": str(latest("mnist") / "model.onnx"),
+                                **workers},
+                               f"http://127.0.0.1:{ports[key]}/", logs / f"{key}.log"))
         procs.append(start([py, "-m", "services", "mnist"], {**base_env, "PORT": str(ports["service"])},
                            f"http://127.0.0.1:{ports['service']}/v2/health/ready", logs / "mnist.log"))
         procs.append(start([py, "-m", "services", "gateway"],
@@ -151,23 +160,13 @@ def main(argv=None) -> int:
                    "service": f"http://127.0.0.1:{ports['service']}/api/mnist/predict",
                    "gateway": f"http://127.0.0.1:{ports['gateway']}/api/mnist/predict"}
         for name, url in targets.items():
-            results["mnist"][name] = {}
-            for c in conc:
-                r = loadgen.run(url, body, c, args.seconds)
-                results["mnist"][name][c] = r
-                print(f"mnist {name:12s} c={c:3d}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:7.2f} ms"
-                      f"  errors {r['errors']}", flush=True)
+            results["mnist"][name] = measure_mnist(name, url, body, conc, args.seconds)
         stop(procs)
         for name in [p_ for p_ in args.peers.split(",") if p_ and p_ != "none"]:
             peer = peer_envs.peer(name, latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
             procs.append(start(peer.cmd, {**base_env, **peer.env}, peer.ready_url, logs / f"{name}.log", peer.cwd,
                                ok=(200,)))
-            results["mnist"][name] = {}
-            for c in conc:
-                r = loadgen.run(peer.url, peer.body, c, args.seconds)
-                results["mnist"][name][c] = r
-                print(f"mnist {name:12s} c={c:3d}: {r['rps']:8.1f} req/s  p50 {r['p50_ms']:6.2f}  p99 {r['p99_ms']:7.2f} ms"
-                      f"  errors {r['errors']}", flush=True)
+            results["mnist"][name] = measure_mnist(name, peer.url, peer.body, conc, args.seconds)
             stop(procs)
 
         gen = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1, "stream": True}).encode()
@@ -236,7 +235,6 @@ def every_service(seconds: float, logs: Path) -> dict:
             print(f"{name:20s} c=1 p50 {one['p50_ms']:7.2f} ms   c=16 {many['rps']:7.1f} req/s p99 "
                   f"{many['p99_ms']:7.1f} ms  errors {one['errors'] + many['errors']}", flush=True)
     finally:
-        import signal
         os.killpg(stack.pid, signal.SIGTERM)
         stack.wait(60)
     return out

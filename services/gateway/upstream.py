@@ -85,7 +85,6 @@ class UpstreamResponse:
     def __init__(self, raw: http.client.HTTPResponse, conn, pool, stream: bool):
         self.status, self.headers, self.raw = raw.status, raw.headers, raw
         self.conn, self.pool = conn, pool
-        self.chunked = bool(raw.chunked)
         self.data = b""
         if not stream:
             self.data = raw.read()
@@ -140,7 +139,7 @@ class Upstream:
         conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.connect_timeout)
         try:
             conn.connect()
-        except (OSError, TimeoutError) as exc:  # refused, unreachable, or no answer within the connect timeout
+        except OSError as exc:  # refused, unreachable, or no answer within the connect timeout
             conn.close()
             raise BackendDown(str(exc)) from None
         conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -155,19 +154,22 @@ class Upstream:
 
         def send():
             for attempt in range(3):
-                try:
-                    if attempt:  # after a dead connection, a new one: the other idle ones may be stale too
-                        raise IndexError
-                    conn = pool.pop()
-                    reused = True
-                except IndexError:
-                    conn, reused = self._connect(backend, read_timeout), False
+                # an idle pooled connection first; after a dead one, a new one (the others may be stale too)
+                conn = None
+                if attempt == 0:
+                    try:
+                        conn = pool.pop()  # atomic; another thread may have taken the last one
+                    except IndexError:
+                        pass
+                reused = conn is not None
                 if reused:
                     conn.sock.settimeout(read_timeout)
+                else:
+                    conn = self._connect(backend, read_timeout)
                 try:
                     conn.request(method, path, body=body, headers=headers)
                     return UpstreamResponse(conn.getresponse(), conn, pool, stream)
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     conn.close()
                     raise
                 except (OSError, http.client.HTTPException) as exc:
@@ -195,7 +197,7 @@ class Upstream:
                            status=503) from None
         except BackendDown:
             raise ApiError(f"backend '{backend.name}' is unavailable", status=503) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise ApiError(f"backend '{backend.name}' did not answer within {read_timeout:.0f}s", status=504) from None
         except (OSError, http.client.HTTPException) as exc:
             raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None

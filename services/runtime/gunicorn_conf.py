@@ -16,7 +16,6 @@ gunicorn.http.wsgi.SERVER = "model-server"  # no product or version in the Serve
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = web_workers()
-os.environ["WEB_CONCURRENCY"] = str(workers)  # workers size their ONNX Runtime thread pools from it
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # several workers: /metrics must sum them, through prometheus_client's multiprocess files
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
