@@ -81,16 +81,23 @@ def run(url: str, body: bytes, concurrency: int, seconds: float = 8.0, warmup: f
     return asyncio.run(_run(url, body, concurrency, seconds, warmup))
 
 
-async def _stream(url: str, body: bytes, streams: int, repeats: int) -> dict:
-    """Concurrent SSE generations: aggregate tokens/s and time to first token."""
-    ttft, tokens = [], 0
-    async with aiohttp.ClientSession() as s:
-        async def one():
-            nonlocal tokens
-            for _ in range(repeats):
+async def _stream(url: str, body: bytes, streams: int, seconds: float) -> dict:
+    """``streams`` clients each open SSE generations back to back for ``seconds``: aggregate tokens/s over
+    the whole run (in-flight streams are finished and counted), and time to first token per request."""
+    ttft, tokens, errors, requests_done = [], 0, 0, 0
+    timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout,
+                                     connector=aiohttp.TCPConnector(limit=streams + 4)) as s:
+        async def one(deadline: float):
+            nonlocal tokens, errors, requests_done
+            while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 first = None
                 async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                    if r.status != 200:
+                        errors += 1
+                        await r.read()
+                        continue
                     # count token events per received chunk (cheap) rather than parsing line by line, so the
                     # client is not what limits the measured tokens/s
                     async for chunk in r.content.iter_any():
@@ -99,13 +106,15 @@ async def _stream(url: str, body: bytes, streams: int, repeats: int) -> dict:
                             first = first or time.perf_counter() - t0
                             tokens += n
                 ttft.append(first)
+                requests_done += 1
         t0 = time.perf_counter()
-        await asyncio.gather(*(one() for _ in range(streams)))
+        await asyncio.gather(*(one(t0 + seconds) for _ in range(streams)))
         wall = time.perf_counter() - t0
-    a = np.array([t for t in ttft if t is not None]) * 1000
-    return {"streams": streams, "tokens": tokens, "seconds": wall, "tokens_per_s": tokens / wall,
-            "ttft_p50_ms": float(np.percentile(a, 50)), "ttft_p99_ms": float(np.percentile(a, 99))}
+    a = np.array([t for t in ttft if t is not None] or [float("nan")]) * 1000
+    return {"streams": streams, "requests": requests_done, "errors": errors, "tokens": tokens, "seconds": wall,
+            "tokens_per_s": tokens / wall, "ttft_p50_ms": float(np.percentile(a, 50)),
+            "ttft_p99_ms": float(np.percentile(a, 99))}
 
 
-def stream(url: str, body: bytes, streams: int, repeats: int = 2) -> dict:
-    return asyncio.run(_stream(url, body, streams, repeats))
+def stream(url: str, body: bytes, streams: int, seconds: float = 8.0) -> dict:
+    return asyncio.run(_stream(url, body, streams, seconds))

@@ -178,7 +178,7 @@ def main(argv=None) -> int:
                          f"http://127.0.0.1:{port}/v2/health/ready", logs / f"textgen-{mode}.log")
             results["textgen"][mode] = {}
             for s in streams:
-                r = loadgen.stream(f"http://127.0.0.1:{port}/api/generate", gen, s, repeats=2 if s < 32 else 1)
+                r = loadgen.stream(f"http://127.0.0.1:{port}/api/generate", gen, s, args.seconds)
                 results["textgen"][mode][s] = r
                 print(f"textgen {mode:14s} streams={s:3d}: {r['tokens_per_s']:8.1f} tokens/s  ttft p50 "
                       f"{r['ttft_p50_ms']:7.1f} p99 {r['ttft_p99_ms']:7.1f} ms", flush=True)
@@ -284,14 +284,15 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {c} | {x['rps']:.1f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | "
                          f"{x['p99_ms']:.2f} | {x['errors']} |")
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
+              f"Each client sends generations back to back for {r['seconds_per_point']:.0f} s. ",
               "`continuous`: one scheduler steps every active sequence together; `one_at_a_time`: "
               "`DECODER_MAX_ROWS=1`. Time to first token only exists for streams.\n",
-              "| scheduling | concurrent | tokens/s | time to first token p50 ms | p99 ms | request p50 ms |",
-              "|---|---|---|---|---|---|"]
+              "| scheduling | concurrent | tokens/s | time to first token p50 ms | p99 ms | request p50 ms | errors |",
+              "|---|---|---|---|---|---|---|"]
     for mode, by_s in r["textgen"].items():
         for s, x in by_s.items():
             lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | {x['ttft_p99_ms']:.1f} | "
-                         f"{x.get('p50_ms', float('nan')):.1f} |")
+                         f"{x.get('p50_ms', float('nan')):.1f} | {x.get('errors', 0)} |")
     lines += ["", "## Every service through the gateway (whole stack running)\n",
               "| request | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p99 ms | errors |", "|---|---|---|---|---|---|"]
     for name, x in r.get("services", {}).items():

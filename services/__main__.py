@@ -9,6 +9,9 @@ import os
 import sys
 
 SERVICES = {"mnist": 9001, "sentiment": 9002, "translation": 9003, "textgen": 9004, "gan": 9005, "gateway": 8080}
+# request threads per worker where the default (16) is too few: a stream holds its thread for its whole life,
+# and connections past the threads of the worker the kernel gave them to wait for a whole generation
+THREADS = {"textgen": 64}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     name, extra = argv[0], argv[1:]
     port = os.environ.get("GATEWAY_PORT" if name == "gateway" else "PORT") or str(SERVICES[name])
     os.environ["PORT"] = port
+    if name in THREADS:
+        os.environ.setdefault("GUNICORN_THREADS", str(THREADS[name]))
     args = ["gunicorn", "-c", "python:services.runtime.gunicorn_conf", "--name", name, *extra,
             f"services.{name}.app:create_app()"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])

@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from services.runtime.decoding import BeamSearchJob, Row, SamplingJob, Scheduler, log_softmax
+from services.runtime.decoding import BeamSearchJob, Row, SamplingJob, Scheduler, log_softmax, sample_rows
 
 V, H, EOS = 6, 4, 5
 
@@ -115,6 +115,47 @@ def test_sampling_is_reproducible_and_respects_top_k(adapter):
     # top_k=1 and temperature 0 are both greedy
     assert run(3, k=1) == run(4, t=0.0)
     assert 0 not in run(5)
+
+
+def test_seeded_stream_draws_the_same_tokens_alone_or_in_a_mixed_batch(adapter):
+    """Streams are sampled together in one vectorised draw; each row's own RNG keeps a seed's output
+    independent of what else (other knobs, greedy rows, prompts still being read) shares the batch."""
+    knobs = [dict(temperature=1.0, top_k=0, top_p=1.0), dict(temperature=0.7, top_k=3, top_p=1.0),
+             dict(temperature=1.3, top_k=0, top_p=0.8), dict(temperature=0.0, top_k=0, top_p=1.0),
+             dict(temperature=0.9, top_k=2, top_p=0.6)]
+
+    def job(i, kw, prompt):
+        return SamplingJob(adapter, np.zeros(H, np.float32), prompt, max_tokens=10 + i, seed=100 + i, banned=(0,),
+                           **kw)
+    alone = []
+    for i, kw in enumerate(knobs):
+        j = job(i, kw, [1, 2])
+        Scheduler().run_until_done([j])
+        alone.append(j.tokens)
+    mixed = [job(i, kw, [1, 2]) for i, kw in enumerate(knobs)] + [job(9, knobs[0], [3, 1, 2, 4])]
+    Scheduler().run_until_done(mixed)
+    assert [j.tokens for j in mixed[:len(knobs)]] == alone
+    assert max(adapter.calls) == len(mixed)
+
+
+def test_sample_rows_follows_softmax_top_k_and_top_p():
+    logits = np.log(np.array([[0.5, 0.3, 0.15, 0.05]] * 4))
+    rng = np.random.default_rng(0)
+    n = 20000
+    counts = np.zeros((4, 4))
+    for _ in range(n // 100):
+        u = rng.random((100, 4))
+        for r, (t, k, p) in enumerate([(1.0, 0, 1.0), (1.0, 2, 1.0), (1.0, 0, 0.7), (0.0, 0, 1.0)]):
+            toks = sample_rows(np.repeat(logits[r:r + 1], 100, 0), np.full(100, t), np.full(100, k),
+                               np.full(100, p), u[:, r], np.array([], np.int64))
+            counts[r] += np.bincount(toks, minlength=4)
+    freq = counts / n
+    np.testing.assert_allclose(freq[0], [0.5, 0.3, 0.15, 0.05], atol=0.015)      # plain softmax
+    np.testing.assert_allclose(freq[1], [0.625, 0.375, 0, 0], atol=0.015)        # top-k 2, renormalised
+    np.testing.assert_allclose(freq[2], [0.625, 0.375, 0, 0], atol=0.015)        # 0.5 + 0.3 reach top-p 0.7
+    assert freq[3].tolist() == [1, 0, 0, 0]                                        # temperature 0: argmax
+    banned = sample_rows(logits, np.ones(4), np.zeros(4, np.int64), np.ones(4), np.full(4, 0.1), np.array([0, 1]))
+    assert set(banned.tolist()) <= {2, 3}
 
 
 def test_stop_callback_ends_stream(adapter):

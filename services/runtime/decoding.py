@@ -138,44 +138,37 @@ class SamplingJob(Job):
     def rows(self) -> list[Row]:
         return [self.row]
 
-    def choose(self, logits: np.ndarray) -> int:
-        z = np.array(logits, dtype=np.float64)
-        if self.banned.size:
-            z[self.banned] = -np.inf
-        if self.temperature <= 0:
-            return int(np.argmax(z))
-        z = z / self.temperature
-        if 0 < self.top_k < z.size:
-            kth = np.partition(z, -self.top_k)[-self.top_k]
-            z[z < kth] = -np.inf
-        p = np.exp(z - np.max(z))
-        p /= p.sum()
-        if self.top_p < 1.0:
-            order = np.argsort(-p, kind="stable")
-            cum = np.cumsum(p[order])
-            keep = order[: int(np.searchsorted(cum, self.top_p) + 1)]
-            mask = np.zeros_like(p)
-            mask[keep] = p[keep]
-            p = mask / mask.sum()
-        # inverse-CDF draw: one uniform number (Generator.choice validates p on every call: 5x slower here)
-        cdf = np.cumsum(p)
-        return min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), p.size - 1)
-
     def advance(self, logprobs: np.ndarray, states: list) -> None:
-        if self.cancelled:
-            self._finish("cancelled")
+        SamplingJob.advance_many([self], logprobs, states)
+
+    @staticmethod
+    def advance_many(jobs: list["SamplingJob"], logprobs: np.ndarray, states: list) -> None:
+        """Advance many streams (one row each) with one vectorised draw: per-row Python work in the scheduler
+        thread is what limits tokens/s once the step graph is batched."""
+        drawing = []
+        for i, job in enumerate(jobs):
+            if job.cancelled:
+                job._finish("cancelled")
+            elif job.forced:  # still reading the prompt
+                job.row = Row(states[i], job.forced.pop(0), job.row.position + 1)
+            else:
+                drawing.append(i)
+        if not drawing:
             return
-        if self.forced:  # still reading the prompt
-            self.row = Row(states[0], self.forced.pop(0), self.row.position + 1)
-            return
-        tok = self.choose(logprobs[0])
-        self.tokens.append(tok)
-        self.row = Row(states[0], tok, self.row.position + 1)
-        keep_going = self.on_token(tok) if self.on_token else True
-        if keep_going is False:
-            self._finish("stop")
-        elif len(self.tokens) >= self.max_tokens:
-            self._finish("length")
+        picked = [jobs[i] for i in drawing]
+        tokens = sample_rows(logprobs[drawing] if len(drawing) < len(jobs) else logprobs,
+                             np.array([j.temperature for j in picked]), np.array([j.top_k for j in picked]),
+                             np.array([j.top_p for j in picked]), np.array([j.rng.random() for j in picked]),
+                             picked[0].banned if all(j.banned is picked[0].banned for j in picked) else
+                             [j.banned for j in picked])
+        for i, job, tok in zip(drawing, picked, tokens.tolist()):
+            job.tokens.append(tok)
+            job.row = Row(states[i], tok, job.row.position + 1)
+            keep_going = job.on_token(tok) if job.on_token else True
+            if keep_going is False:
+                job._finish("stop")
+            elif len(job.tokens) >= job.max_tokens:
+                job._finish("length")
 
     def _finish(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
@@ -183,6 +176,53 @@ class SamplingJob(Job):
         self.finished.set()
         if self.on_token:
             self.on_token(None)
+
+
+def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, top_p: np.ndarray,
+                uniform: np.ndarray, banned) -> np.ndarray:
+    """Draw one token per row with per-row temperature (<= 0: argmax), top-k (0: off) and top-p (1: off).
+
+    ``uniform`` holds one U[0, 1) number per row from that row's own RNG, so a seeded stream draws the same
+    tokens whatever else shares its batch. ``banned`` is one id array for every row, or one per row.
+    """
+    z = np.array(logits, dtype=np.float64)
+    n, v = z.shape
+    if isinstance(banned, list):
+        for i, b in enumerate(banned):
+            z[i, b] = -np.inf
+    elif len(banned):
+        z[:, banned] = -np.inf
+    greedy = temperature <= 0
+    out = np.empty(n, dtype=np.int64)
+    if greedy.any():
+        out[greedy] = np.argmax(z[greedy], axis=1)
+        if greedy.all():
+            return out
+    rows = np.flatnonzero(~greedy)
+    z = z[rows] / temperature[rows, None]
+    k, p_top, u = top_k[rows], top_p[rows], uniform[rows]
+    cut = (k > 0) & (k < v)
+    if cut.any():  # keep the k largest logits (ties at the k-th are kept, as a partition would)
+        kth = np.sort(z[cut], axis=1)[np.arange(int(cut.sum())), v - k[cut]]
+        sub = z[cut]
+        sub[sub < kth[:, None]] = -np.inf
+        z[cut] = sub
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    nucleus = p_top < 1.0
+    if nucleus.any():  # keep the smallest set of most likely tokens whose mass reaches top_p
+        q = p[nucleus]
+        order = np.argsort(-q, axis=1, kind="stable")
+        cum = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
+        keep = (cum < p_top[nucleus, None]).sum(axis=1) + 1
+        dropped = np.arange(v)[None, :] >= keep[:, None]
+        np.put_along_axis(q, order, np.where(dropped, 0.0, np.take_along_axis(q, order, axis=1)), axis=1)
+        p[nucleus] = q / q.sum(axis=1, keepdims=True)
+    # inverse-CDF draw: one uniform number per row
+    cdf = np.cumsum(p, axis=1)
+    drawn = (cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1)
+    out[rows] = np.minimum(drawn, v - 1)
+    return out
 
 
 class Scheduler:
@@ -262,13 +302,25 @@ class Scheduler:
             if self.on_step:
                 self.on_step(adapter, len(flat))
             i = 0
+            sampling: list[tuple[Job, int]] = []  # one-row sampling jobs advance together below
             for job, rows in entries:
                 n = len(rows)
-                try:
-                    job.advance(logprobs[i:i + n], states[i:i + n])
-                except Exception as exc:  # noqa: BLE001
-                    job.fail(exc)
+                if isinstance(job, SamplingJob):
+                    sampling.append((job, i))
+                else:
+                    try:
+                        job.advance(logprobs[i:i + n], states[i:i + n])
+                    except Exception as exc:  # noqa: BLE001
+                        job.fail(exc)
                 i += n
+            if sampling:
+                idx = [i for _, i in sampling]
+                try:
+                    SamplingJob.advance_many([j for j, _ in sampling], logprobs[idx], [states[i] for i in idx])
+                except Exception as exc:  # noqa: BLE001
+                    for job, _ in sampling:
+                        if not job.done:
+                            job.fail(exc)
         self.jobs = [j for j in self.jobs if not j.done]
 
 
