@@ -161,6 +161,13 @@ def main(argv=None) -> int:
                    "gateway": f"http://127.0.0.1:{ports['gateway']}/api/mnist/predict"}
         for name, url in targets.items():
             results["mnist"][name] = measure_mnist(name, url, body, conc, args.seconds)
+        # the targets' ratios at c=32, measured again interleaved (naive, service, gateway, three rounds) so a
+        # slow spell of this shared machine does not land on one target only; the ratios use the medians
+        rounds = results["interleaved_c32"] = {k: [] for k in ("naive_flask", "service", "gateway")}
+        for _ in range(3):
+            for name in rounds:
+                rounds[name].append(loadgen.run(targets[name], body, 32, args.seconds)["rps"])
+        print("interleaved c=32 req/s: " + ", ".join(f"{k} {v}" for k, v in rounds.items()), flush=True)
         stop(procs)
         for name in [p_ for p_ in args.peers.split(",") if p_ and p_ != "none"]:
             peer = peer_envs.peer(name, latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
@@ -253,6 +260,12 @@ def ratios(r: dict) -> dict:
         out[f"service_vs_raw_ort_best_c{c}"] = m["service"][c]["rps"] / r["raw_ort"]["best_images_per_s"]
     for c in m.get("naive_flask_workers", {}):
         out[f"service_vs_naive_workers_c{c}"] = m["service"][c]["rps"] / m["naive_flask_workers"][c]["rps"]
+    rounds = r.get("interleaved_c32")
+    if rounds:
+        med = {k: float(np.median(v)) for k, v in rounds.items()}
+        out["interleaved_c32_service_vs_naive"] = med["service"] / med["naive_flask"]
+        out["interleaved_c32_gateway_vs_naive"] = med["gateway"] / med["naive_flask"]
+        out["interleaved_c32_gateway_overhead"] = 1 - med["gateway"] / med["service"]
     t = r["textgen"]
     for mode in ("continuous_no_sse",):
         if t.get(mode) and 1 in t[mode]:
@@ -283,6 +296,12 @@ def markdown(r: dict) -> str:
         for c, x in by_c.items():
             lines.append(f"| {name} | {c} | {x['rps']:.1f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | "
                          f"{x['p99_ms']:.2f} | {x['errors']} |")
+    if r.get("interleaved_c32"):
+        lines += ["", "## MNIST at concurrency 32, interleaved\n",
+                  "Three rounds of naive app, service, gateway in turn; the target ratios below use the medians.\n",
+                  "| target | round 1 req/s | round 2 | round 3 | median |", "|---|---|---|---|---|"]
+        for name, v in r["interleaved_c32"].items():
+            lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {float(np.median(v)):.1f} |")
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
               f"Each client sends generations back to back for {r['seconds_per_point']:.0f} s. ",
               "`continuous`: one scheduler steps every active sequence together; `one_at_a_time`: "

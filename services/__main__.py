@@ -12,6 +12,9 @@ SERVICES = {"mnist": 9001, "sentiment": 9002, "translation": 9003, "textgen": 90
 # request threads per worker where the default (16) is too few: a stream holds its thread for its whole life,
 # and connections past the threads of the worker the kernel gave them to wait for a whole generation
 THREADS = {"textgen": 64}
+# gunicorn workers where one per CPU is too many: the gateway's event loop proxies thousands of requests a
+# second in one process, and a second one would only take CPU from the model services beside it
+WORKERS = {"gateway": 1}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PORT"] = port
     if name in THREADS:
         os.environ.setdefault("GUNICORN_THREADS", str(THREADS[name]))
-    args = ["gunicorn", "-c", "python:services.runtime.gunicorn_conf", "--name", name, *extra,
+    if name in WORKERS:
+        os.environ.setdefault("WEB_CONCURRENCY", str(WORKERS[name]))
+    worker = ["-k", "services.gateway.worker.GatewayWorker"] if name == "gateway" else []
+    args = ["gunicorn", "-c", "python:services.runtime.gunicorn_conf", "--name", name, *worker, *extra,
             f"services.{name}.app:create_app()"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
     return 0

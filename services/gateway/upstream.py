@@ -1,30 +1,32 @@
-"""Calls to the model services: pooled keep-alive connections (``http.client``), a per-backend circuit breaker,
-fast failure when a backend is down, retries only when a connection fails before any answer (model calls
-have no side effects), never after a timeout, and an upstream timeout.
+"""Calls from the gateway's event loop to the model services: pooled keep-alive connections whose responses
+httptools parses as they arrive, a per-backend circuit breaker, retries only when a connection dies before any
+answer (model calls have no side effects), and an idle timeout (504).
 
-The breaker is a few lines here rather than pybreaker: pybreaker's ``call`` holds one lock for the whole
-guarded call, which serialised every request through a backend (measured: gateway throughput fell to a
-fifth of the service's at 8 concurrent clients).
+Hand-written on asyncio + httptools rather than aiohttp's client because this is the gateway's hot path: a
+proxied MNIST request costs about 130 us of gateway CPU in all, where the thread-per-request gateway it
+replaced spent 1 ms (bench/results/vm/FINDINGS.md).
 """
 from __future__ import annotations
 
-import http.client
+import asyncio
 import os
 import socket
-import threading
 import time
 from collections import deque
 from urllib.parse import urlsplit
 
+import httptools
+
 from services.gateway import metrics
 from services.runtime.errors import ApiError
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-              "transfer-encoding", "upgrade", "content-length", "host", "server", "date"}
+HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+              b"trailers", b"transfer-encoding", b"upgrade", b"host", b"server", b"date"}
+PAUSE_BYTES = 1 << 20  # a slow stream reader: stop reading the backend past 1 MiB buffered
 
 
 class BackendDown(Exception):
-    """The backend refused or did not accept the connection (counts against its circuit breaker)."""
+    """The backend refused the connection or dropped it before answering (counts against its breaker)."""
 
 
 class CircuitOpen(Exception):
@@ -33,14 +35,13 @@ class CircuitOpen(Exception):
 
 class CircuitBreaker:
     """closed -> (fail_max consecutive connection failures) -> open -> (reset seconds) -> half-open: one trial
-    call; success closes, failure opens again. Only the state changes take the lock, never the call."""
+    call; success closes, failure opens again. Used from one event loop, so it needs no lock."""
 
     def __init__(self, fail_max: int, reset_seconds: float):
         self.fail_max, self.reset = fail_max, reset_seconds
         self.failures = 0
         self.opened_at: float | None = None
         self.trial_running = False
-        self.lock = threading.Lock()
 
     @property
     def state(self) -> str:
@@ -48,162 +49,291 @@ class CircuitBreaker:
             return "closed"
         return "open" if time.monotonic() - self.opened_at < self.reset else "half-open"
 
-    def call(self, fn):
-        with self.lock:
-            state = self.state
-            if state == "open" or (state == "half-open" and self.trial_running):
-                raise CircuitOpen()
-            trial = state == "half-open"
-            if trial:
-                self.trial_running = True
+    def before(self) -> bool:
+        """-> whether this call is the half-open trial; raises CircuitOpen when calls must fail fast."""
+        if self.opened_at is None:
+            return False
+        state = self.state
+        if state == "open" or self.trial_running:
+            raise CircuitOpen()
+        self.trial_running = True
+        return True
+
+    def succeeded(self, trial: bool) -> None:
+        if self.failures or trial:
+            self.failures, self.opened_at = 0, None
+            self.trial_running = False
+
+    def failed(self, trial: bool, down: bool) -> None:
+        if trial:
+            self.trial_running = False
+        if not down:
+            return
+        self.failures += 1
+        if trial or self.failures >= self.fail_max:
+            self.opened_at = time.monotonic()
+
+    async def call(self, fn):
+        trial = self.before()
         try:
-            result = fn()
+            result = await fn()
         except BackendDown:
-            with self.lock:
-                self.trial_running = False if trial else self.trial_running
-                self.failures += 1
-                if trial or self.failures >= self.fail_max:
-                    self.opened_at = time.monotonic()
+            self.failed(trial, True)
             raise
         except BaseException:
-            if trial:
-                with self.lock:
-                    self.trial_running = False
+            self.failed(trial, False)
             raise
-        if self.failures or trial:
-            with self.lock:
-                self.failures, self.opened_at = 0, None
-                if trial:
-                    self.trial_running = False
+        self.succeeded(trial)
         return result
 
 
-class UpstreamResponse:
-    """What the gateway needs of a backend answer: status, headers, the body (or a stream of it), and giving
-    the keep-alive connection back when the body has been read to the end."""
+class Response:
+    """A backend's answer as it arrives: status and headers first, then the body (whole or chunk by chunk)."""
 
-    def __init__(self, raw: http.client.HTTPResponse, conn, pool, stream: bool):
-        self.status, self.headers, self.raw = raw.status, raw.headers, raw
-        self.conn, self.pool = conn, pool
-        self.data = b""
-        if not stream:
-            self.data = raw.read()
-            self.release_conn()
+    def __init__(self, conn: "Connection", timeout: float):
+        loop = asyncio.get_running_loop()
+        self.conn: Connection | None = conn
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head = loop.create_future()
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future | None = None
+        self.timeout, self.last = timeout, time.monotonic()
+        self.timer = loop.call_later(timeout, self._check_idle)
 
-    def stream(self, size: int = 1024):
-        """Body bytes as they arrive (chunked transfer decoded), without waiting for ``size`` of them."""
-        while True:
-            chunk = self.raw.read1(size)
-            if not chunk:
-                return
-            yield chunk
+    # -- from the connection (parser callbacks)
+    def _headers(self, status: int) -> None:
+        self.status, self.last = status, time.monotonic()
+        if not self.head.done():
+            self.head.set_result(None)
 
-    def release_conn(self) -> None:
-        if self.conn is None:
+    def _body(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.buffered += len(data)
+        self.last = time.monotonic()
+        if self.buffered > PAUSE_BYTES and self.conn is not None:
+            self.conn.transport.pause_reading()
+        self._wake()
+
+    def _end(self, error: BaseException | None = None) -> None:
+        if self.done:
             return
-        conn, self.conn = self.conn, None
-        if self.raw.isclosed() and not self.raw.will_close:
-            self.pool.append(conn)  # body fully read on a keep-alive connection: reuse it
+        self.done, self.error, self.conn = True, error, None
+        self.timer.cancel()
+        if not self.head.done():
+            self.head.set_exception(error or BackendDown("connection closed before an answer"))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    def _check_idle(self) -> None:
+        idle = time.monotonic() - self.last
+        if idle < self.timeout:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout - idle, self._check_idle)
+            return
+        conn = self.conn
+        self._end(TimeoutError())
+        if conn is not None:
+            conn.abort()
+
+    # -- for the gateway
+    @property
+    def streaming(self) -> bool:
+        """No Content-Length: the body comes chunked, as server-sent events do."""
+        return not any(k == b"content-length" for k, _ in self.headers)
+
+    async def chunks_as_they_come(self):
+        while True:
+            if self.chunks:
+                data = b"".join(self.chunks)
+                self.chunks.clear()
+                if self.buffered > PAUSE_BYTES and self.conn is not None:
+                    self.conn.transport.resume_reading()
+                self.buffered = 0
+                yield data
+            elif self.done:
+                if self.error is not None:
+                    raise self.error
+                return
+            else:
+                self.waiter = asyncio.get_running_loop().create_future()
+                await self.waiter
+                self.waiter = None
+
+    async def read(self) -> bytes:
+        return b"".join([c async for c in self.chunks_as_they_come()])
+
+    def abort(self) -> None:
+        """The client went away: drop the backend connection (the service then frees the stream's row)."""
+        conn = self.conn
+        self._end(ConnectionAbortedError("client disconnected"))
+        if conn is not None:
+            conn.abort()
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection to a backend; at most one request on it at a time."""
+
+    def __init__(self, pool: deque):
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.response: Response | None = None
+        self.closed = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        if self.response is not None:
+            r, self.response = self.response, None
+            r._end(BackendDown(f"connection lost: {exc}") if r.status == 0 else ConnectionResetError(str(exc)))
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.abort()
+            if self.response is not None:
+                r, self.response = self.response, None
+                r._end(ConnectionError(f"bad response from backend: {exc}"))
+
+    def send(self, data: bytes, timeout: float) -> Response:
+        self.response = Response(self, timeout)
+        self.transport.write(data)
+        return self.response
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.response is not None:
+            self.response.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        if self.response is not None:
+            self.response._headers(self.parser.get_status_code())
+
+    def on_body(self, body: bytes) -> None:
+        if self.response is not None:
+            self.response._body(body)
+
+    def on_message_complete(self) -> None:
+        r, self.response = self.response, None
+        if r is not None:
+            r._end()
+        if self.parser.should_keep_alive() and not self.closed:
+            self.pool.append(self)  # ready for the next request while the caller still reads this body
         else:
-            conn.close()
+            self.abort()
 
 
 class Upstream:
-    """Keep-alive connections per backend (a LIFO of idle ``http.client`` connections; appending and popping
-    a deque are atomic). Measured against urllib3's PoolManager on this path: 236 vs 561 us of client CPU per
-    proxied MNIST request, the gateway's largest single cost."""
+    """Idle connections per backend (LIFO), opened on demand; a breaker per backend."""
 
     def __init__(self):
         self.connect_timeout = float(os.environ.get("GATEWAY_CONNECT_TIMEOUT", "0.5"))
         self.read_timeout = float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT", "60"))
         self.max_idle = int(os.environ.get("GATEWAY_POOL_SIZE", "64"))
-        self.pools: dict[str, deque] = {}
-        self.breakers: dict[str, CircuitBreaker] = {}
         self.fail_max = int(os.environ.get("GATEWAY_BREAKER_FAILURES", "3"))
         self.reset = float(os.environ.get("GATEWAY_BREAKER_RESET_SECONDS", "5"))
+        self.pools: dict[str, deque] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        self.addresses: dict[str, tuple[str, int, bytes]] = {}
 
-    def breaker(self, backend: str) -> CircuitBreaker:
-        b = self.breakers.get(backend)
+    def breaker(self, name: str) -> CircuitBreaker:
+        b = self.breakers.get(name)
         if b is None:
-            b = self.breakers.setdefault(backend, CircuitBreaker(self.fail_max, self.reset))
+            b = self.breakers[name] = CircuitBreaker(self.fail_max, self.reset)
         return b
 
-    def _pool(self, backend) -> deque:
-        p = self.pools.get(backend.name)
-        if p is None:
-            p = self.pools.setdefault(backend.name, deque(maxlen=self.max_idle))
-        return p
+    def _address(self, backend) -> tuple[str, int, bytes]:
+        a = self.addresses.get(backend.url)
+        if a is None:
+            u = urlsplit(backend.url)
+            a = self.addresses[backend.url] = (u.hostname, u.port or 80, u.netloc.encode())
+        return a
 
-    def _connect(self, backend, read_timeout: float) -> http.client.HTTPConnection:
-        u = urlsplit(backend.url)
-        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=self.connect_timeout)
+    async def _connect(self, backend, pool: deque) -> Connection:
+        host, port, _ = self._address(backend)
+        loop = asyncio.get_running_loop()
         try:
-            conn.connect()
-        except OSError as exc:  # refused, unreachable, or no answer within the connect timeout
-            conn.close()
-            raise BackendDown(str(exc)) from None
-        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.sock.settimeout(read_timeout)
+            _, conn = await asyncio.wait_for(loop.create_connection(lambda: Connection(pool), host, port),
+                                             self.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise BackendDown(str(exc) or type(exc).__name__) from None
         return conn
 
-    def request(self, backend, method: str, path: str, headers: dict, body: bytes | None, stream: bool = False,
-                timeout: float | None = None) -> UpstreamResponse:
-        """-> the backend's response (body read unless ``stream``). Raises ApiError 503/504 on backend trouble."""
-        read_timeout = timeout or self.read_timeout
-        pool = self._pool(backend)
+    async def request(self, backend, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                      body: bytes, timeout: float | None = None) -> Response:
+        """-> the backend's response once its headers are in. Raises ApiError 502/503/504 on backend trouble."""
+        timeout = timeout or self.read_timeout
+        pool = self.pools.get(backend.name)
+        if pool is None:
+            pool = self.pools[backend.name] = deque(maxlen=self.max_idle)
+        host = self._address(backend)[2]
+        head = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target, host)]
+        head += [b"%s: %s\r\n" % kv for kv in headers]
+        if body or method not in ("GET", "HEAD"):
+            head.append(b"Content-Length: %d\r\n" % len(body))
+        head.append(b"\r\n")
+        data = b"".join(head) + body
 
-        def send():
+        async def send() -> Response:
             for attempt in range(3):
-                # an idle pooled connection first; after a dead one, a new one (the others may be stale too)
+                # an idle pooled connection first; after a dead one, new ones (the other idle ones may be
+                # stale as well: a restarted worker resets them all)
                 conn = None
-                if attempt == 0:
-                    try:
-                        conn = pool.pop()  # atomic; another thread may have taken the last one
-                    except IndexError:
-                        pass
+                while attempt == 0 and pool and conn is None:
+                    c = pool.pop()
+                    conn = None if c.closed else c
                 reused = conn is not None
-                if reused:
-                    conn.sock.settimeout(read_timeout)
-                else:
-                    conn = self._connect(backend, read_timeout)
+                if conn is None:
+                    conn = await self._connect(backend, pool)
+                resp = conn.send(data, timeout)
                 try:
-                    conn.request(method, path, body=body, headers=headers)
-                    return UpstreamResponse(conn.getresponse(), conn, pool, stream)
-                except TimeoutError:
-                    conn.close()
-                    raise
-                except (OSError, http.client.HTTPException) as exc:
-                    conn.close()
-                    if reused:  # idle connections older than this one were closed by the backend as well
+                    await resp.head
+                    return resp
+                except BackendDown:
+                    if reused:
                         while pool:
-                            try:
-                                pool.popleft().close()
-                            except IndexError:
-                                break
-                    # the connection died before any answer: an idle keep-alive connection the backend had
-                    # closed, or a worker that was killed or restarted (its queued connections are reset).
-                    # Model calls have no side effects, so a fresh connection is tried, twice at most.
+                            pool.popleft().abort()
                     if attempt == 2:
-                        raise BackendDown(str(exc)) from None
-                except BaseException:
-                    conn.close()
-                    raise
+                        raise
+            raise AssertionError("unreachable")
 
         t0 = time.perf_counter()
         try:
-            return self.breaker(backend.name).call(send)
+            return await self.breaker(backend.name).call(send)
         except CircuitOpen:
             raise ApiError(f"backend '{backend.name}' is unavailable (circuit open, retry in a few seconds)",
                            status=503) from None
         except BackendDown:
             raise ApiError(f"backend '{backend.name}' is unavailable", status=503) from None
         except TimeoutError:
-            raise ApiError(f"backend '{backend.name}' did not answer within {read_timeout:.0f}s", status=504) from None
-        except (OSError, http.client.HTTPException) as exc:
+            raise ApiError(f"backend '{backend.name}' did not answer within {timeout:g}s", status=504) from None
+        except (OSError, ConnectionError) as exc:
             raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
         finally:
-            metrics.UPSTREAM_LATENCY.labels(backend.name).observe(time.perf_counter() - t0)
+            metrics.observe_upstream(backend.name, time.perf_counter() - t0)
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            while pool:
+                pool.pop().abort()
 
 
-def response_headers(resp) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in resp.headers.items() if k.lower() not in HOP_BY_HOP]
+def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]

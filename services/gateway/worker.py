@@ -1,0 +1,8 @@
+"""The gateway's gunicorn worker: uvicorn's, pinned to uvloop and httptools (the fast event loop and HTTP
+parser), without the proxy-header rewriting and Server header the gateway does not want."""
+from uvicorn_worker import UvicornWorker
+
+
+class GatewayWorker(UvicornWorker):
+    CONFIG_KWARGS = {"loop": "uvloop", "http": "httptools", "lifespan": "on", "proxy_headers": False,
+                     "server_header": False}
