@@ -194,24 +194,26 @@ def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, 
         z[:, banned] = -np.inf
     greedy = temperature <= 0
     out = np.empty(n, dtype=np.int64)
+    rows = slice(None)
     if greedy.any():
         out[greedy] = np.argmax(z[greedy], axis=1)
         if greedy.all():
             return out
-    rows = np.flatnonzero(~greedy)
-    z = z[rows] / temperature[rows, None]
-    k, p_top, u = top_k[rows], top_p[rows], uniform[rows]
+        rows = np.flatnonzero(~greedy)
+        z, temperature, top_k, top_p, uniform = z[rows], temperature[rows], top_k[rows], top_p[rows], uniform[rows]
+    z /= temperature[:, None]
+    k, p_top, u = top_k, top_p, uniform
     cut = (k > 0) & (k < v)
     if cut.any():  # keep the k largest logits (ties at the k-th are kept, as a partition would)
         kth = np.sort(z[cut], axis=1)[np.arange(int(cut.sum())), v - k[cut]]
         sub = z[cut]
         sub[sub < kth[:, None]] = -np.inf
         z[cut] = sub
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
+    p = np.exp(z - z.max(axis=1, keepdims=True))  # unnormalised: the draw below scales by each row's total
     nucleus = p_top < 1.0
     if nucleus.any():  # keep the smallest set of most likely tokens whose mass reaches top_p
         q = p[nucleus]
+        q /= q.sum(axis=1, keepdims=True)
         order = np.argsort(-q, axis=1, kind="stable")
         cum = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
         keep = (cum < p_top[nucleus, None]).sum(axis=1) + 1

@@ -42,20 +42,16 @@ def generate():
     def events():
         index = 0
         try:
-            done = False
-            while not done:
-                # one write for every token already made: under load the scheduler runs ahead of the
-                # socket, and a write per token would cost a system call each
-                pieces = [st.pieces.get(timeout=s.timeout)]
-                while pieces[-1] is not None and not st.pieces.empty():
-                    pieces.append(st.pieces.get_nowait())
-                if pieces[-1] is None:
-                    done = True
-                    pieces.pop()
+            while True:
+                # one write for every token made since the last one: under load the scheduler runs ahead of
+                # the socket, and a write per token would cost a system call each
+                pieces, ended = st.take(s.timeout)
                 if pieces:
                     yield b"".join(_sse(None, {"token": piece, "index": index + i}) for i, piece in enumerate(pieces))
                     index += len(pieces)
-                if not done and SSE_FLUSH_SECONDS > 0:
+                if ended:
+                    break
+                if SSE_FLUSH_SECONDS > 0:
                     job.finished.wait(SSE_FLUSH_SECONDS)  # wakes early when the stream ends
             yield _sse("done", {"text": st.text, "tokens": len(job.tokens), "finish_reason": job.stop_reason, **meta})
         finally:

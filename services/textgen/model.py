@@ -1,7 +1,8 @@
 """Text-generation servable: many streams sampled together on the shared continuous-batching scheduler."""
 from __future__ import annotations
 
-import queue
+import threading
+from collections import deque
 
 import numpy as np
 
@@ -16,17 +17,22 @@ MAX_SEED = 2**32 - 1
 
 
 class Stream:
-    """One generation: text so far, stop strings, and a queue of pieces for SSE streaming."""
+    """One generation: text so far, stop strings, and the pieces made but not yet sent (SSE streaming).
+
+    The scheduler thread appends pieces and sets ``ready`` only when it is clear, so a stream whose writer
+    is behind costs one append per token, not a lock and a wake-up each."""
 
     def __init__(self, model: CharModel, stop: list[str], streaming: bool):
         self.model, self.stop = model, stop
         self.text = ""
-        self.pieces: queue.Queue | None = queue.Queue() if streaming else None
+        self.pieces: deque | None = deque() if streaming else None
+        self.ready = threading.Event()
+        self.ended = False
 
     def on_token(self, tok):
         if tok is None:  # the job finished
-            if self.pieces is not None:
-                self.pieces.put(None)
+            self.ended = True
+            self.ready.set()
             return False
         piece = self.model.vocab.tokens[tok]
         self.text += piece
@@ -35,8 +41,21 @@ class Stream:
                 self.text = self.text[: -len(s)]
                 return False
         if self.pieces is not None:
-            self.pieces.put(piece)
+            self.pieces.append(piece)
+            if not self.ready.is_set():
+                self.ready.set()
         return True
+
+    def take(self, timeout: float) -> tuple[list[str], bool]:
+        """-> (every piece made since the last call, whether the stream has ended); waits for at least one."""
+        if not self.ready.wait(timeout):
+            raise TimeoutError(f"no token within {timeout:.0f}s")
+        self.ready.clear()  # before draining: a piece appended after this sets it again
+        ended = self.ended  # read first: every piece of an ended stream is already in the deque
+        out = []
+        while self.pieces:
+            out.append(self.pieces.popleft())
+        return out, ended
 
 
 class TextgenServable(Servable):
