@@ -13,6 +13,9 @@ import gunicorn.http.wsgi
 from services.runtime.config import web_workers
 
 gunicorn.http.wsgi.SERVER = "model-server"  # no product or version in the Server header
+if os.environ.get("GUNICORN_ONE_WRITE", "1") == "1":
+    from services.runtime import one_write
+    one_write.install()
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 workers = web_workers()
