@@ -285,8 +285,8 @@ def markdown(r: dict) -> str:
     lines = ["# Benchmark results\n", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
              f"Python {m['python']}, onnxruntime {raw['onnxruntime']}, GPU: {m['gpu']}. "
              f"{r['seconds_per_point']:.0f} s per point; load generator ({r.get('client', 'aiohttp')}) on the same "
-             "machine (loopback), sharing its cores. Our services and the gateway run with their defaults (one "
-             "gunicorn worker per CPU); `naive_flask` is the plain app with one worker, `naive_flask_workers` the "
+             "machine (loopback), sharing its cores. Our services and the gateway run with their defaults (services: "
+             "one gunicorn worker per CPU; gateway: one uvicorn worker); `naive_flask` is the plain app with one worker, `naive_flask_workers` the "
              "same app with one worker per CPU; KServe, MLServer and BentoML run with their own defaults.\n",
              "## MNIST, one digit per request\n",
              f"Raw ONNX Runtime in-process (the ceiling): batch 1 {raw['batch1_images_per_s']:.0f} images/s, "
