@@ -79,3 +79,14 @@ def test_tf_serving_b64_and_strings():
 def test_ragged_tf_serving_strings_are_400():
     with pytest.raises(ApiError, match="one shape"):
         codec.tfs_value(["abc", []], "text", "BYTES")
+
+
+def test_v2_request_parameters_null_means_none_and_other_types_are_refused():
+    assert codec.v2_check_request({"inputs": [], "parameters": None}, ["y"]) == {}
+    assert codec.v2_check_request({"inputs": []}, ["y"]) == {}
+    with pytest.raises(ApiError) as e:
+        codec.v2_check_request({"inputs": [], "parameters": [1]}, ["y"])
+    assert e.value.field == "parameters"
+    with pytest.raises(ApiError) as e:
+        codec.v2_check_request({"inputs": [], "outputs": [{"name": "nope"}]}, ["y"])
+    assert e.value.field == "outputs"

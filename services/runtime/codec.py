@@ -167,7 +167,9 @@ def _flatten(x):
 
 def v2_check_request(req: dict, output_names: list[str]) -> dict:
     """Reject a malformed ``outputs`` list or ``parameters`` object before any compute; -> the parameters."""
-    params = req.get("parameters", {})
+    params = req.get("parameters")
+    if params is None:  # absent, or null as clients with optional fields send it (KServe's models allow it)
+        params = {}
     if not isinstance(params, dict):
         raise ApiError("'parameters' must be an object", field="parameters")
     wanted = req.get("outputs")
