@@ -162,26 +162,27 @@ class Gateway:
                                limit=self.rate.text)
 
     async def handle(self, req: Request) -> None:
-        path = req.path
+        """Name the route (for metrics, logs and errors), check the request once, then proxy or answer here."""
+        path, backend, missing = req.path, None, None
         if path.startswith("/api/") and path != "/api/models":
             backend, req.route = self.router.native(path), "native"
             if backend is None:
-                await self.check(req)
-                raise ApiError(f"no such route: {req.method} {path}", status=404)
-            req.model = backend.name
+                missing = ApiError(f"no such route: {req.method} {path}", status=404)
+            else:
+                req.model = backend.name
         elif path.startswith(("/v1/models/", "/v2/models/")):
             req.route = "v1" if path[2] == "1" else "v2"
             m = (_V1 if req.route == "v1" else _V2).match(path)
             req.model = m.group(1) if m else ""
             backend = self.router.model(req.model)
             if backend is None:
-                await self.check(req)
-                raise ApiError(f"model '{req.model}' is not served here (models: {sorted(self.router.by_model)})",
-                               status=404, field="model")
-        else:
-            await self.check(req)
-            return await self.control.handle(req)
+                missing = ApiError(f"model '{req.model}' is not served here (models: {sorted(self.router.by_model)})",
+                                   status=404, field="model")
         await self.check(req)
+        if missing is not None:
+            raise missing
+        if backend is None:
+            return await self.control.handle(req)
         await self.forward(req, backend)
 
     async def forward(self, req: Request, backend) -> None:

@@ -234,10 +234,10 @@ class Connection(asyncio.Protocol):
         r, self.response = self.response, None
         if r is not None:
             r._end()
-        if self.parser.should_keep_alive() and not self.closed:
+        if self.parser.should_keep_alive() and not self.closed and len(self.pool) < self.pool.maxlen:
             self.pool.append(self)  # ready for the next request while the caller still reads this body
         else:
-            self.abort()
+            self.abort()  # a full pool would drop its oldest connection without closing it
 
 
 class Upstream:
@@ -324,7 +324,7 @@ class Upstream:
             raise ApiError(f"backend '{backend.name}' is unavailable", status=503) from None
         except TimeoutError:
             raise ApiError(f"backend '{backend.name}' did not answer within {timeout:g}s", status=504) from None
-        except (OSError, ConnectionError) as exc:
+        except OSError as exc:  # ConnectionError included
             raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
         finally:
             metrics.observe_upstream(backend.name, time.perf_counter() - t0)

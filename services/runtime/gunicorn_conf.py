@@ -1,9 +1,10 @@
 """gunicorn settings for every service and the gateway, from the environment.
 
-gthread workers: request threads hand work to the in-process batcher / scheduler threads. Python request
-handling holds the GIL, so one worker per usable CPU (WEB_CONCURRENCY; see config.web_workers), each with its
-own batcher. On SIGTERM
-gunicorn stops accepting, lets in-flight requests finish within GUNICORN_GRACEFUL_TIMEOUT, then exits.
+Services: gthread workers, whose request threads hand work to the in-process batcher / scheduler threads.
+Python request handling holds the GIL, so one worker per usable CPU (WEB_CONCURRENCY; see
+config.web_workers), each with its own batcher. The gateway overrides the worker class with its uvicorn worker
+(``python -m services gateway``). On SIGTERM gunicorn stops accepting, lets in-flight requests finish within
+GUNICORN_GRACEFUL_TIMEOUT, then exits.
 """
 import os
 import tempfile
