@@ -8,11 +8,21 @@ generation, on ONNX Runtime in a server or synchronously in a training job's eva
 """
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+
+@functools.lru_cache(maxsize=64)
+def banned_ids(banned: tuple[int, ...]) -> np.ndarray:
+    """One read-only id array per banned set, shared by every job that bans it: sample_rows masks a whole
+    batch at once when its rows share one array."""
+    arr = np.array(banned, dtype=np.int64)
+    arr.setflags(write=False)
+    return arr
 
 
 @dataclass
@@ -59,7 +69,7 @@ class BeamSearchJob(Job):
     def __init__(self, adapter, first_row: Row, beam_size: int, max_len: int, eos_id: int,
                  banned: tuple[int, ...] = (), alpha: float = 0.6):
         self.adapter, self.beam_size, self.max_len, self.eos_id, self.alpha = adapter, beam_size, max_len, eos_id, alpha
-        self.banned = np.array(banned, dtype=np.int64)
+        self.banned = banned_ids(tuple(banned))
         self.live = [Hypothesis([], 0.0, first_row)]
         self.complete: list[Hypothesis] = []
         self.steps = 0
@@ -125,7 +135,7 @@ class SamplingJob(Job):
         self.adapter, self.max_tokens = adapter, max_tokens
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.rng = np.random.default_rng(seed)
-        self.banned = np.array(banned, dtype=np.int64)
+        self.banned = banned_ids(tuple(banned))
         self.on_token = on_token
         self.tokens: list[int] = []
         self.row = Row(first_state, prompt_ids[0], 0)
@@ -202,27 +212,26 @@ def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, 
         rows = np.flatnonzero(~greedy)
         z, temperature, top_k, top_p, uniform = z[rows], temperature[rows], top_k[rows], top_p[rows], uniform[rows]
     z /= temperature[:, None]
-    k, p_top, u = top_k, top_p, uniform
-    cut = (k > 0) & (k < v)
+    cut = (top_k > 0) & (top_k < v)
     if cut.any():  # keep the k largest logits (ties at the k-th are kept, as a partition would)
-        kth = np.sort(z[cut], axis=1)[np.arange(int(cut.sum())), v - k[cut]]
+        kth = np.sort(z[cut], axis=1)[np.arange(int(cut.sum())), v - top_k[cut]]
         sub = z[cut]
         sub[sub < kth[:, None]] = -np.inf
         z[cut] = sub
     p = np.exp(z - z.max(axis=1, keepdims=True))  # unnormalised: the draw below scales by each row's total
-    nucleus = p_top < 1.0
+    nucleus = top_p < 1.0
     if nucleus.any():  # keep the smallest set of most likely tokens whose mass reaches top_p
         q = p[nucleus]
         q /= q.sum(axis=1, keepdims=True)
         order = np.argsort(-q, axis=1, kind="stable")
         cum = np.cumsum(np.take_along_axis(q, order, axis=1), axis=1)
-        keep = (cum < p_top[nucleus, None]).sum(axis=1) + 1
+        keep = (cum < top_p[nucleus, None]).sum(axis=1) + 1
         dropped = np.arange(v)[None, :] >= keep[:, None]
         np.put_along_axis(q, order, np.where(dropped, 0.0, np.take_along_axis(q, order, axis=1)), axis=1)
         p[nucleus] = q / q.sum(axis=1, keepdims=True)
     # inverse-CDF draw: one uniform number per row
     cdf = np.cumsum(p, axis=1)
-    drawn = (cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1)
+    drawn = (cdf <= (uniform * cdf[:, -1])[:, None]).sum(axis=1)
     out[rows] = np.minimum(drawn, v - 1)
     return out
 
