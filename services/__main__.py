@@ -12,6 +12,11 @@ SERVICES = {"mnist": 9001, "sentiment": 9002, "translation": 9003, "textgen": 90
 # request threads per worker where the default (16) is too few: a stream holds its thread for its whole life,
 # and connections past the threads of the worker the kernel gave them to wait for a whole generation
 THREADS = {"textgen": 64}
+# ONNX Runtime threads per worker where the default (2) costs more than it gives: a text-generation step is a
+# [streams, 384] LSTM cell, too small to split well; with one thread per worker, the service's two workers
+# use two threads on two CPUs instead of four, and 32 streams get about 9% more tokens/s per CPU (one stream
+# alone is about 8% slower; bench/results/vm/FINDINGS.md)
+ORT_THREADS = {"textgen": 1}
 # gunicorn workers where one per CPU is too many: the gateway's event loop proxies thousands of requests a
 # second in one process, and a second one would only take CPU from the model services beside it
 WORKERS = {"gateway": 1}
@@ -27,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PORT"] = port
     if name in THREADS:
         os.environ.setdefault("GUNICORN_THREADS", str(THREADS[name]))
+    if name in ORT_THREADS:
+        os.environ.setdefault("ORT_INTRA_OP_THREADS", str(ORT_THREADS[name]))
     if name in WORKERS:
         os.environ.setdefault("WEB_CONCURRENCY", str(WORKERS[name]))
     worker = ["-k", "services.gateway.worker.GatewayWorker"] if name == "gateway" else []

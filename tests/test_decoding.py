@@ -117,6 +117,30 @@ def test_sampling_is_reproducible_and_respects_top_k(adapter):
     assert 0 not in run(5)
 
 
+class RawLogits(Adapter):
+    """An adapter that is only sampled from: its step returns raw logits (as the text generator's does)."""
+    normalized = False
+
+    def step(self, rows):
+        lp, states = super().step(rows)
+        return lp + 3.5 * np.arange(1, len(rows) + 1)[:, None], states  # a different shift per row
+
+
+def test_sampling_from_raw_logits_draws_what_log_probabilities_draw(adapter, tmp_path):
+    tiny_step_graph(tmp_path / "raw.onnx")
+    raw = RawLogits(tmp_path / "raw.onnx")
+
+    def run(a, seed, **kw):
+        jobs = [SamplingJob(a, np.zeros(H, np.float32), [1, 2], max_tokens=15, seed=seed + i, banned=(0,), **kw)
+                for i in range(3)]
+        Scheduler().run_until_done(jobs)
+        return [j.tokens for j in jobs]
+    for kw in (dict(temperature=1.0, top_k=0, top_p=1.0), dict(temperature=0.6, top_k=3, top_p=0.9)):
+        assert run(raw, 21, **kw) == run(adapter, 21, **kw)
+    with pytest.raises(ValueError, match="log-probabilities"):
+        BeamSearchJob(raw, Row(np.zeros(H, np.float32), 0, 0), beam_size=2, max_len=5, eos_id=EOS)
+
+
 def test_seeded_stream_draws_the_same_tokens_alone_or_in_a_mixed_batch(adapter):
     """Streams are sampled together in one vectorised draw; each row's own RNG keeps a seed's output
     independent of what else (other knobs, greedy rows, prompts still being read) shares the batch."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import re
 import time
 from urllib.parse import quote
@@ -57,9 +58,11 @@ class Request:
         self.scope, self.receive, self.send = scope, receive, send
         self.method, self.path = scope["method"], scope["path"]
         self.headers: dict[bytes, bytes] = dict(scope["headers"])  # a repeated header: the last one counts
+        # a request id must be unique, not secret: Python's generator (reseeded in every forked worker) costs
+        # no system call, where os.urandom costs one per request
         rid = self.headers.get(b"x-request-id", b"")
         self.request_id = rid.decode("latin-1") if 0 < len(rid) <= 128 and rid.isascii() and \
-            rid.decode("latin-1").isprintable() else os.urandom(16).hex()
+            rid.decode("latin-1").isprintable() else "%032x" % random.getrandbits(128)
         self.route, self.model, self.status, self.started = "other", "", 0, False
         self.extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
 

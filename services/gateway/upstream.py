@@ -166,6 +166,8 @@ class Response:
                 self.waiter = None
 
     async def read(self) -> bytes:
+        if self.done and self.error is None:  # the usual case: the whole answer came with its headers
+            return b"".join(self.chunks)
         return b"".join([c async for c in self.chunks_as_they_come()])
 
     def abort(self) -> None:
@@ -189,7 +191,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
         sock = transport.get_extra_info("socket")
-        if sock is not None:
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc) -> None:

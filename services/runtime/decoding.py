@@ -2,9 +2,11 @@
 continuous-batching scheduler steps together.
 
 A model adapter turns rows into one batched step-graph call: ``adapter.step(rows) -> (logprobs [N, V],
-new_states)``. A row is one hypothesis (one beam, or one sampled stream) holding the adapter's state, the last
-token and its position. Jobs only see log-probabilities, so the same code drives translation and text
-generation, on ONNX Runtime in a server or synchronously in a training job's evaluation.
+new_states)``; an adapter that is only sampled from may return raw logits instead (``normalized = False``),
+since sampling does not change when a row's scores shift by a constant. A row is one hypothesis (one beam, or
+one sampled stream) holding the adapter's state, the last token and its position. Jobs only see scores, so the
+same code drives translation and text generation, on ONNX Runtime in a server or synchronously in a training
+job's evaluation.
 """
 from __future__ import annotations
 
@@ -68,6 +70,8 @@ class BeamSearchJob(Job):
 
     def __init__(self, adapter, first_row: Row, beam_size: int, max_len: int, eos_id: int,
                  banned: tuple[int, ...] = (), alpha: float = 0.6):
+        if not getattr(adapter, "normalized", True):
+            raise ValueError("beam search needs an adapter whose step returns log-probabilities")
         self.adapter, self.beam_size, self.max_len, self.eos_id, self.alpha = adapter, beam_size, max_len, eos_id, alpha
         self.banned = banned_ids(tuple(banned))
         self.live = [Hypothesis([], 0.0, first_row)]

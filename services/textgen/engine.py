@@ -6,11 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from services.runtime.decoding import SamplingJob, log_softmax
+from services.runtime.decoding import SamplingJob
 from services.runtime.text import Vocabulary
 
 
 class CharModel:
+    # step() returns raw logits: streams are only sampled, and sampling is the same for logits and for
+    # log-probabilities (they differ by one constant per row), so the log-softmax of every step is skipped
+    normalized = False
+
     def __init__(self, manifest: dict, version_dir: Path, step_sess):
         pre = manifest["preprocessing"]
         self.vocab = Vocabulary.load(Path(version_dir) / pre["vocabulary"])
@@ -31,7 +35,7 @@ class CharModel:
         feeds = {"token": np.array([r.token for r in rows], dtype=np.int64),
                  "h": np.stack([r.state[0] for r in rows]), "c": np.stack([r.state[1] for r in rows])}
         logits, h, c = self.sess.run(["logits", "h_out", "c_out"], feeds)
-        return log_softmax(logits), [(h[i], c[i]) for i in range(len(rows))]
+        return logits, [(h[i], c[i]) for i in range(len(rows))]
 
     def job(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
             on_token=None) -> SamplingJob:

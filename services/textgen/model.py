@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 
 import numpy as np
@@ -19,15 +20,19 @@ MAX_SEED = 2**32 - 1
 class Stream:
     """One generation: text so far, stop strings, and the pieces made but not yet sent (SSE streaming).
 
-    The scheduler thread appends pieces and sets ``ready`` only when it is clear, so a stream whose writer
-    is behind costs one append per token, not a lock and a wake-up each."""
+    The scheduler thread appends each piece and wakes the writer (``ready``) only when a write is due: the
+    first piece at once (time to first token), later ones once ``flush_seconds`` have passed since the last
+    write, and the end at once. So the writer sleeps until there is a write to make (no timer of its own), and
+    a stream costs the scheduler one append per token, not a lock and a wake-up each."""
 
-    def __init__(self, model: CharModel, stop: list[str], streaming: bool):
+    def __init__(self, model: CharModel, stop: list[str], streaming: bool, flush_seconds: float = 0.0):
         self.model, self.stop = model, stop
         self.text = ""
         self.pieces: deque | None = deque() if streaming else None
         self.ready = threading.Event()
         self.ended = False
+        self.flush_seconds = flush_seconds
+        self.due = 0.0  # perf_counter time from which a new piece wakes the writer
 
     def on_token(self, tok):
         if tok is None:  # the job finished
@@ -42,7 +47,7 @@ class Stream:
                 return False
         if self.pieces is not None:
             self.pieces.append(piece)
-            if not self.ready.is_set():
+            if not self.ready.is_set() and time.perf_counter() >= self.due:
                 self.ready.set()
         return True
 
@@ -50,7 +55,8 @@ class Stream:
         """-> (every piece made since the last call, whether the stream has ended); waits for at least one."""
         if not self.ready.wait(timeout):
             raise TimeoutError(f"no token within {timeout:.0f}s")
-        self.ready.clear()  # before draining: a piece appended after this sets it again
+        self.ready.clear()  # before draining: a piece appended after this sets it again (once due)
+        self.due = time.perf_counter() + self.flush_seconds
         ended = self.ended  # read first: every piece of an ended stream is already in the deque
         out = []
         while self.pieces:
@@ -79,10 +85,10 @@ class TextgenServable(Servable):
             raise ApiError(f"'{field}' has characters the model never saw ({shown!r}); it knows "
                            f"{len(self.model.vocab) - 2} characters of English text", field=field)
 
-    def start(self, prompts: list[str], opts: dict, streaming: bool = False):
+    def start(self, prompts: list[str], opts: dict, streaming: bool = False, flush_seconds: float = 0.0):
         streams, jobs = [], []
         for i, p in enumerate(prompts):
-            st = Stream(self.model, opts.get("stop", []), streaming)
+            st = Stream(self.model, opts.get("stop", []), streaming, flush_seconds)
             jobs.append(self.model.job(p, opts["max_tokens"], opts["temperature"], opts["top_k"], opts["top_p"],
                                        opts["seed"] + i, on_token=st.on_token))
             streams.append(st)
