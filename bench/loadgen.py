@@ -1,7 +1,7 @@
 """Closed-loop load generators: C concurrent clients send requests back to back for a fixed time on keep-alive
 connections. ``wrk`` (C, from Debian) when it is installed: it needs a few percent of a core where a Python
-client needs most of one, which matters on a 2-core box; else asyncio + aiohttp. Streams (SSE) always use
-aiohttp."""
+client needs most of one, which matters on a 2-core box; else asyncio + aiohttp. Streams (SSE) use a small
+asyncio protocol with httptools' C parser (wrk cannot time the first token)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,11 +13,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import aiohttp
+from urllib.parse import urlsplit
+
+import httptools
 import numpy as np
+
+try:
+    import uvloop
+except ImportError:  # the gateway's event loop; plain asyncio works too, with more client CPU
+    uvloop = None
 
 
 async def _run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
+    import aiohttp  # only where wrk is missing (the load extra)
     lat: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + warmup + seconds
@@ -81,40 +89,84 @@ def run(url: str, body: bytes, concurrency: int, seconds: float = 8.0, warmup: f
     return asyncio.run(_run(url, body, concurrency, seconds, warmup))
 
 
-async def _stream(url: str, body: bytes, streams: int, seconds: float) -> dict:
-    """``streams`` clients each open SSE generations back to back for ``seconds``: aggregate tokens/s over
-    the whole run (in-flight streams are finished and counted), and time to first token per request."""
-    ttft, tokens, errors, requests_done = [], 0, 0, 0
-    timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
-    async with aiohttp.ClientSession(timeout=timeout,
-                                     connector=aiohttp.TCPConnector(limit=streams + 4)) as s:
-        async def one(deadline: float):
-            nonlocal tokens, errors, requests_done
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                first = None
-                async with s.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
-                    if r.status != 200:
-                        errors += 1
-                        await r.read()
-                        continue
-                    # count token events per received chunk (cheap) rather than parsing line by line, so the
-                    # client is not what limits the measured tokens/s
-                    async for chunk in r.content.iter_any():
-                        n = chunk.count(b'data: {"token"')
-                        if n:
-                            first = first or time.perf_counter() - t0
-                            tokens += n
-                ttft.append(first)
-                requests_done += 1
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(t0 + seconds) for _ in range(streams)))
-        wall = time.perf_counter() - t0
-    a = np.array([t for t in ttft if t is not None] or [float("nan")]) * 1000
-    return {"streams": streams, "requests": requests_done, "errors": errors, "tokens": tokens, "seconds": wall,
-            "tokens_per_s": tokens / wall, "ttft_p50_ms": float(np.percentile(a, 50)),
+TOKEN_EVENT = b'data: {"token"'
+
+
+class _StreamClient(asyncio.Protocol):
+    """One keep-alive connection that runs SSE generations back to back until ``deadline`` (the one in flight
+    then is finished and counted). httptools parses the responses; tokens are counted by their event marker
+    in the raw body, without parsing events: at 32 streams the client shares the server's two cores, and
+    aiohttp's reader took about 0.25 of them (this takes a few hundredths)."""
+
+    def __init__(self, request: bytes, deadline: float, stats: dict, done: asyncio.Future):
+        self.request, self.deadline, self.stats, self.done = request, deadline, stats, done
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport = None
+        self.carry = b""
+        self.t0 = self.first = 0.0
+        self.ok = True
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        self.t0, self.first, self.carry, self.ok = time.perf_counter(), 0.0, b"", True
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.parser.feed_data(data)
+
+    def connection_lost(self, exc) -> None:
+        if not self.done.done():
+            self.stats["errors"] += 1
+            self.done.set_result(None)
+
+    def on_headers_complete(self) -> None:
+        self.ok = self.parser.get_status_code() == 200
+
+    def on_body(self, body: bytes) -> None:
+        text = self.carry + body if self.carry else body
+        n = text.count(TOKEN_EVENT)
+        self.carry = text[1 - len(TOKEN_EVENT):]
+        if n and self.ok:
+            if not self.first:
+                self.first = time.perf_counter() - self.t0
+            self.stats["tokens"] += n
+
+    def on_message_complete(self) -> None:
+        if self.ok and self.first:
+            self.stats["ttft"].append(self.first)
+            self.stats["requests"] += 1
+        else:
+            self.stats["errors"] += 1
+        if time.perf_counter() < self.deadline:
+            self._send()
+        else:
+            self.done.set_result(None)
+            self.transport.close()
+
+
+async def _stream(host: str, port: int, path: str, body: bytes, streams: int, seconds: float) -> dict:
+    """``streams`` connections each run SSE generations back to back for ``seconds``: aggregate tokens/s over
+    the whole run (in-flight generations are finished and counted), and time to first token per request."""
+    loop = asyncio.get_running_loop()
+    request = (b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\nAccept: text/event-stream"
+               b"\r\nContent-Length: %d\r\n\r\n" % (path.encode(), host.encode(), port, len(body))) + body
+    stats = {"ttft": [], "tokens": 0, "errors": 0, "requests": 0}
+    t0 = time.perf_counter()
+    done = [loop.create_future() for _ in range(streams)]
+    for d in done:
+        await loop.create_connection(lambda d=d: _StreamClient(request, t0 + seconds, stats, d), host, port)
+    await asyncio.gather(*done)
+    wall = time.perf_counter() - t0
+    a = np.array(stats["ttft"] or [float("nan")]) * 1000
+    return {"streams": streams, "requests": stats["requests"], "errors": stats["errors"], "tokens": stats["tokens"],
+            "seconds": wall, "tokens_per_s": stats["tokens"] / wall, "ttft_p50_ms": float(np.percentile(a, 50)),
             "ttft_p99_ms": float(np.percentile(a, 99))}
 
 
 def stream(url: str, body: bytes, streams: int, seconds: float = 8.0) -> dict:
-    return asyncio.run(_stream(url, body, streams, seconds))
+    u = urlsplit(url)
+    coro = _stream(u.hostname, u.port or 80, u.path, body, streams, seconds)
+    return uvloop.run(coro) if uvloop is not None else asyncio.run(coro)
