@@ -6,6 +6,8 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from bench import loadgen
 from services.gateway.worker import CoalescingTransport
 from services.textgen.model import Stream
@@ -19,22 +21,38 @@ class Model:
     vocab = Vocab()
 
 
-def test_stream_wakes_writer_for_first_piece_then_once_per_flush_interval_and_at_end():
+def test_stream_wakes_writer_for_first_piece_and_end_only_and_writer_keeps_its_own_time():
     st = Stream(Model(), stop=[], streaming=True, flush_seconds=0.05)
-    assert st.on_token(0) and st.ready.is_set()  # the first piece goes out at once
+    assert st.on_token(0) and st.ready.is_set()  # the first piece wakes the writer at once
     assert st.take(1) == (["a"], False)
     st.on_token(1)
     st.on_token(2)
-    assert not st.ready.is_set()  # made within the interval: held for the next write
-    time.sleep(0.06)
+    assert not st.ready.is_set()  # later pieces wake nobody: the writer takes them on its own time
+    t0 = time.monotonic()
+    assert st.take(1) == (["b", "c"], False)
+    assert 0.04 < time.monotonic() - t0 < 0.5  # after one flush interval
     st.on_token(0)
-    assert st.ready.is_set()
-    assert st.take(1) == (["b", "c", "a"], False)
-    st.on_token(1)
-    assert not st.ready.is_set()
     st.on_token(None)  # the end wakes the writer at once, with what is left
-    assert st.ready.is_set() and st.take(1) == (["b"], True)
-    assert st.text == "abcab"
+    t0 = time.monotonic()
+    assert st.take(1) == (["a"], True)
+    assert time.monotonic() - t0 < 0.04
+    assert st.text == "abca"
+
+
+def test_stream_without_flush_interval_wakes_writer_per_piece_and_times_out():
+    st = Stream(Model(), stop=[], streaming=True)
+    st.on_token(1)
+    assert st.take(1) == (["b"], False)
+    st.on_token(2)
+    assert st.ready.is_set() and st.take(1) == (["c"], False)
+    with pytest.raises(TimeoutError):
+        st.take(0.05)
+    flushing = Stream(Model(), stop=[], streaming=True, flush_seconds=0.01)
+    flushing.on_token(0)
+    flushing.take(1)
+    with pytest.raises(TimeoutError):  # no piece for longer than the timeout, while polling
+        for _ in range(20):
+            flushing.take(0.05)
 
 
 def test_stream_stop_string_ends_without_sending_it():

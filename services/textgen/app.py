@@ -12,10 +12,10 @@ from services.runtime.http import json_body, json_response
 from services.textgen.model import TextgenServable, options
 
 api = Blueprint("textgen_api", __name__)
-# After a write, a stream's next write waits until this long has passed and carries every token made
-# meanwhile. The first token goes out at once (time to first token is unchanged). 10 ms is below one 60 Hz
-# frame, so a reader sees no difference, while 32 streams stop spending the server's CPU on a socket write
-# per token.
+# After the first token (sent at once: time to first token is unchanged), a stream's writer wakes every
+# SSE_FLUSH_MS and sends every token made meanwhile in one write; the end is sent at once. 10 ms is below one
+# 60 Hz frame, so a reader sees no difference, while 32 streams stop spending the server's CPU on a socket
+# write and a thread wake-up per token (services/textgen/model.py Stream).
 SSE_FLUSH_SECONDS = env_float("SSE_FLUSH_MS", 10.0) / 1000
 
 
