@@ -121,6 +121,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="measured seconds per point")
     p.add_argument("--concurrency", default="1,8,32,64")
     p.add_argument("--streams", default="1,8,32")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds behind the target ratios (this shared VM drifts by tens of percent)")
     p.add_argument("--peers", default=",".join(peer_envs.PEERS),
                    help="comma-separated peers to install (bench/.venvs) and measure; 'none' to skip")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / socket.gethostname().split(".")[0])
@@ -161,10 +163,10 @@ def main(argv=None) -> int:
                    "gateway": f"http://127.0.0.1:{ports['gateway']}/api/mnist/predict"}
         for name, url in targets.items():
             results["mnist"][name] = measure_mnist(name, url, body, conc, args.seconds)
-        # the targets' ratios at c=32, measured again interleaved (naive, service, gateway, three rounds) so a
+        # the targets' ratios at c=32, measured again interleaved (naive, service, gateway, in rounds) so a
         # slow spell of this shared machine does not land on one target only; the ratios use the medians
         rounds = results["interleaved_c32"] = {k: [] for k in ("naive_flask", "service", "gateway")}
-        for _ in range(3):
+        for _ in range(args.rounds):
             for name in rounds:
                 rounds[name].append(loadgen.run(targets[name], body, 32, args.seconds)["rps"])
         print("interleaved c=32 req/s: " + ", ".join(f"{k} {v}" for k, v in rounds.items()), flush=True)
@@ -197,6 +199,20 @@ def main(argv=None) -> int:
                 results["textgen"][f"{mode}_no_sse"][s] = r
                 print(f"textgen {mode + ' no SSE':20s} requests={s:3d}: {r['tokens_per_s']:8.1f} tokens/s  "
                       f"p50 {r['p50_ms']:7.1f} ms  errors {r['errors']}", flush=True)
+            if mode == "continuous":
+                # the 32-vs-1 ratio again from interleaved rounds (one stream, then all, in turn), so the
+                # machine's drift between two sweeps does not land on one side of the ratio
+                top = max(streams)
+                inter = results["textgen_interleaved"] = {f"{kind}_{n}": [] for kind in ("sse", "no_sse")
+                                                          for n in (1, top)}
+                for _ in range(args.rounds):
+                    for n in (1, top):
+                        inter[f"sse_{n}"].append(loadgen.stream(f"http://127.0.0.1:{port}/api/generate", gen, n,
+                                                                args.seconds)["tokens_per_s"])
+                        inter[f"no_sse_{n}"].append(loadgen.run(f"http://127.0.0.1:{port}/api/generate", gen_json,
+                                                                n, args.seconds)["rps"] * 200)
+                print("textgen interleaved tokens/s: " + ", ".join(f"{k} {[round(x) for x in v]}"
+                                                                   for k, v in inter.items()), flush=True)
             stop([proc])
     finally:
         stop(procs)
@@ -266,6 +282,12 @@ def ratios(r: dict) -> dict:
         out["interleaved_c32_service_vs_naive"] = med["service"] / med["naive_flask"]
         out["interleaved_c32_gateway_vs_naive"] = med["gateway"] / med["naive_flask"]
         out["interleaved_c32_gateway_overhead"] = 1 - med["gateway"] / med["service"]
+    inter = r.get("textgen_interleaved")
+    if inter:
+        top = max(int(k.rsplit("_", 1)[1]) for k in inter)
+        for kind in ("sse", "no_sse"):
+            out[f"interleaved_textgen_{kind}_{top}_vs_1"] = (float(np.median(inter[f"{kind}_{top}"])) /
+                                                             float(np.median(inter[f"{kind}_1"])))
     t = r["textgen"]
     for mode in ("continuous_no_sse",):
         if t.get(mode) and 1 in t[mode]:
@@ -297,9 +319,11 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {c} | {x['rps']:.1f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | "
                          f"{x['p99_ms']:.2f} | {x['errors']} |")
     if r.get("interleaved_c32"):
+        n = len(next(iter(r["interleaved_c32"].values())))
         lines += ["", "## MNIST at concurrency 32, interleaved\n",
-                  "Three rounds of naive app, service, gateway in turn; the target ratios below use the medians.\n",
-                  "| target | round 1 req/s | round 2 | round 3 | median |", "|---|---|---|---|---|"]
+                  f"{n} rounds of naive app, service, gateway in turn; the target ratios below use the medians.\n",
+                  "| target | " + " | ".join(f"round {i + 1} req/s" for i in range(n)) + " | median |",
+                  "|---|" + "---|" * (n + 1)]
         for name, v in r["interleaved_c32"].items():
             lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {float(np.median(v)):.1f} |")
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
@@ -312,6 +336,15 @@ def markdown(r: dict) -> str:
         for s, x in by_s.items():
             lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | {x['ttft_p99_ms']:.1f} | "
                          f"{x.get('p50_ms', float('nan')):.1f} | {x.get('errors', 0)} |")
+    if r.get("textgen_interleaved"):
+        inter = r["textgen_interleaved"]
+        n = len(next(iter(inter.values())))
+        lines += ["", "## Text generation, one against many, interleaved\n",
+                  f"{n} rounds of one stream then all streams in turn (continuous batching); the 32-vs-1 ratios use "
+                  "the medians. tokens/s:\n",
+                  "| run | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | median |", "|---|" + "---|" * (n + 1)]
+        for name, v in inter.items():
+            lines.append(f"| {name} | " + " | ".join(f"{x:.0f}" for x in v) + f" | {float(np.median(v)):.0f} |")
     lines += ["", "## Every service through the gateway (whole stack running)\n",
               "| request | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p99 ms | errors |", "|---|---|---|---|---|---|"]
     for name, x in r.get("services", {}).items():
