@@ -15,7 +15,7 @@ THREADS = {"textgen": 64}
 # ONNX Runtime threads per worker where the default (2) costs more than it gives: a text-generation step is a
 # [streams, 384] LSTM cell, too small to split well; with one thread per worker, the service's two workers
 # use two threads on two CPUs instead of four, and 32 streams get about 9% more tokens/s per CPU (one stream
-# alone is about 8% slower; bench/results/vm/FINDINGS.md)
+# alone is about 7% slower; bench/results/vm/FINDINGS.md)
 ORT_THREADS = {"textgen": 1}
 # gunicorn workers where one per CPU is too many: the gateway's event loop proxies thousands of requests a
 # second in one process, and a second one would only take CPU from the model services beside it
