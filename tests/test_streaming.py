@@ -103,3 +103,25 @@ def test_bench_stream_client_counts_every_token(stack):
     assert r["errors"] == 0 and r["requests"] >= 3
     assert r["tokens"] == 40 * r["requests"]  # every generation ran to its 40 tokens, each counted once
     assert 0 < r["ttft_p50_ms"] <= r["ttft_p99_ms"]
+
+
+def test_sse_write_budget_stretches_the_interval_past_its_share_of_streams(monkeypatch):
+    from services.textgen import app
+    monkeypatch.setattr(app, "SSE_FLUSH_SECONDS", 0.01)
+    monkeypatch.setattr(app, "SSE_WRITES_PER_SECOND", 800.0)
+    monkeypatch.setattr(app, "_streams_open", 4)
+    assert app._interval() == 0.01  # 4 streams x 100 writes/s: within the budget
+    monkeypatch.setattr(app, "_streams_open", 32)
+    assert abs(app._interval() - 0.04) < 1e-9  # 32 streams share 800 writes/s: 25 each
+    monkeypatch.setattr(app, "SSE_WRITES_PER_SECOND", 0.0)
+    assert app._interval() == 0.01  # no budget
+
+
+def test_stream_take_waits_the_interval_it_is_given():
+    st = Stream(Model(), stop=[], streaming=True, flush_seconds=0.01)
+    st.on_token(0)
+    st.take(1)
+    st.on_token(1)
+    t0 = time.monotonic()
+    assert st.take(1, interval=0.08) == (["b"], False)
+    assert time.monotonic() - t0 >= 0.07

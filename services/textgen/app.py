@@ -2,6 +2,8 @@
 events, one event per token and a final ``done`` event) plus /v1 and /v2 for model ``textgen``."""
 from __future__ import annotations
 
+import threading
+
 import orjson
 from flask import Blueprint, Response, current_app, g, stream_with_context
 
@@ -17,6 +19,24 @@ api = Blueprint("textgen_api", __name__)
 # 60 Hz frame, so a reader sees no difference, while 32 streams stop spending the server's CPU on a socket
 # write and a thread wake-up per token (services/textgen/model.py Stream).
 SSE_FLUSH_SECONDS = env_float("SSE_FLUSH_MS", 10.0) / 1000
+# All the streams of a worker together make at most this many writes a second (0: no limit): past
+# SSE_WRITES_PER_SECOND * SSE_FLUSH_MS / 1000 streams (8 by default) each stream's interval grows with their
+# number, so the cost of writing stays bounded while the tokens/s of continuous batching grows.
+SSE_WRITES_PER_SECOND = env_float("SSE_WRITES_PER_SECOND", 800.0)
+_streams_lock = threading.Lock()
+_streams_open = 0
+
+
+def _interval() -> float:
+    if SSE_WRITES_PER_SECOND <= 0:
+        return SSE_FLUSH_SECONDS
+    return max(SSE_FLUSH_SECONDS, _streams_open / SSE_WRITES_PER_SECOND)
+
+
+def _count_stream(delta: int) -> None:
+    global _streams_open
+    with _streams_lock:
+        _streams_open += delta
 
 
 def _sse(event: str | None, data: dict) -> bytes:
@@ -42,11 +62,12 @@ def generate():
 
     def events():
         index = 0
+        _count_stream(1)
         try:
             while True:
                 # one write for every token made since the last one: under load the scheduler runs ahead of
                 # the socket, and a write per token would cost a system call each
-                pieces, ended = st.take(s.timeout)
+                pieces, ended = st.take(s.timeout, _interval())
                 out = b"".join(_sse(None, {"token": piece, "index": index + i}) for i, piece in enumerate(pieces))
                 index += len(pieces)
                 if ended:  # the last tokens and the done event in one write
@@ -56,6 +77,7 @@ def generate():
                 if out:
                     yield out
         finally:
+            _count_stream(-1)
             job.cancelled = True  # client went away (or we finished): free the row
 
     return Response(stream_with_context(events()), 200, mimetype="text/event-stream",

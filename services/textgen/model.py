@@ -56,12 +56,12 @@ class Stream:
                     self.ready.set()
         return True
 
-    def take(self, timeout: float) -> tuple[list[str], bool]:
+    def take(self, timeout: float, interval: float | None = None) -> tuple[list[str], bool]:
         """-> (every piece made since the last call, whether the stream has ended). Waits for the first piece
-        (or the end); after it, for ``flush_seconds`` (or the end). TimeoutError after ``timeout`` seconds
-        without a piece."""
+        (or the end); after it, for ``interval`` (default ``flush_seconds``; or the end). TimeoutError after
+        ``timeout`` seconds without a piece."""
         if self.flush_seconds and self.woken:
-            self.ready.wait(self.flush_seconds)  # returns early at the end
+            self.ready.wait(self.flush_seconds if interval is None else interval)  # returns early at the end
         elif not self.ready.wait(timeout):
             raise TimeoutError(f"no token within {timeout:.0f}s")
         self.ready.clear()  # before reading ``ended``: an end after this sets it again
