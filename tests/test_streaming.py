@@ -91,8 +91,9 @@ def test_gateway_transport_sends_one_turns_writes_together():
         t.write(b"chunk")  # a later turn: a write of its own (streamed chunks are not held back)
         await asyncio.sleep(0)
         t.write(b"last")
+        t.writelines([b" and", b" more"])  # held in order with the rest
         t.close()  # close sends what is held first
-        assert raw.writes[1:] == [b"chunk", b"last"] and raw.closed
+        assert raw.writes[1:] == [b"chunk", b"last and more"] and raw.closed
         assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # everything else is the transport's
     asyncio.run(scenario())
 
