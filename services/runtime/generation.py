@@ -16,14 +16,8 @@ def scheduler() -> Scheduler:
     global _scheduler
     with _lock:
         if _scheduler is None:
-            children: dict = {}
-
-            def on_step(adapter, rows):  # the labelled child is looked up once per adapter, not every step
-                child = children.get(id(adapter))
-                if child is None:
-                    child = children[id(adapter)] = metrics.BATCH_SIZE.labels(
-                        getattr(adapter, "model_name", "decoder"), "decoder")
-                child.observe(rows)
+            def on_step(adapter, rows):
+                metrics.child(metrics.BATCH_SIZE, getattr(adapter, "model_name", "decoder"), "decoder").observe(rows)
             _scheduler = Scheduler(max_rows=env_int("DECODER_MAX_ROWS", 256), name="decoder-scheduler",
                                    on_step=on_step).start()
         return _scheduler

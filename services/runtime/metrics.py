@@ -31,6 +31,18 @@ LOAD_FAILURES = Counter("model_load_failures_total", "Versions refused at load (
                         ["model", "version"])
 TOKENS = Counter("model_generated_tokens_total", "Tokens produced by decoders", ["model"])
 
+_children: dict = {}
+
+
+def child(metric, *values):
+    """``metric.labels(*values)``, looked up once per label set: ``labels()`` takes a lock and builds its key on
+    every call, which adds up on paths run per request or per decoder step."""
+    key = (metric, values)
+    c = _children.get(key)
+    if c is None:
+        c = _children[key] = metric.labels(*values)
+    return c
+
 
 def exposition() -> tuple[bytes, str]:
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
