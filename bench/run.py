@@ -263,6 +263,26 @@ def every_service(seconds: float, logs: Path) -> dict:
     return out
 
 
+def paired_median(a: list[float], b: list[float]) -> float:
+    """The median over rounds of a[i] / b[i]."""
+    return float(np.median([x / y for x, y in zip(a, b)]))
+
+
+def of_medians(a: list[float], b: list[float]) -> float:
+    return float(np.median(a)) / float(np.median(b))
+
+
+def rounds_table(first: str, rounds: dict[str, list[float]], unit: str, digits: int) -> list[str]:
+    """Markdown rows: one line per run, one column per round, then the median."""
+    n = len(next(iter(rounds.values())))
+    lines = [f"| {first} | " + " | ".join(f"round {i + 1}{unit}" for i in range(n)) + " | median |",
+             "|---|" + "---|" * (n + 1)]
+    for name, v in rounds.items():
+        cells = [f"{x:.{digits}f}" for x in v] + [f"{float(np.median(v)):.{digits}f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def ratios(r: dict) -> dict:
     m = r["mnist"]
     out = {}
@@ -276,25 +296,21 @@ def ratios(r: dict) -> dict:
         out[f"service_vs_raw_ort_best_c{c}"] = m["service"][c]["rps"] / r["raw_ort"]["best_images_per_s"]
     for c in m.get("naive_flask_workers", {}):
         out[f"service_vs_naive_workers_c{c}"] = m["service"][c]["rps"] / m["naive_flask_workers"][c]["rps"]
+    # interleaved rounds: each round's ratio (its runs are back to back, so a slow spell of the machine hits
+    # both sides), then the median over rounds; the ratio of the medians is given as well
     rounds = r.get("interleaved_c32")
     if rounds:
-        # each round's ratio (its runs are back to back, so a slow spell of the machine hits both sides), then
-        # the median over rounds; the ratio of the medians is given as well
-        def paired(a, b):
-            return float(np.median([x / y for x, y in zip(rounds[a], rounds[b])]))
-        med = {k: float(np.median(v)) for k, v in rounds.items()}
-        out["interleaved_c32_service_vs_naive"] = paired("service", "naive_flask")
-        out["interleaved_c32_gateway_vs_naive"] = paired("gateway", "naive_flask")
-        out["interleaved_c32_gateway_overhead"] = 1 - paired("gateway", "service")
-        out["interleaved_c32_gateway_overhead_of_medians"] = 1 - med["gateway"] / med["service"]
+        out["interleaved_c32_service_vs_naive"] = paired_median(rounds["service"], rounds["naive_flask"])
+        out["interleaved_c32_gateway_vs_naive"] = paired_median(rounds["gateway"], rounds["naive_flask"])
+        out["interleaved_c32_gateway_overhead"] = 1 - paired_median(rounds["gateway"], rounds["service"])
+        out["interleaved_c32_gateway_overhead_of_medians"] = 1 - of_medians(rounds["gateway"], rounds["service"])
     inter = r.get("textgen_interleaved")
     if inter:
         top = max(int(k.rsplit("_", 1)[1]) for k in inter)
         for kind in ("sse", "no_sse"):
-            out[f"interleaved_textgen_{kind}_{top}_vs_1"] = float(np.median(
-                [x / y for x, y in zip(inter[f"{kind}_{top}"], inter[f"{kind}_1"])]))
-            out[f"interleaved_textgen_{kind}_{top}_vs_1_of_medians"] = (float(np.median(inter[f"{kind}_{top}"])) /
-                                                                        float(np.median(inter[f"{kind}_1"])))
+            many, one = inter[f"{kind}_{top}"], inter[f"{kind}_1"]
+            out[f"interleaved_textgen_{kind}_{top}_vs_1"] = paired_median(many, one)
+            out[f"interleaved_textgen_{kind}_{top}_vs_1_of_medians"] = of_medians(many, one)
     t = r["textgen"]
     for mode in ("continuous_no_sse",):
         if t.get(mode) and 1 in t[mode]:
@@ -326,14 +342,11 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name} | {c} | {x['rps']:.1f} | {x['p50_ms']:.2f} | {x['p95_ms']:.2f} | "
                          f"{x['p99_ms']:.2f} | {x['errors']} |")
     if r.get("interleaved_c32"):
-        n = len(next(iter(r["interleaved_c32"].values())))
         lines += ["", "## MNIST at concurrency 32, interleaved\n",
-                  f"{n} rounds of naive app, service, gateway in turn; the target ratios below are the medians of "
-                  "the rounds' own ratios (`_of_medians`: the ratio of the medians).\n",
-                  "| target | " + " | ".join(f"round {i + 1} req/s" for i in range(n)) + " | median |",
-                  "|---|" + "---|" * (n + 1)]
-        for name, v in r["interleaved_c32"].items():
-            lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in v) + f" | {float(np.median(v)):.1f} |")
+                  f"{len(next(iter(r['interleaved_c32'].values())))} rounds of naive app, service, gateway in turn; "
+                  "the target ratios below are the medians of the rounds' own ratios (`_of_medians`: the ratio of "
+                  "the medians).\n"]
+        lines += rounds_table("target", r["interleaved_c32"], " req/s", 1)
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
               f"Each client sends generations back to back for {r['seconds_per_point']:.0f} s. ",
               "`continuous`: one scheduler steps every active sequence together; `one_at_a_time`: "
@@ -346,13 +359,10 @@ def markdown(r: dict) -> str:
                          f"{x.get('p50_ms', float('nan')):.1f} | {x.get('errors', 0)} |")
     if r.get("textgen_interleaved"):
         inter = r["textgen_interleaved"]
-        n = len(next(iter(inter.values())))
         lines += ["", "## Text generation, one against many, interleaved\n",
-                  f"{n} rounds of one stream then all streams in turn (continuous batching); the 32-vs-1 ratios are "
-                  "the medians of the rounds' own ratios. tokens/s:\n",
-                  "| run | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | median |", "|---|" + "---|" * (n + 1)]
-        for name, v in inter.items():
-            lines.append(f"| {name} | " + " | ".join(f"{x:.0f}" for x in v) + f" | {float(np.median(v)):.0f} |")
+                  f"{len(next(iter(inter.values())))} rounds of one stream then all streams in turn (continuous "
+                  "batching); the 32-vs-1 ratios are the medians of the rounds' own ratios. tokens/s:\n"]
+        lines += rounds_table("run", inter, "", 0)
     lines += ["", "## Every service through the gateway (whole stack running)\n",
               "| request | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p99 ms | errors |", "|---|---|---|---|---|---|"]
     for name, x in r.get("services", {}).items():
