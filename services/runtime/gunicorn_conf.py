@@ -1,6 +1,7 @@
 """gunicorn settings for every service and the gateway, from the environment.
 
-Services: gthread workers, whose request threads hand work to the in-process batcher / scheduler threads.
+Services: gthread workers (``worker.py``: a request thread lingers a moment on its keep-alive connection),
+whose request threads hand work to the in-process batcher / scheduler threads.
 Python request handling holds the GIL, so one worker per usable CPU (WEB_CONCURRENCY; see
 config.web_workers), each with its own batcher. The gateway overrides the worker class with its uvicorn worker
 (``python -m services gateway``). On SIGTERM gunicorn stops accepting, lets in-flight requests finish within
@@ -23,7 +24,7 @@ workers = web_workers()
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # several workers: /metrics must sum them, through prometheus_client's multiprocess files
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
-worker_class = "gthread"
+worker_class = "services.runtime.worker.ThreadWorker"  # gthread, lingering on keep-alive (worker.py)
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
