@@ -132,7 +132,8 @@ def base():
     backends = {"backends": {n: {"url": f"http://{n}:{p}", "models": m,
                                  "routes": {"mnist": ["/api/mnist/"], "sentiment": ["/api/sentiment/"],
                                             "translation": ["/api/translate"], "textgen": ["/api/generate"],
-                                            "gan": ["/api/gan/"]}[n]}
+                                            "gan": ["/api/gan/"]}[n],
+                                 **({"streams": True} if n == "textgen" else {})}
                              for n, (p, m, *_) in SERVICES.items()}}
     docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gateway-backends"},
                  "data": {"backends.yaml": yaml.safe_dump(backends, sort_keys=False)}})

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import orjson
 
 from services.gateway import auth, backends, control, metrics, ratelimit
+from services.gateway.fastpath import FastPath
 from services.gateway.upstream import Upstream, response_headers
 from services.runtime import logs
 from services.runtime.config import LIMITS
@@ -101,6 +102,8 @@ class Gateway:
         self.keys = auth.load_keys()
         self.rate = ratelimit.from_env()
         self.control = control.Control(self)
+        # the hot path in the HTTP parser's callbacks (fastpath.py); a rate limit needs the full path on every call
+        self.fast = FastPath(self) if os.environ.get("GATEWAY_FAST_PATH", "1") == "1" and self.rate is None else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -164,23 +167,29 @@ class Gateway:
                 raise ApiError(f"rate limit exceeded ({self.rate.text}); retry later", status=429,
                                limit=self.rate.text)
 
+    def resolve(self, method: str, path: str) -> tuple[str, str, object, ApiError | None]:
+        """-> (route, model, backend or None, the 404 to answer or None): the route names metrics, logs and
+        errors; no backend and no error means the gateway answers itself (``control``)."""
+        if path.startswith("/api/") and path != "/api/models":
+            backend = self.router.native(path)
+            if backend is None:
+                return "native", "", None, ApiError(f"no such route: {method} {path}", status=404)
+            return "native", backend.name, backend, None
+        if path.startswith(("/v1/models/", "/v2/models/")):
+            route = "v1" if path[2] == "1" else "v2"
+            m = (_V1 if route == "v1" else _V2).match(path)
+            model = m.group(1) if m else ""
+            backend = self.router.model(model)
+            if backend is None:
+                return route, model, None, ApiError(
+                    f"model '{model}' is not served here (models: {sorted(self.router.by_model)})",
+                    status=404, field="model")
+            return route, model, backend, None
+        return "other", "", None, None
+
     async def handle(self, req: Request) -> None:
         """Name the route (for metrics, logs and errors), check the request once, then proxy or answer here."""
-        path, backend, missing = req.path, None, None
-        if path.startswith("/api/") and path != "/api/models":
-            backend, req.route = self.router.native(path), "native"
-            if backend is None:
-                missing = ApiError(f"no such route: {req.method} {path}", status=404)
-            else:
-                req.model = backend.name
-        elif path.startswith(("/v1/models/", "/v2/models/")):
-            req.route = "v1" if path[2] == "1" else "v2"
-            m = (_V1 if req.route == "v1" else _V2).match(path)
-            req.model = m.group(1) if m else ""
-            backend = self.router.model(req.model)
-            if backend is None:
-                missing = ApiError(f"model '{req.model}' is not served here (models: {sorted(self.router.by_model)})",
-                                   status=404, field="model")
+        req.route, req.model, backend, missing = self.resolve(req.method, req.path)
         await self.check(req)
         if missing is not None:
             raise missing

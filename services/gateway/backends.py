@@ -15,7 +15,7 @@ backends:
   mnist:       {url: "http://127.0.0.1:9001", models: [mnist], routes: ["/api/mnist/"]}
   sentiment:   {url: "http://127.0.0.1:9002", models: [sentiment], routes: ["/api/sentiment/"]}
   translation: {url: "http://127.0.0.1:9003", models: [translation_transformer, translation_seq2seq], routes: ["/api/translate"]}
-  textgen:     {url: "http://127.0.0.1:9004", models: [textgen], routes: ["/api/generate"]}
+  textgen:     {url: "http://127.0.0.1:9004", models: [textgen], routes: ["/api/generate"], streams: true}
   gan:         {url: "http://127.0.0.1:9005", models: [gan], routes: ["/api/gan/"]}
 """
 
@@ -26,6 +26,7 @@ class Backend:
     url: str
     models: tuple[str, ...]
     routes: tuple[str, ...]
+    streams: bool = False  # answers may come as a stream (server-sent events): never on the fast path
 
 
 def load() -> dict[str, Backend]:
@@ -37,7 +38,8 @@ def load() -> dict[str, Backend]:
     out = {}
     for name, spec in raw["backends"].items():
         url = os.environ.get(f"BACKEND_{name.upper()}_URL", spec["url"]).rstrip("/")
-        out[name] = Backend(name, url, tuple(spec.get("models", [])), tuple(spec.get("routes", [])))
+        out[name] = Backend(name, url, tuple(spec.get("models", [])), tuple(spec.get("routes", [])),
+                            bool(spec.get("streams", False)))
     return out
 
 

@@ -210,9 +210,14 @@ class Connection(asyncio.Protocol):
                 r._end(ConnectionError(f"bad response from backend: {exc}"))
 
     def send(self, data: bytes, timeout: float) -> Response:
-        self.response = Response(self, timeout)
+        return self.start(data, Response(self, timeout))
+
+    def start(self, data: bytes, receiver):
+        """Send one request; the parser's callbacks go to ``receiver`` (a Response, or the fast path's exchange:
+        anything with ``headers``, ``status``, ``_headers``, ``_body`` and ``_end``)."""
+        self.response = receiver
         self.transport.write(data)
-        return self.response
+        return receiver
 
     def abort(self) -> None:
         self.closed = True
@@ -278,20 +283,41 @@ class Upstream:
             raise BackendDown(str(exc) or type(exc).__name__) from None
         return conn
 
-    async def request(self, backend, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
-                      body: bytes, timeout: float | None = None) -> Response:
-        """-> the backend's response once its headers are in. Raises ApiError 502/503/504 on backend trouble."""
-        timeout = timeout or self.read_timeout
+    def _pool(self, backend) -> deque:
         pool = self.pools.get(backend.name)
         if pool is None:
             pool = self.pools[backend.name] = deque(maxlen=self.max_idle)
-        host = self._address(backend)[2]
-        head = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target, host)]
+        return pool
+
+    def host(self, backend) -> bytes:
+        return self._address(backend)[2]
+
+    def idle(self, backend) -> Connection | None:
+        """A pooled keep-alive connection ready for a request, when the backend's breaker is closed; else None
+        (the caller then goes through ``send``, which connects, retries and counts failures)."""
+        if self.breaker(backend.name).opened_at is not None:
+            return None
+        pool = self.pools.get(backend.name)
+        while pool:
+            conn = pool.pop()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def request(self, backend, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
+                      body: bytes, timeout: float | None = None) -> Response:
+        """-> the backend's response once its headers are in. Raises ApiError 502/503/504 on backend trouble."""
+        head = [b"%s %s HTTP/1.1\r\nHost: %s\r\n" % (method.encode(), target, self.host(backend))]
         head += [b"%s: %s\r\n" % kv for kv in headers]
         if body or method not in ("GET", "HEAD"):
             head.append(b"Content-Length: %d\r\n" % len(body))
         head.append(b"\r\n")
-        data = b"".join(head) + body
+        return await self.send(backend, b"".join(head) + body, timeout)
+
+    async def send(self, backend, data: bytes, timeout: float | None = None) -> Response:
+        """``request`` for a request already encoded (the fast path builds its own)."""
+        timeout = timeout or self.read_timeout
+        pool = self._pool(backend)
 
         async def send() -> Response:
             for attempt in range(3):
@@ -319,15 +345,8 @@ class Upstream:
         t0 = time.perf_counter()
         try:
             return await self.breaker(backend.name).call(send)
-        except CircuitOpen:
-            raise ApiError(f"backend '{backend.name}' is unavailable (circuit open, retry in a few seconds)",
-                           status=503) from None
-        except BackendDown:
-            raise ApiError(f"backend '{backend.name}' is unavailable", status=503) from None
-        except TimeoutError:
-            raise ApiError(f"backend '{backend.name}' did not answer within {timeout:g}s", status=504) from None
-        except OSError as exc:  # ConnectionError included
-            raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
+        except (CircuitOpen, BackendDown, OSError) as exc:  # TimeoutError and ConnectionError are OSErrors
+            raise as_api_error(backend, exc, timeout) from None
         finally:
             metrics.observe_upstream(backend.name, time.perf_counter() - t0)
 
@@ -337,5 +356,18 @@ class Upstream:
                 pool.pop().abort()
 
 
+def as_api_error(backend, exc: BaseException, timeout: float) -> ApiError:
+    """What the client is told when a backend call fails: 503 down or circuit open, 504 too slow, 502 broken."""
+    if isinstance(exc, CircuitOpen):
+        return ApiError(f"backend '{backend.name}' is unavailable (circuit open, retry in a few seconds)", status=503)
+    if isinstance(exc, BackendDown):
+        return ApiError(f"backend '{backend.name}' is unavailable", status=503)
+    if isinstance(exc, TimeoutError):
+        return ApiError(f"backend '{backend.name}' did not answer within {timeout:g}s", status=504)
+    return ApiError(f"backend '{backend.name}' failed: {exc}", status=502)
+
+
 def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]
+    """The backend's headers the client gets: not hop-by-hop ones, and not the request id, which the gateway
+    sets itself (the backend echoes the same one)."""
+    return [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k != b"x-request-id"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from services.gateway.fastpath import Exchange
 from uvicorn_worker import UvicornWorker
 
 
@@ -34,6 +36,13 @@ class CoalescingTransport:
         if held and not self._transport.is_closing():
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
+    def write_now(self, data: bytes) -> None:
+        """Write at once, after anything held (the fast path's whole answers: nothing to wait for)."""
+        if self._held is not None:
+            self._flush()
+        if not self._transport.is_closing():
+            self._transport.write(data)
+
     def writelines(self, chunks) -> None:
         self.write(b"".join(chunks))
 
@@ -49,11 +58,40 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+class GatewayProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol with coalesced writes, and the gateway's hot path (``fastpath.py``) taking the
+    requests it can before uvicorn builds an ASGI cycle for them. uvicorn is pinned (pyproject.toml): this
+    relies on its parser callbacks and on ``cycle`` / ``on_response_complete``, which tests cover."""
+
+    fast = None
+
     def connection_made(self, transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))
+        self.fast = getattr(self.app, "fast", None)  # None when CORS wraps the app, or the fast path is off
+
+    def on_headers_complete(self) -> None:
+        fast = self.fast
+        if fast is not None and not self.expect_100_continue and (self.cycle is None or self.cycle.response_complete):
+            exchange = fast.accept(self)
+            if exchange is not None:
+                self.cycle = exchange
+                return
+        super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if type(self.cycle) is Exchange:
+            self.cycle.on_body(body)
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if type(self.cycle) is Exchange:
+            self.cycle.on_message_complete()
+        else:
+            super().on_message_complete()
+
 
 
 class GatewayWorker(UvicornWorker):
-    CONFIG_KWARGS = {"loop": "uvloop", "http": CoalescingHttpToolsProtocol, "lifespan": "on",
+    CONFIG_KWARGS = {"loop": "uvloop", "http": GatewayProtocol, "lifespan": "on",
                      "proxy_headers": False, "server_header": False}
