@@ -91,6 +91,16 @@ def test_rate_limit_per_key(gateway):
     assert c.get("/v2/health/live").status_code == 200
 
 
+def test_rate_limit_on_the_fast_path(gateway, fast_calls):
+    c = gateway(GATEWAY_RATE_LIMIT="3/minute")
+    body = {"text": "A fine film."}
+    rs = [c.post("/api/sentiment/predict", json=body, headers={"Authorization": "Bearer a"}) for _ in range(4)]
+    assert [r.status_code for r in rs] == [200, 200, 200, 429] and fast_calls == [True] * 4
+    assert [r.headers["X-RateLimit-Remaining"] for r in rs] == ["2", "1", "0", "0"]
+    assert rs[3].json()["limit"] == "3/minute" and int(rs[3].headers["Retry-After"]) >= 1
+    assert c.post("/api/sentiment/predict", json=body, headers={"Authorization": "Bearer b"}).status_code == 200
+
+
 def test_upstream_timeout_is_504(gateway):
     c = gateway(GATEWAY_UPSTREAM_TIMEOUT="0.05")
     r = c.post("/api/generate", json={"prompt": "ROMEO:", "max_tokens": 800, "seed": 1})

@@ -102,8 +102,8 @@ class Gateway:
         self.keys = auth.load_keys()
         self.rate = ratelimit.from_env()
         self.control = control.Control(self)
-        # the hot path in the HTTP parser's callbacks (fastpath.py); a rate limit needs the full path on every call
-        self.fast = FastPath(self) if os.environ.get("GATEWAY_FAST_PATH", "1") == "1" and self.rate is None else None
+        # the hot path in the HTTP parsers' callbacks (fastpath.py)
+        self.fast = FastPath(self) if os.environ.get("GATEWAY_FAST_PATH", "1") == "1" else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":

@@ -8,8 +8,8 @@ directly fell from 20% to 10% (bench/results/vm/FINDINGS.md). Here the client co
 request to a pooled backend connection, whose parser hands the answer straight back: no task, no future.
 
 Everything else takes the full path unchanged: other methods, chunked or 100-continue uploads, a streaming
-backend, unknown routes and models, a missing or wrong API key (the full path explains the 401), a rate limit,
-CORS. A backend call that needs a new connection, or whose pooled one turns out dead, goes through
+backend, unknown routes and models, a missing or wrong API key (the full path explains the 401), CORS. A rate
+limit is counted in a task before the call (its storage is async), then the call goes on here. A backend call that needs a new connection, or whose pooled one turns out dead, goes through
 ``Upstream.send`` (connect, retries, circuit breaker) in a task, as the full path does.
 """
 from __future__ import annotations
@@ -84,7 +84,8 @@ class FastPath:
         if length is None or not length.isdigit() or int(length) > self.max_body:
             return None
         keys = self.gateway.keys
-        if keys and not auth.valid(auth.presented_key((authz or b"").decode("latin-1")), keys):
+        key = auth.presented_key(authz.decode("latin-1")) if authz else None
+        if keys and not auth.valid(key, keys):
             return None
         # a request id must be unique, not secret (see app.Request)
         if rid is None or not (0 < len(rid) <= 128 and rid.isascii() and rid.decode("latin-1").isprintable()):
@@ -94,7 +95,10 @@ class FastPath:
             fwd.append(b"X-Forwarded-For: %s\r\n" % client[0].encode())
         head = b"POST %s HTTP/1.1\r\nHost: %s\r\n%sX-Request-ID: %s\r\n" % (
             url, self.upstream.host(backend), b"".join(fwd), rid)
-        return Exchange(self, proto, backend, path, route, model, rid, head)
+        ex = Exchange(self, proto, backend, path, route, model, rid, head)
+        if self.gateway.rate is not None:
+            ex.rate_key = auth.key_id(key) if key else (client[0] if client else "")
+        return ex
 
     @staticmethod
     def proto_task(proto, coro) -> None:
@@ -114,7 +118,7 @@ class Exchange:
 
     __slots__ = ("fast", "proto", "backend", "path", "route", "model", "rid", "head", "body", "data", "t0", "sent_at",
                  "response_complete", "disconnected", "keep_alive", "message_event", "status", "headers", "chunks",
-                 "timer", "conn", "last", "retried")
+                 "timer", "conn", "last", "retried", "rate_key", "extra")
 
     def __init__(self, fast: FastPath, proto, backend, path: str, route: str, model: str, rid: bytes, head: bytes):
         self.fast, self.proto, self.backend, self.path = fast, proto, backend, path
@@ -126,7 +130,8 @@ class Exchange:
         self.keep_alive = proto.parser.should_keep_alive()
         self.message_event = NO_EVENT
         self.status, self.headers, self.chunks = 0, [], []
-        self.timer = self.conn = None
+        self.timer = self.conn = self.rate_key = None
+        self.extra = b""
 
     # -- from the client connection's parser
     def on_body(self, data: bytes) -> None:
@@ -136,6 +141,21 @@ class Exchange:
         body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
         self.body = []
         self.data = self.head + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        if self.rate_key is not None:
+            self.fast.proto_task(self.proto, self._rate_limited())
+            return
+        self._send()
+
+    async def _rate_limited(self) -> None:
+        """The rate limit is counted in async storage (memory, or Redis across replicas): checked in a task."""
+        rate = self.fast.gateway.rate
+        ok, headers = await rate.hit(self.rate_key)
+        self.extra = b"".join(b"%s: %s\r\n" % kv for kv in headers)
+        if not ok:
+            return self.fail(ApiError(f"rate limit exceeded ({rate.text}); retry later", status=429, limit=rate.text))
+        self._send()
+
+    def _send(self) -> None:
         upstream = self.fast.upstream
         conn = upstream.idle(self.backend)
         if conn is None:  # no idle connection, or the breaker is not closed: the full path's call
@@ -212,6 +232,7 @@ class Exchange:
             out = [STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status]
             out += [b"%s: %s\r\n" % kv for kv in headers if kv[0] not in SKIP]
             out += [b"%s: %s\r\n" % kv for kv in proto.server_state.default_headers]
+            out.append(self.extra)
             out.append(b"x-request-id: %s\r\ncontent-length: %d\r\n%s\r\n" % (
                 self.rid, len(body), b"" if self.keep_alive else b"connection: close\r\n"))
             out.append(body)
