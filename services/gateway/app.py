@@ -8,14 +8,14 @@ they come; passes binary OIP bodies through untouched; measures everything.
 
 Why an event loop and not Flask: the gateway does no model work, only I/O, and a thread per request cost
 1 ms of CPU per proxied call, as much as the model service itself on a small machine. Raw ASGI (no
-framework) keeps the proxied path to about 130 us; the few other routes are small handlers in ``control``.
+framework) for everything; model calls mostly never reach it: the fast path (``fastpath.py``) proxies them in
+the HTTP parsers' callbacks. The few other routes are small handlers in ``control``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import random
 import re
 import time
 from urllib.parse import quote
@@ -24,18 +24,16 @@ import orjson
 
 from services.gateway import auth, backends, control, metrics, ratelimit
 from services.gateway.fastpath import FastPath
+from services.gateway.headers import FORWARD, request_id
 from services.gateway.upstream import Upstream, response_headers
 from services.runtime import logs
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 
 log = logging.getLogger("gateway")
-access = logging.getLogger("access")
 PUBLIC = ("/v2/health/", "/metrics", "/docs", "/openapi.json", "/static/", "/favicon.ico")
-QUIET = ("/metrics", "/v2/health/live", "/v2/health/ready")
 _V1 = re.compile(r"^/v1/models/([^/:]+)")
 _V2 = re.compile(r"^/v2/models/([^/]+)")
-FORWARD = {b"content-type", b"content-encoding", b"accept", b"accept-encoding", b"inference-header-content-length"}
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -59,13 +57,10 @@ class Request:
         self.scope, self.receive, self.send = scope, receive, send
         self.method, self.path = scope["method"], scope["path"]
         self.headers: dict[bytes, bytes] = dict(scope["headers"])  # a repeated header: the last one counts
-        # a request id must be unique, not secret: Python's generator (reseeded in every forked worker) costs
-        # no system call, where os.urandom costs one per request
-        rid = self.headers.get(b"x-request-id", b"")
-        self.request_id = rid.decode("latin-1") if 0 < len(rid) <= 128 and rid.isascii() and \
-            rid.decode("latin-1").isprintable() else "%032x" % random.getrandbits(128)
+        rid = request_id(self.headers.get(b"x-request-id"))
+        self.request_id = rid.decode("latin-1")
         self.route, self.model, self.status, self.started = "other", "", 0, False
-        self.extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", self.request_id.encode())]
+        self.extra_headers: list[tuple[bytes, bytes]] = [(b"x-request-id", rid)]
 
     async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status, self.started = status, True
@@ -131,12 +126,8 @@ class Gateway:
             if not req.started:
                 await req.json({"error": f"internal gateway error; request id {req.request_id}"}, 500)
         finally:
-            dt = time.perf_counter() - t0
-            metrics.observe(req.route, req.model, req.status, dt)
-            if req.path not in QUIET and access.isEnabledFor(logging.INFO):
-                access.info("request", extra={"method": req.method, "path": req.path, "status": req.status,
-                                              "ms": round(dt * 1000, 2), "route": req.route, "model": req.model,
-                                              "request_id": req.request_id})
+            metrics.record(req.method, req.path, req.status, time.perf_counter() - t0, req.route, req.model,
+                           req.request_id)
 
     async def lifespan(self, receive, send) -> None:
         while True:
@@ -160,12 +151,10 @@ class Gateway:
             raise ApiError("missing or invalid API key: send 'Authorization: Bearer <key>'", status=401,
                            field="Authorization")
         if self.rate is not None and not public:
-            client = req.scope.get("client") or ("", 0)
-            ok, headers = await self.rate.hit(auth.key_id(key) if key else client[0])
+            ok, headers = await self.rate.hit(self.rate.bucket(key, req.scope.get("client")))
             req.extra_headers += headers
             if not ok:
-                raise ApiError(f"rate limit exceeded ({self.rate.text}); retry later", status=429,
-                               limit=self.rate.text)
+                raise self.rate.exceeded()
 
     def resolve(self, method: str, path: str) -> tuple[str, str, object, ApiError | None]:
         """-> (route, model, backend or None, the 404 to answer or None): the route names metrics, logs and

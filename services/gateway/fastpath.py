@@ -9,14 +9,13 @@ request to a pooled backend connection, whose parser hands the answer straight b
 
 Everything else takes the full path unchanged: other methods, chunked or 100-continue uploads, a streaming
 backend, unknown routes and models, a missing or wrong API key (the full path explains the 401), CORS. A rate
-limit is counted in a task before the call (its storage is async), then the call goes on here. A backend call that needs a new connection, or whose pooled one turns out dead, goes through
-``Upstream.send`` (connect, retries, circuit breaker) in a task, as the full path does.
+limit is counted in a task before the call (its storage is async), then the call goes on here. A backend call
+that needs a new connection, or whose pooled one turns out dead, goes through ``Upstream.send`` (connect,
+retries, circuit breaker) in a task, as the full path does.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 import time
 
 import httptools
@@ -24,15 +23,14 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from services.gateway import auth, metrics
-from services.gateway.upstream import HOP_BY_HOP, BackendDown, as_api_error
+from services.gateway.headers import DROPPED, FORWARD, request_id
+from services.gateway.upstream import BackendDown, Receiver, as_api_error
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 
 log = logging.getLogger("gateway")
-access = logging.getLogger("access")
-FORWARD = {b"content-type", b"content-encoding", b"accept", b"accept-encoding", b"inference-header-content-length"}
 PREFIXES = (b"/api/", b"/v1/models/", b"/v2/models/")
-SKIP = HOP_BY_HOP | {b"content-length", b"x-request-id"}
+SKIP = DROPPED | {b"content-length"}  # the fast path frames the body itself
 
 
 class _NoEvent:
@@ -87,9 +85,7 @@ class FastPath:
         key = auth.presented_key(authz.decode("latin-1")) if authz else None
         if keys and not auth.valid(key, keys):
             return None
-        # a request id must be unique, not secret (see app.Request)
-        if rid is None or not (0 < len(rid) <= 128 and rid.isascii() and rid.decode("latin-1").isprintable()):
-            rid = b"%032x" % random.getrandbits(128)
+        rid = request_id(rid)
         client = proto.client
         if client:
             fwd.append(b"X-Forwarded-For: %s\r\n" % client[0].encode())
@@ -97,7 +93,7 @@ class FastPath:
             url, self.upstream.host(backend), b"".join(fwd), rid)
         ex = Exchange(self, proto, backend, path, route, model, rid, head)
         if self.gateway.rate is not None:
-            ex.rate_key = auth.key_id(key) if key else (client[0] if client else "")
+            ex.rate_key = self.gateway.rate.bucket(key, client)
         return ex
 
     @staticmethod
@@ -108,17 +104,17 @@ class FastPath:
         proto.tasks.add(task)
 
 
-class Exchange:
+class Exchange(Receiver):
     """One hot-path call, from the client's headers to the answer's last byte.
 
     To uvicorn's protocol it stands in for the request cycle (``response_complete``, ``disconnected``,
     ``keep_alive``, ``message_event``): pipelining, shutdown and a dropped client work as they do for ASGI
     calls. To the backend connection it is the receiver of the answer (``headers``, ``status``, ``_headers``,
-    ``_body``, ``_end``), as ``upstream.Response`` is on the full path."""
+    ``_body``, ``_end``, and the idle timeout), as ``upstream.Response`` is on the full path."""
 
     __slots__ = ("fast", "proto", "backend", "path", "route", "model", "rid", "head", "body", "data", "t0", "sent_at",
                  "response_complete", "disconnected", "keep_alive", "message_event", "status", "headers", "chunks",
-                 "timer", "conn", "last", "retried", "rate_key", "extra")
+                 "timer", "timeout", "conn", "last", "retried", "rate_key", "extra")
 
     def __init__(self, fast: FastPath, proto, backend, path: str, route: str, model: str, rid: bytes, head: bytes):
         self.fast, self.proto, self.backend, self.path = fast, proto, backend, path
@@ -131,6 +127,7 @@ class Exchange:
         self.message_event = NO_EVENT
         self.status, self.headers, self.chunks = 0, [], []
         self.timer = self.conn = self.rate_key = None
+        self.timeout = fast.upstream.read_timeout
         self.extra = b""
 
     # -- from the client connection's parser
@@ -152,7 +149,7 @@ class Exchange:
         ok, headers = await rate.hit(self.rate_key)
         self.extra = b"".join(b"%s: %s\r\n" % kv for kv in headers)
         if not ok:
-            return self.fail(ApiError(f"rate limit exceeded ({rate.text}); retry later", status=429, limit=rate.text))
+            return self.fail(rate.exceeded())
         self._send()
 
     def _send(self) -> None:
@@ -162,9 +159,9 @@ class Exchange:
             self.fast.proto_task(self.proto, self._via_send())
             return
         self.conn = conn
-        self.sent_at = self.last = time.perf_counter()
+        self.sent_at, self.last = time.perf_counter(), time.monotonic()
         conn.start(self.data, self)
-        self.timer = self.proto.loop.call_later(upstream.read_timeout, self._check_idle)
+        self.timer = self.proto.loop.call_later(self.timeout, self._check_idle)
 
     # -- from the backend connection's parser (as upstream.Response)
     def _headers(self, status: int) -> None:
@@ -172,7 +169,7 @@ class Exchange:
 
     def _body(self, data: bytes) -> None:
         self.chunks.append(data)
-        self.last = time.perf_counter()
+        self.last = time.monotonic()
 
     def _end(self, error: BaseException | None = None) -> None:
         if self.conn is None:
@@ -180,8 +177,7 @@ class Exchange:
         conn, self.conn = self.conn, None
         if self.timer is not None:
             self.timer.cancel()
-        now = time.perf_counter()
-        metrics.observe_upstream(self.backend.name, now - self.sent_at)
+        metrics.observe_upstream(self.backend.name, time.perf_counter() - self.sent_at)
         if error is None:
             self.fast.upstream.breaker(self.backend.name).succeeded(False)
             body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -198,19 +194,7 @@ class Exchange:
             self.fast.proto_task(self.proto, self._via_send())
             return
         conn.abort()
-        self.fail(as_api_error(self.backend, error, self.fast.upstream.read_timeout))
-
-    def _check_idle(self) -> None:
-        timeout = self.fast.upstream.read_timeout
-        idle = time.perf_counter() - self.last
-        if idle < timeout:
-            self.timer = self.proto.loop.call_later(timeout - idle, self._check_idle)
-            return
-        self.timer = None
-        conn = self.conn
-        self._end(TimeoutError())
-        if conn is not None:
-            conn.abort()
+        self.fail(as_api_error(self.backend, error, self.timeout))
 
     async def _via_send(self) -> None:
         try:
@@ -219,7 +203,7 @@ class Exchange:
         except ApiError as exc:
             return self.fail(exc)
         except (TimeoutError, ConnectionError) as exc:
-            return self.fail(as_api_error(self.backend, exc, self.fast.upstream.read_timeout))
+            return self.fail(as_api_error(self.backend, exc, self.timeout))
         self.answer(resp.status, resp.headers, body)
 
     # -- to the client
@@ -238,13 +222,8 @@ class Exchange:
             out.append(body)
             proto.transport.write_now(b"".join(out))
         self.response_complete = True
-        dt = time.perf_counter() - self.t0
-        status = status if not self.disconnected else 499
-        metrics.observe(self.route, self.model, status, dt)
-        if access.isEnabledFor(logging.INFO):
-            access.info("request", extra={"method": "POST", "path": self.path, "status": status,
-                                          "ms": round(dt * 1000, 2), "route": self.route, "model": self.model,
-                                          "request_id": self.rid.decode("ascii")})
+        metrics.record("POST", self.path, status if not self.disconnected else 499, time.perf_counter() - self.t0,
+                       self.route, self.model, self.rid.decode("latin-1"))
         if self.disconnected:
             return
         if not self.keep_alive:

@@ -1,4 +1,7 @@
-"""Gateway metrics: requests by route, model and status; end-to-end and upstream latency."""
+"""Gateway metrics: requests by route, model and status; end-to-end and upstream latency; and the access log
+line, written where a request is counted."""
+import logging
+
 from prometheus_client import Counter, Histogram
 
 from services.runtime.metrics import LATENCY_BUCKETS, child
@@ -14,6 +17,19 @@ def observe(route: str, model: str, status: int, seconds: float) -> None:
     """Count and time one request."""
     child(REQUESTS, route, model, str(status)).inc()
     child(LATENCY, route, model).observe(seconds)
+
+
+access = logging.getLogger("access")
+QUIET = ("/metrics", "/v2/health/live", "/v2/health/ready")  # probes and scrapes: counted, not logged
+
+
+def record(method: str, path: str, status: int, seconds: float, route: str, model: str, request_id: str) -> None:
+    """Count, time and log one finished request (full path and fast path alike)."""
+    observe(route, model, status, seconds)
+    if path not in QUIET and access.isEnabledFor(logging.INFO):
+        access.info("request", extra={"method": method, "path": path, "status": status,
+                                      "ms": round(seconds * 1000, 2), "route": route, "model": model,
+                                      "request_id": request_id})
 
 
 def observe_upstream(backend: str, seconds: float) -> None:

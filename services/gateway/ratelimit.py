@@ -10,6 +10,9 @@ from limits import parse
 from limits.storage import storage_from_string
 from limits.aio.strategies import FixedWindowRateLimiter
 
+from services.gateway import auth
+from services.runtime.errors import ApiError
+
 
 class RateLimit:
     def __init__(self, rate: str, storage_uri: str):
@@ -17,6 +20,14 @@ class RateLimit:
         self.text = rate
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
         self.limiter = FixedWindowRateLimiter(storage_from_string(uri))
+
+    @staticmethod
+    def bucket(key: str | None, client: tuple | None) -> str:
+        """What is counted: the API key (by a non-reversible name), else the client's address."""
+        return auth.key_id(key) if key else (client[0] if client else "")
+
+    def exceeded(self) -> ApiError:
+        return ApiError(f"rate limit exceeded ({self.text}); retry later", status=429, limit=self.text)
 
     async def hit(self, key: str) -> tuple[bool, list[tuple[bytes, bytes]]]:
         """-> (allowed, X-RateLimit-* headers for the response)."""

@@ -2,9 +2,9 @@
 httptools parses as they arrive, a per-backend circuit breaker, retries only when a connection dies before any
 answer (model calls have no side effects), and an idle timeout (504).
 
-Hand-written on asyncio + httptools rather than aiohttp's client because this is the gateway's hot path: a
-proxied MNIST request costs about 130 us of gateway CPU in all, where the thread-per-request gateway it
-replaced spent 1 ms (bench/results/vm/FINDINGS.md).
+Hand-written on asyncio + httptools rather than aiohttp's client because this is the gateway's hot path: its
+connections also serve the fast path (``fastpath.py``), whose exchanges receive the parser's callbacks the way
+``Response`` does (bench/results/vm/FINDINGS.md has the costs).
 """
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 import httptools
 
 from services.gateway import metrics
+from services.gateway.headers import DROPPED
 from services.runtime.errors import ApiError
 
-HOP_BY_HOP = {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
-              b"trailers", b"transfer-encoding", b"upgrade", b"host", b"server", b"date"}
 PAUSE_BYTES = 1 << 20  # a slow stream reader: stop reading the backend past 1 MiB buffered
 
 
@@ -87,7 +86,25 @@ class CircuitBreaker:
         return result
 
 
-class Response:
+class Receiver:
+    """What a backend connection's answer goes to: ``Response`` here, ``fastpath.Exchange`` on the fast path.
+    Both keep ``conn``, ``timer``, ``timeout`` and ``last`` (time.monotonic of the last byte) and end with
+    ``_end``; a call that stays silent for ``timeout`` seconds ends in TimeoutError (504)."""
+
+    __slots__ = ()
+
+    def _check_idle(self) -> None:
+        idle = time.monotonic() - self.last
+        if idle < self.timeout:
+            self.timer = asyncio.get_running_loop().call_later(self.timeout - idle, self._check_idle)
+            return
+        conn = self.conn
+        self._end(TimeoutError())
+        if conn is not None:
+            conn.abort()
+
+
+class Response(Receiver):
     """A backend's answer as it arrives: status and headers first, then the body (whole or chunk by chunk)."""
 
     def __init__(self, conn: "Connection", timeout: float):
@@ -130,16 +147,6 @@ class Response:
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
-
-    def _check_idle(self) -> None:
-        idle = time.monotonic() - self.last
-        if idle < self.timeout:
-            self.timer = asyncio.get_running_loop().call_later(self.timeout - idle, self._check_idle)
-            return
-        conn = self.conn
-        self._end(TimeoutError())
-        if conn is not None:
-            conn.abort()
 
     # -- for the gateway
     @property
@@ -368,6 +375,4 @@ def as_api_error(backend, exc: BaseException, timeout: float) -> ApiError:
 
 
 def response_headers(resp: Response) -> list[tuple[bytes, bytes]]:
-    """The backend's headers the client gets: not hop-by-hop ones, and not the request id, which the gateway
-    sets itself (the backend echoes the same one)."""
-    return [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP and k != b"x-request-id"]
+    return [(k, v) for k, v in resp.headers if k not in DROPPED]

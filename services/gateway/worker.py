@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn_worker import UvicornWorker
 
 from services.gateway.fastpath import Exchange
-from uvicorn_worker import UvicornWorker
 
 
 class CoalescingTransport:
@@ -89,8 +89,6 @@ class GatewayProtocol(HttpToolsProtocol):
             self.cycle.on_message_complete()
         else:
             super().on_message_complete()
-
-
 
 class GatewayWorker(UvicornWorker):
     CONFIG_KWARGS = {"loop": "uvloop", "http": GatewayProtocol, "lifespan": "on",
