@@ -2,13 +2,16 @@
 the continuous-batching scheduler exactly as the services drive the exported decoders."""
 from __future__ import annotations
 
+from itertools import repeat
+
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from services.runtime.decoding import BeamSearchJob, Row, SamplingJob, Scheduler, log_softmax, sample_rows
+from services.runtime.decoding import (BeamSearchJob, Row, SamplingJob, Scheduler, batched_inputs, log_softmax,
+                                      sample_rows)
 
 V, H, EOS = 6, 4, 5
 
@@ -160,6 +163,50 @@ def test_seeded_stream_draws_the_same_tokens_alone_or_in_a_mixed_batch(adapter):
     Scheduler().run_until_done(mixed)
     assert [j.tokens for j in mixed[:len(knobs)]] == alone
     assert max(adapter.calls) == len(mixed)
+
+
+def test_batched_inputs_feeds_last_outputs_back_without_copies():
+    h, c = np.arange(12, dtype=np.float32).reshape(3, 4), -np.arange(12, dtype=np.float32).reshape(3, 4)
+    rows = [Row((h, c, i), 0, 0) for i in range(3)]
+    fed = batched_inputs(rows)
+    assert fed[0] is h and fed[1] is c                      # the same streams, in order: no copy
+    gh, gc = batched_inputs([rows[2], rows[0]])             # a stream finished, order changed: one gather
+    np.testing.assert_array_equal(gh, h[[2, 0]])
+    np.testing.assert_array_equal(gc, c[[2, 0]])
+    zero = np.zeros((1, 4), np.float32)
+    sh, sc = batched_inputs([rows[1], Row((zero, zero, 0), 0, 0)])  # a stream joined: stacked
+    np.testing.assert_array_equal(sh, np.stack([h[1], zero[0]]))
+    np.testing.assert_array_equal(sc, np.stack([c[1], zero[0]]))
+
+
+def test_batched_state_adapter_draws_what_per_row_states_draw(adapter, tmp_path):
+    """The text generator keeps its state as rows of the last step's outputs (batched_inputs); streams that
+    join, finish and read prompts at different times must draw exactly what per-row states draw."""
+    class Batched(Adapter):
+        def step(self, rows):
+            self.calls.append(len(rows))
+            (h,) = batched_inputs(rows)
+            logits, h = self.sess.run(["logits", "h_out"], {"token": np.array([r.token for r in rows], np.int64),
+                                                            "h": h})
+            return log_softmax(logits), list(zip(repeat(h), range(len(rows))))
+    tiny_step_graph(tmp_path / "b.onnx")
+    batched = Batched(tmp_path / "b.onnx")
+
+    def run(model, first):
+        jobs = [SamplingJob(model, first, [1, 2, 3][: 1 + i % 3], max_tokens=5 + 3 * i, temperature=0.9, top_k=0,
+                            top_p=1.0, seed=i, banned=(0,)) for i in range(6)]
+        sched = Scheduler()
+        sched.jobs.extend(jobs[:3])
+        sched.tick(), sched.tick()
+        sched.run_until_done(jobs[3:])                      # three more join mid-way
+        return [j.tokens for j in jobs]
+    assert run(batched, (np.zeros((1, H), np.float32), 0)) == run(adapter, np.zeros(H, np.float32))
+
+
+def test_next_uniform_is_the_generators_own_sequence():
+    job = SamplingJob(None, None, [1], 5, 1.0, 0, 1.0, seed=7)
+    rng = np.random.default_rng(7)
+    assert [job.next_uniform() for _ in range(150)] == [rng.random() for _ in range(150)]
 
 
 def test_sample_rows_follows_softmax_top_k_and_top_p():
