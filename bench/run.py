@@ -101,6 +101,55 @@ def raw_ort(seconds: float) -> dict:
             "best_images_per_s": out[best]["images_per_s"], "onnxruntime": ort.__version__}
 
 
+def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
+    """The text generator's ceiling here: the service's own scheduler, sampling and step graph in-process, with
+    no HTTP, no SSE and no client. One stream alone, then ``streams`` split evenly over as many scheduler
+    threads as the service has workers (sharing one session, as ONNX Runtime allows), in interleaved rounds.
+    Its many-vs-one ratio bounds what the served ratio can reach on this machine."""
+    import threading
+
+    from services.__main__ import ORT_THREADS
+    from services.runtime.config import web_workers
+    from services.runtime.decoding import Scheduler
+    from services.runtime.manifest import load_and_verify
+    from services.textgen.model import Stream, TextgenServable
+    saved = os.environ.get("ORT_INTRA_OP_THREADS")
+    os.environ["ORT_INTRA_OP_THREADS"] = saved or str(ORT_THREADS["textgen"])  # what the service runs with
+    try:
+        version = latest("textgen")
+        model = TextgenServable(load_and_verify(version), version).model
+    finally:
+        if saved is None:
+            os.environ.pop("ORT_INTRA_OP_THREADS")
+    workers = min(web_workers(), streams)
+
+    def generate(n: int, deadline: float, counts: list) -> None:
+        sched, made = Scheduler(max_rows=256), []
+        while time.perf_counter() < deadline:  # generations back to back, as the clients send them
+            for _ in range(n - len(sched.jobs)):
+                made.append(model.job("ROMEO:\n", 200, 0.8, 0, 1.0, len(made),
+                                      on_token=Stream(model, [], False).on_token))
+                sched.jobs.append(made[-1])
+            sched.tick()
+        counts.append(sum(len(j.tokens) for j in made))
+
+    def run(n: int, threads: int) -> float:
+        counts: list = []
+        t0 = time.perf_counter()
+        ts = [threading.Thread(target=generate, args=(n // threads, t0 + seconds, counts)) for _ in range(threads)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        return sum(counts) / (time.perf_counter() - t0)
+
+    out = {"workers": workers, "streams": streams, "one": [], "many": []}
+    for _ in range(rounds):
+        out["one"].append(run(1, 1))
+        out["many"].append(run(streams, workers))
+    return out
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -136,6 +185,12 @@ def main(argv=None) -> int:
                "textgen": {}}
     print("raw ONNX Runtime (in-process) ...", flush=True)
     results["raw_ort"] = raw_ort(min(args.seconds, 4))
+    streams = [int(s) for s in args.streams.split(",")]
+    print("raw text generation (in-process scheduler, no HTTP) ...", flush=True)
+    results["raw_decoder"] = raw_decoder(min(args.seconds, 4), max(streams), args.rounds)
+    print("raw text generation tokens/s: " + ", ".join(f"{k} {[round(x) for x in v]}"
+                                                       for k, v in results["raw_decoder"].items()
+                                                       if isinstance(v, list)), flush=True)
 
     from training.data import load_mnist_5k
     digit = load_mnist_5k()["test"][0][0].tolist()
@@ -180,7 +235,6 @@ def main(argv=None) -> int:
 
         gen = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1, "stream": True}).encode()
         gen_json = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1}).encode()
-        streams = [int(s) for s in args.streams.split(",")]
         for mode, env in (("continuous", {}), ("one_at_a_time", {"DECODER_MAX_ROWS": "1"})):
             port = ports["textgen" if mode == "continuous" else "textgen_seq"]
             proc = start([py, "-m", "services", "textgen"], {**base_env, "PORT": str(port), **env},
@@ -311,6 +365,9 @@ def ratios(r: dict) -> dict:
             many, one = inter[f"{kind}_{top}"], inter[f"{kind}_1"]
             out[f"interleaved_textgen_{kind}_{top}_vs_1"] = paired_median(many, one)
             out[f"interleaved_textgen_{kind}_{top}_vs_1_of_medians"] = of_medians(many, one)
+    raw = r.get("raw_decoder")
+    if raw:
+        out[f"raw_decoder_{raw['streams']}_vs_1"] = paired_median(raw["many"], raw["one"])
     t = r["textgen"]
     for mode in ("continuous_no_sse",):
         if t.get(mode) and 1 in t[mode]:
@@ -363,6 +420,13 @@ def markdown(r: dict) -> str:
                   f"{len(next(iter(inter.values())))} rounds of one stream then all streams in turn (continuous "
                   "batching); the 32-vs-1 ratios are the medians of the rounds' own ratios. tokens/s:\n"]
         lines += rounds_table("run", inter, "", 0)
+    raw = r.get("raw_decoder")
+    if raw:
+        lines += ["", "## Text generation in-process (the ceiling)\n",
+                  "The service's own scheduler, sampling and step graph with no HTTP, no SSE and no client: one "
+                  f"stream, then {raw['streams']} streams over {raw['workers']} scheduler threads (one per service "
+                  f"worker), {len(raw['one'])} rounds in turn. tokens/s:\n"]
+        lines += rounds_table("run", {"1 stream": raw["one"], f"{raw['streams']} streams": raw["many"]}, "", 0)
     lines += ["", "## Every service through the gateway (whole stack running)\n",
               "| request | c=1 p50 ms | c=1 p99 ms | c=16 req/s | c=16 p99 ms | errors |", "|---|---|---|---|---|---|"]
     for name, x in r.get("services", {}).items():
