@@ -112,6 +112,10 @@ def test_unknown_routes_and_models(gateway):
     assert c.post("/api/unknown/predict", json={}).status_code == 404
     r = c.post("/v2/models/resnet/infer", json={})
     assert r.status_code == 404 and r.json()["field"] == "model"
+    # the gateway's own answers are framed by their length, like the backends' (not chunked)
+    assert int(r.headers["Content-Length"]) == len(r.content) and "Transfer-Encoding" not in r.headers
+    r = c.http.head(c.url + "/v2/models/mnist", timeout=30)
+    assert r.status_code == 200 and r.content == b"" and int(r.headers["Content-Length"]) > 0
     assert c.get("/v1/models/..%2Fetc").status_code == 404
     r = c.get("/v2/models/mnist", headers={"Origin": "http://evil.example"})
     assert "Access-Control-Allow-Origin" not in r.headers

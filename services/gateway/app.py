@@ -67,6 +67,9 @@ class Request:
         await self.send({"type": "http.response.start", "status": status, "headers": headers + self.extra_headers})
 
     async def respond(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON) -> None:
+        """A whole answer: framed by its length (as the fast path's are), not chunked."""
+        if not any(k == b"content-length" for k, _ in headers):
+            headers = headers + [(b"content-length", b"%d" % len(body))]
         await self.start(status, headers)
         await self.send({"type": "http.response.body", "body": b"" if self.method == "HEAD" else body})
 
