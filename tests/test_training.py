@@ -82,3 +82,63 @@ def test_reports_of_shipped_models_exist():
     for name in ("mnist", "sentiment", "textgen", "gan", "translation_transformer", "translation_seq2seq"):
         metrics = json.loads((ROOT / "reports" / name / "metrics.json").read_text())
         assert metrics and (ROOT / "reports" / name / "curves.png").exists()
+
+
+def _embedding_graph(path, vocab, dim=4, out=6):
+    """y = tanh(Gather(E, ids) @ W): the pattern a recurrent step graph's input projection exports to."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    E, W = rng.normal(size=(vocab, dim)).astype(np.float32), rng.normal(size=(dim, out)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["E", "ids"], ["e"]), helper.make_node("MatMul", ["e", "W"], ["x"]),
+             helper.make_node("Tanh", ["x"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out])],
+                              [numpy_helper.from_array(E, "E"), numpy_helper.from_array(W, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path)
+    return model
+
+
+def test_embedding_projection_fold_keeps_the_function(tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from training.graph_passes import fold_embedding_projections
+    model = _embedding_graph(tmp_path / "a.onnx", vocab=10)
+    done = fold_embedding_projections(model)
+    assert [d["table"] for d in done] == [[10, 6]]
+    assert [n.op_type for n in model.graph.node] == ["Gather", "Tanh"]
+    assert sorted(i.name for i in model.graph.initializer) == ["x/folded_embedding"]  # E and W are gone
+    onnx.checker.check_model(model)
+    onnx.save(model, tmp_path / "b.onnx")
+    ids = {"ids": np.array([0, 9, 3, 3], np.int64)}
+    a, b = (ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+            for f in ("a.onnx", "b.onnx"))
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    # a large vocabulary would grow the file: left alone
+    big = _embedding_graph(tmp_path / "c.onnx", vocab=1000, dim=2, out=8)  # table 4x the bytes of E and W
+    assert fold_embedding_projections(big) == [] and len(big.graph.node) == 3
+
+
+def test_graph_passes_publish_the_shipped_text_generator_as_a_new_version(tmp_path):
+    """The shipped textgen version 2 came from version 1 this way: rewritten, checked against the original
+    graph, published as the next version with a manifest that says where it came from."""
+    import onnxruntime as ort
+
+    from training.graph_passes import optimise_version
+    shutil.copytree(ROOT / "exported_models" / "textgen" / "1", tmp_path / "textgen" / "1")
+    final = optimise_version(tmp_path, "textgen", 1)
+    m = load_and_verify(final)
+    assert final.name == "2" and m["version"] == 2 and m["graph_passes"]["source_version"] == 1
+    assert m["graph_passes"]["files"]["step.onnx"]["max_abs_diff_vs_source"] < 1e-4
+    shipped = load_and_verify(ROOT / "exported_models" / "textgen" / "2")
+    assert shipped["files"]["step.onnx"]["sha256"] == m["files"]["step.onnx"]["sha256"]  # reproducible
+    rng = np.random.default_rng(1)
+    feed = {"token": rng.integers(0, 78, 5), "h": rng.normal(0, .5, (5, 384)).astype(np.float32),
+            "c": rng.normal(0, .5, (5, 384)).astype(np.float32)}
+    a, b = (ort.InferenceSession(str(tmp_path / "textgen" / v / "step.onnx"), providers=["CPUExecutionProvider"])
+            .run(None, feed) for v in ("1", "2"))
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x, y, atol=1e-4)
+    assert optimise_version(tmp_path, "textgen", 2) is None  # nothing left to fold

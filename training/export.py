@@ -2,8 +2,9 @@
 
 Route (pinned with tensorflow-cpu 2.21 / keras 3.15 / tf2onnx 1.17): ``tf2onnx.convert.from_keras`` with a
 named ``tf.TensorSpec`` input signature (None for dynamic batch / sequence dims), opset 17. The file is then
-checked with ``onnx.checker``, loaded in ONNX Runtime and compared with Keras on held-out inputs: an export
-whose max abs difference exceeds the tolerance is refused and nothing is written to the repository.
+rewritten by ``graph_passes`` (less work per call, same function), checked with ``onnx.checker``, loaded in
+ONNX Runtime and compared with Keras on held-out inputs: an export whose max abs difference exceeds the
+tolerance is refused and nothing is written to the repository.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from services.runtime.manifest import SCHEMA_VERSION, file_entries, load_and_verify, validate
+from training.graph_passes import apply_all
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -37,6 +39,8 @@ def to_onnx(model, input_specs: list, path: Path, output_names: list[str] | None
     path.parent.mkdir(parents=True, exist_ok=True)
     model_proto, _ = tf2onnx.convert.from_keras(model, input_signature=input_specs, opset=OPSET,
                                                 output_path=None)
+    for done in apply_all(model_proto):  # checked against Keras by the parity gate like the rest of the graph
+        print(f"[export] {path.name}: {done['pass']} {done['embedding']} x {done['weights']}", flush=True)
     onnx.checker.check_model(model_proto)
     onnx.save(model_proto, str(path))
     return path
