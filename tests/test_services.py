@@ -251,6 +251,9 @@ def test_common_endpoints(clients, svc, model):
     assert c.get(f"/v1/models/{model}").json["model_version_status"][0]["state"] == "AVAILABLE"
     r = c.get("/v2/nope", headers={"X-Request-ID": "abc-123"})
     assert r.status_code == 404 and r.json["error"] and r.headers["X-Request-ID"] == "abc-123"
+    for unusable in ("x" * 129, "tab\there", "caf\u00e9"):  # the gateway's rule: replaced by a fresh id
+        rid = c.get("/v2/nope", headers={"X-Request-ID": unusable}).headers["X-Request-ID"]
+        assert len(rid) == 32 and int(rid, 16) >= 0
     assert c.post(f"/v2/models/{model}/infer", data=b"{not json").status_code == 400
     assert b"model_requests_total" in c.get("/metrics").data
 

@@ -24,11 +24,12 @@ import orjson
 
 from services.gateway import auth, backends, control, metrics, ratelimit
 from services.gateway.fastpath import FastPath
-from services.gateway.headers import FORWARD, request_id
+from services.gateway.headers import FORWARD
 from services.gateway.upstream import Upstream, response_headers
 from services.runtime import logs
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
+from services.runtime.request_ids import request_id
 
 log = logging.getLogger("gateway")
 PUBLIC = ("/v2/health/", "/metrics", "/docs", "/openapi.json", "/static/", "/favicon.ico")

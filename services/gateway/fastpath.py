@@ -23,10 +23,11 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE
 
 from services.gateway import auth, metrics
-from services.gateway.headers import DROPPED, FORWARD, request_id
+from services.gateway.headers import DROPPED, FORWARD
 from services.gateway.upstream import BackendDown, Receiver, as_api_error
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
+from services.runtime.request_ids import request_id
 
 log = logging.getLogger("gateway")
 PREFIXES = (b"/api/", b"/v1/models/", b"/v2/models/")

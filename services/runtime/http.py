@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import logging
-import uuid
 
 import orjson
 from flask import Response, g, request
 
 from services.runtime import codec
+from services.runtime.request_ids import request_id
 
 
 def json_response(obj, status: int = 200, headers: dict | None = None) -> Response:
@@ -25,9 +25,9 @@ _QUIET = ("/metrics", "/v2/health/live", "/v2/health/ready")
 
 
 def assign_request_id() -> str:
-    """Keep the caller's X-Request-ID (when short and printable) or make one; stored in ``g``."""
-    rid = request.headers.get("X-Request-ID", "")
-    g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+    """Keep the caller's X-Request-ID or make one (``request_ids``: the gateway's rule); stored in ``g``."""
+    sent = request.headers.get("X-Request-ID", "")
+    g.request_id = request_id(sent.encode("latin-1", "replace")).decode("latin-1")
     return g.request_id
 
 
