@@ -131,6 +131,7 @@ def test_graph_passes_publish_the_shipped_text_generator_as_a_new_version(tmp_pa
     final = optimise_version(tmp_path, "textgen", 1)
     m = load_and_verify(final)
     assert final.name == "2" and m["version"] == 2 and m["graph_passes"]["source_version"] == 1
+    assert final.stat().st_mode & 0o777 == 0o755  # readable by a server running as another user
     assert m["graph_passes"]["files"]["step.onnx"]["max_abs_diff_vs_source"] < 1e-4
     shipped = load_and_verify(ROOT / "exported_models" / "textgen" / "2")
     assert shipped["files"]["step.onnx"]["sha256"] == m["files"]["step.onnx"]["sha256"]  # reproducible

@@ -133,6 +133,7 @@ def write_version(out_root: Path, name: str, staged: Path, manifest: dict, versi
     if tmp.exists():
         shutil.rmtree(tmp)
     shutil.copytree(staged, tmp)
+    tmp.chmod(0o755)  # copytree keeps the staging directory's 0700: a non-root server could not read it
     os.replace(tmp, final)
     load_and_verify(final)
     print(f"[export] wrote {final} ({sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.1f} MB)",

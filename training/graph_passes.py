@@ -9,10 +9,8 @@ tolerance (the original was checked against Keras when it was exported).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -92,8 +90,9 @@ def optimise_version(repo: Path, name: str, version: int | None = None) -> Path 
     the next version; None when no pass changes anything."""
     import onnx
 
-    from training.export import PARITY_TOLERANCE, ExportRefused, next_version, ort_session, staging_dir
-    from services.runtime.manifest import file_entries, load_and_verify, validate
+    from services.runtime.manifest import load_and_verify
+    from training.export import (PARITY_TOLERANCE, ExportRefused, next_version, ort_session, staging_dir,
+                                 write_version)
 
     root = Path(repo) / name
     version = version or max(int(p.name) for p in root.iterdir() if p.name.isdigit())
@@ -126,32 +125,24 @@ def optimise_version(repo: Path, name: str, version: int | None = None) -> Path 
         shutil.rmtree(staged)
         print(f"[passes] {name}/{version}: nothing to rewrite", flush=True)
         return None
-    new = next_version(root)
     keras = manifest.get("parity", {}).get("max_abs_diff")
-    manifest.update({
-        "version": new,
-        "description": manifest["description"] + f" (version {version} with its graphs rewritten: graph_passes)",
-        "graph_passes": {"source_version": version,
-                         "source_sha256": {f: manifest["files"][f]["sha256"] for f in done},
-                         "command": " ".join(["python", "-m", "training.graph_passes", *sys.argv[1:]]),
-                         "onnx": onnx.__version__,
-                         "files": done,
-                         # the source matched Keras within its parity record; this graph matches the source
-                         "max_abs_diff_vs_keras_bound": None if keras is None else
-                         keras + max(d["max_abs_diff_vs_source"] for d in done.values())},
-        "files": file_entries(staged, sorted(manifest["files"])),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    validate(manifest)
-    (staged / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
-    final = root / str(new)
-    tmp = root / f".{new}.tmp"
-    shutil.copytree(staged, tmp)
-    tmp.chmod(0o755)  # the staging directory's 0700 would hide the version from a non-root server
-    tmp.rename(final)
-    shutil.rmtree(staged)
-    load_and_verify(final)
-    print(f"[passes] wrote {final}", flush=True)
-    return final
+    record = {
+        "source_version": version,
+        "source_sha256": {f: manifest["files"][f]["sha256"] for f in done},
+        "command": " ".join(["python", "-m", "training.graph_passes", *sys.argv[1:]]),
+        "onnx": onnx.__version__,
+        "files": done,
+        # the source matched Keras within its parity record; this graph matches the source
+        "max_abs_diff_vs_keras_bound": None if keras is None else
+        keras + max(d["max_abs_diff_vs_source"] for d in done.values())}
+    identity = ("schema_version", "name", "version", "libraries", "files", "created")  # write_version's own
+    manifest = {k: v for k, v in manifest.items() if k not in identity}
+    manifest["description"] += f" (version {version} with its graphs rewritten: graph_passes)"
+    manifest["graph_passes"] = record
+    try:
+        return write_version(repo, name, staged, manifest, next_version(root))
+    finally:
+        shutil.rmtree(staged)
 
 
 def main(argv: list[str] | None = None) -> int:
