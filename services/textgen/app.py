@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import orjson
-from flask import Blueprint, Response, current_app, g, stream_with_context
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
-from services.runtime import native
+from services.runtime import native, sse
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS, env_float
 from services.runtime.http import json_body, json_response
@@ -23,6 +23,9 @@ SSE_FLUSH_SECONDS = env_float("SSE_FLUSH_MS", 10.0) / 1000
 # SSE_WRITES_PER_SECOND * SSE_FLUSH_MS / 1000 streams (8 by default) each stream's interval grows with their
 # number, so the cost of writing stays bounded while the tokens/s of continuous batching grows.
 SSE_WRITES_PER_SECOND = env_float("SSE_WRITES_PER_SECOND", 800.0)
+# After its first event, a stream is written by its worker's one flusher thread (services/runtime/sse.py), every
+# stream of the worker in one wake-up; 0 keeps a writer thread per stream.
+SSE_FLUSHER = env_float("SSE_FLUSHER", 1.0) > 0
 _streams_lock = threading.Lock()
 _streams_open = 0
 
@@ -31,6 +34,9 @@ def _interval() -> float:
     if SSE_WRITES_PER_SECOND <= 0:
         return SSE_FLUSH_SECONDS
     return max(SSE_FLUSH_SECONDS, _streams_open / SSE_WRITES_PER_SECOND)
+
+
+_FLUSHER = sse.Flusher(lambda lent: _interval(), name="textgen-sse")
 
 
 def _count_stream(delta: int) -> None:
@@ -59,29 +65,72 @@ def generate():
         return json_response({"text": text, "tokens": n, "finish_reason": reason, "prompt": prompt, **meta})
     streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=SSE_FLUSH_SECONDS)
     st, job = streams[0], jobs[0]
+    out = _Events(st, job, meta)
+    direct = sse.socket_of(request.environ) if SSE_FLUSH_SECONDS > 0 and SSE_FLUSHER else None
 
     def events():
-        index = 0
         _count_stream(1)
         try:
+            pieces, ended = st.take(s.timeout)  # the first piece is sent at once: time to first token
+            if ended:
+                yield out.events(pieces) + out.done()
+                return
+            yield out.events(pieces)
+            if direct is not None:  # the worker's flusher writes from here on, while this thread sleeps
+                lent = _FLUSHER.lend(sse.Lent(*direct, out.pending, st.ready.set))
+                try:
+                    while not st.ended and not lent.returned:
+                        st.ready.wait(s.timeout)
+                        st.ready.clear()  # before reading ``ended``: an end after this sets it again
+                        if not st.ended and not lent.returned and st.stalled(s.timeout):
+                            raise TimeoutError(f"no token within {s.timeout:.0f}s")
+                finally:
+                    _FLUSHER.give_back(lent)
+                if lent.error is not None:  # the reader is gone
+                    return
+                if lent.backlog:  # a slow reader: what the socket did not take, then on from this thread
+                    direct[0].sendall(lent.backlog)
             while True:
                 # one write for every token made since the last one: under load the scheduler runs ahead of
                 # the socket, and a write per token would cost a system call each
-                pieces, ended = st.take(s.timeout, _interval())
-                out = b"".join(_sse(None, {"token": piece, "index": index + i}) for i, piece in enumerate(pieces))
-                index += len(pieces)
+                ended = st.ended
                 if ended:  # the last tokens and the done event in one write
-                    yield out + _sse("done", {"text": st.text, "tokens": len(job.tokens),
-                                              "finish_reason": job.stop_reason, **meta})
+                    yield out.pending() + out.done()
                     break
-                if out:
-                    yield out
+                pieces, ended = st.take(s.timeout, _interval())
+                if ended:
+                    yield out.events(pieces) + out.done()
+                    break
+                if pieces:
+                    yield out.events(pieces)
         finally:
             _count_stream(-1)
             job.cancelled = True  # client went away (or we finished): free the row
 
     return Response(stream_with_context(events()), 200, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class _Events:
+    """One stream's server-sent events, numbered the same whichever thread writes them."""
+
+    __slots__ = ("stream", "job", "meta", "index")
+
+    def __init__(self, stream, job, meta: dict):
+        self.stream, self.job, self.meta, self.index = stream, job, meta, 0
+
+    def events(self, pieces: list[str]) -> bytes:
+        index = self.index
+        self.index += len(pieces)
+        return b"".join(_sse(None, {"token": piece, "index": index + i}) for i, piece in enumerate(pieces))
+
+    def pending(self) -> bytes:
+        """Every token made since the last write (the flusher's ``take``)."""
+        return self.events(self.stream.drain())
+
+    def done(self) -> bytes:
+        return _sse("done", {"text": self.stream.text, "tokens": len(self.job.tokens),
+                             "finish_reason": self.job.stop_reason, **self.meta})
 
 
 def create_app(**kw):

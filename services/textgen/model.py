@@ -66,15 +66,24 @@ class Stream:
             raise TimeoutError(f"no token within {timeout:.0f}s")
         self.ready.clear()  # before reading ``ended``: an end after this sets it again
         ended = self.ended  # read first: every piece of an ended stream is already in the deque
-        out = []
-        while self.pieces:
-            out.append(self.pieces.popleft())
-        now = time.monotonic()
-        if out:
-            self.last_piece = now
-        elif not ended and now - self.last_piece > timeout:
+        out = self.drain()
+        if not out and not ended and self.stalled(timeout):
             raise TimeoutError(f"no token within {timeout:.0f}s")
         return out, ended
+
+    def drain(self) -> list[str]:
+        """Every piece made since the last call, without waiting (the SSE flusher's read)."""
+        out = []
+        pieces = self.pieces
+        while pieces:
+            out.append(pieces.popleft())
+        if out:
+            self.last_piece = time.monotonic()
+        return out
+
+    def stalled(self, timeout: float) -> bool:
+        """No piece for ``timeout`` seconds."""
+        return time.monotonic() - self.last_piece > timeout
 
 
 class TextgenServable(Servable):
