@@ -210,3 +210,19 @@ def test_killed_worker_is_replaced_and_no_request_fails(stack):
     assert len(psutil.Process(master).children()) == len(workers), "the killed worker was not replaced"
     assert workers[0].pid not in [w.pid for w in psutil.Process(master).children()]
     assert len(results) > 50 and set(results) == {200}, {c: results.count(c) for c in set(results)}
+
+
+def test_model_service_workers_run_sched_batch_and_the_gateway_does_not(stack):
+    """Model-service workers take SCHED_BATCH (WORKER_SCHED_POLICY, set by ``python -m services``), every
+    thread of them, including threads started after the fork; masters and the gateway keep SCHED_OTHER."""
+    import psutil
+    requests.post(stack.url + "/api/mnist/predict", json={"image": [[0] * 28] * 28}, timeout=10).raise_for_status()
+    for name, policy in (("mnist", os.SCHED_BATCH), ("textgen", os.SCHED_BATCH), ("gateway", os.SCHED_OTHER)):
+        master = psutil.Process(int(stack.ctl("pid", name).stdout.strip()))
+        assert os.sched_getscheduler(master.pid) == os.SCHED_OTHER
+        workers = master.children()
+        assert workers, name
+        threads = [t.id for w in workers for t in w.threads()]
+        if policy == os.SCHED_BATCH:
+            assert len(threads) > len(workers)  # request, batcher and ONNX Runtime threads as well
+        assert {os.sched_getscheduler(t) for t in threads} == {policy}, name

@@ -43,13 +43,23 @@ control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "/tmp/gunicorn.ctl
 
 def post_fork(server, worker):
     """Workers die with their master: if the master is killed (SIGKILL, OOM), its workers must not linger
-    on the port, or a restarted master cannot bind and the old code keeps answering."""
+    on the port, or a restarted master cannot bind and the old code keeps answering. And the worker takes
+    WORKER_SCHED_POLICY (``batch``: SCHED_BATCH; why in services/__main__.py), which every thread it starts
+    inherits."""
     import ctypes
     import signal
     import sys
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    policy = os.environ.get("WORKER_SCHED_POLICY", "other").lower()
+    if policy == "batch" and hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError as exc:  # a sandbox that forbids it: serve on with the default policy
+            server.log.warning("WORKER_SCHED_POLICY=batch not applied: %s", exc)
+    elif policy not in ("batch", "other"):
+        server.log.warning("WORKER_SCHED_POLICY=%r unknown (batch or other); left as it is", policy)
 
 
 def child_exit(server, worker):
