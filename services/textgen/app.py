@@ -2,6 +2,7 @@
 events, one event per token and a final ``done`` event) plus /v1 and /v2 for model ``textgen``."""
 from __future__ import annotations
 
+import os
 import threading
 
 import orjson
@@ -25,7 +26,7 @@ SSE_FLUSH_SECONDS = env_float("SSE_FLUSH_MS", 10.0) / 1000
 SSE_WRITES_PER_SECOND = env_float("SSE_WRITES_PER_SECOND", 800.0)
 # After its first event, a stream is written by its worker's one flusher thread (services/runtime/sse.py), every
 # stream of the worker in one wake-up; 0 keeps a writer thread per stream.
-SSE_FLUSHER = env_float("SSE_FLUSHER", 1.0) > 0
+SSE_FLUSHER = os.environ.get("SSE_FLUSHER", "1") == "1"
 _streams_lock = threading.Lock()
 _streams_open = 0
 
@@ -36,7 +37,7 @@ def _interval() -> float:
     return max(SSE_FLUSH_SECONDS, _streams_open / SSE_WRITES_PER_SECOND)
 
 
-_FLUSHER = sse.Flusher(lambda lent: _interval(), name="textgen-sse")
+_FLUSHER = sse.Flusher(lambda _: _interval(), name="textgen-sse")  # the budget counts every open stream, lent or not
 
 
 def _count_stream(delta: int) -> None:
@@ -76,29 +77,13 @@ def generate():
                 yield out.events(pieces) + out.done()
                 return
             yield out.events(pieces)
-            if direct is not None:  # the worker's flusher writes from here on, while this thread sleeps
-                lent = _FLUSHER.lend(sse.Lent(*direct, out.pending, st.ready.set))
-                try:
-                    while not st.ended and not lent.returned:
-                        st.ready.wait(s.timeout)
-                        st.ready.clear()  # before reading ``ended``: an end after this sets it again
-                        if not st.ended and not lent.returned and st.stalled(s.timeout):
-                            raise TimeoutError(f"no token within {s.timeout:.0f}s")
-                finally:
-                    _FLUSHER.give_back(lent)
-                if lent.error is not None:  # the reader is gone
-                    return
-                if lent.backlog:  # a slow reader: what the socket did not take, then on from this thread
-                    direct[0].sendall(lent.backlog)
+            if direct is not None and not _lent_until_end(st, direct, out.pending, s.timeout):
+                return  # the reader is gone
             while True:
                 # one write for every token made since the last one: under load the scheduler runs ahead of
                 # the socket, and a write per token would cost a system call each
-                ended = st.ended
+                pieces, ended = (st.drain(), True) if st.ended else st.take(s.timeout, _interval())
                 if ended:  # the last tokens and the done event in one write
-                    yield out.pending() + out.done()
-                    break
-                pieces, ended = st.take(s.timeout, _interval())
-                if ended:
                     yield out.events(pieces) + out.done()
                     break
                 if pieces:
@@ -109,6 +94,26 @@ def generate():
 
     return Response(stream_with_context(events()), 200, mimetype="text/event-stream",
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _lent_until_end(st, direct: tuple, take, timeout: float) -> bool:
+    """Lend the stream's socket to the worker's flusher, which writes from here on while this thread sleeps,
+    until the stream ends or the socket comes back early. -> False when the reader is gone; True to go on
+    writing from this thread (after sending what a slow reader's socket did not take)."""
+    lent = _FLUSHER.lend(sse.Lent(*direct, take, st.ready.set))
+    try:
+        while not st.ended and not lent.returned:
+            st.ready.wait(timeout)
+            st.ready.clear()  # before reading ``ended``: an end after this sets it again
+            if not st.ended and not lent.returned and st.stalled(timeout):
+                raise TimeoutError(f"no token within {timeout:.0f}s")
+    finally:
+        _FLUSHER.give_back(lent)
+    if lent.error is not None:
+        return False
+    if lent.backlog:
+        direct[0].sendall(lent.backlog)
+    return True
 
 
 class _Events:
