@@ -100,11 +100,12 @@ def sse_events(body: bytes) -> list[dict]:
 def test_textgen_stream_goes_on_through_the_flusher_and_frees_its_row_when_the_reader_leaves(clients):
     from services.runtime.generation import scheduler
     a, b = socket.socketpair()
+    # 600 tokens: the flusher gets rounds to write however busy the machine is
     r = clients["textgen"].post("/api/generate", json={"prompt": "ROMEO:", "max_tokens": 600, "seed": 4, "stream": True},
                                 environ_overrides={"gunicorn.socket": a, "SERVER_PROTOCOL": "HTTP/1.1"},
                                 buffered=False)
     it = iter(r.response)
-    first_write = next(it)  # (600 tokens: flusher rounds happen however busy the machine) the first token(s): one event, or more when the scheduler ran ahead of this thread
+    first_write = next(it)  # the first token(s): one event, or more when the scheduler ran ahead of this thread
     last_writes = b"".join(it)  # after the flusher's writes: the last events and done
     direct = read_all(b, 0.3)
     chunks, rest = [], direct
