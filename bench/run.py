@@ -150,6 +150,33 @@ def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
     return out
 
 
+# a real passage (Romeo and Juliet, II.2), repeated to the length measured
+LONG_PROMPT = ("ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
+               "Arise, fair sun, and kill the envious moon,\nWho is already sick and pale with grief,\n"
+               "That thou her maid art far more fair than she:\n")
+
+
+def long_prompts(url: str, busy_body: bytes, others: int, seconds: float, lengths=(100, 1000, 2000)) -> dict:
+    """Time to first token for prompts of ``lengths`` characters (20 tokens each), alone and beside ``others``
+    streams of short prompts running back to back; and those streams' tokens/s meanwhile."""
+    import threading
+    out = {}
+    for n in lengths:
+        body = json.dumps({"prompt": (LONG_PROMPT * (n // len(LONG_PROMPT) + 1))[:n], "max_tokens": 20, "seed": 1,
+                           "stream": True}).encode()
+        alone = loadgen.stream(url, body, 1, seconds)
+        bg: dict = {}
+        t = threading.Thread(target=lambda: bg.update(loadgen.stream(url, busy_body, others, seconds + 1)))
+        t.start()
+        time.sleep(0.5)
+        busy = loadgen.stream(url, body, 1, seconds)
+        t.join()
+        out[n] = {"alone_p50_ms": alone["ttft_p50_ms"], "alone_p99_ms": alone["ttft_p99_ms"],
+                  "busy_p50_ms": busy["ttft_p50_ms"], "busy_p99_ms": busy["ttft_p99_ms"],
+                  "others_tokens_per_s": bg["tokens_per_s"], "errors": alone["errors"] + busy["errors"] + bg["errors"]}
+    return out
+
+
 def machine() -> dict:
     cpu = "unknown"
     try:
@@ -267,6 +294,19 @@ def main(argv=None) -> int:
                                                                 n, args.seconds)["rps"] * 200)
                 print("textgen interleaved tokens/s: " + ", ".join(f"{k} {[round(x) for x in v]}"
                                                                    for k, v in inter.items()), flush=True)
+                # long prompts: read in one prefill call (the default) against one character per step
+                lp = results["textgen_long_prompts"] = {}
+                lp["prefill"] = long_prompts(f"http://127.0.0.1:{port}/api/generate", gen, top - 1, 3)
+                off_port = free_port()
+                off = start([py, "-m", "services", "textgen"], {**base_env, "PORT": str(off_port),
+                                                                "PREFILL_MIN_TOKENS": "0"},
+                            f"http://127.0.0.1:{off_port}/v2/health/ready", logs / "textgen-no-prefill.log")
+                lp["stepped"] = long_prompts(f"http://127.0.0.1:{off_port}/api/generate", gen, top - 1, 3)
+                stop([off])
+                for how, by_n in lp.items():
+                    for n, x in by_n.items():
+                        print(f"textgen {how:8s} prompt {n:5d} chars: ttft alone p50 {x['alone_p50_ms']:.1f} ms, "
+                              f"beside {top - 1} streams p50 {x['busy_p50_ms']:.1f} ms", flush=True)
             stop([proc])
     finally:
         stop(procs)
@@ -420,6 +460,19 @@ def markdown(r: dict) -> str:
                   f"{len(next(iter(inter.values())))} rounds of one stream then all streams in turn (continuous "
                   "batching); the 32-vs-1 ratios are the medians of the rounds' own ratios. tokens/s:\n"]
         lines += rounds_table("run", inter, "", 0)
+    if r.get("textgen_long_prompts"):
+        lp = r["textgen_long_prompts"]
+        lines += ["", "## Text generation, long prompts\n",
+                  "Time to first token for a prompt of N characters (20 tokens per request, one client), alone and "
+                  "beside 31 streams of short prompts; `prefill`: the prompt read in one ONNX Runtime call "
+                  "(default), `stepped`: one character per batched step (`PREFILL_MIN_TOKENS=0`).\n",
+                  "| prompt read | characters | alone p50 ms | alone p99 ms | beside 31 p50 ms | beside 31 p99 ms | "
+                  "the 31 streams' tokens/s | errors |", "|---|---|---|---|---|---|---|---|"]
+        for how, by_n in lp.items():
+            for n, x in by_n.items():
+                lines.append(f"| {how} | {n} | {x['alone_p50_ms']:.1f} | {x['alone_p99_ms']:.1f} | "
+                             f"{x['busy_p50_ms']:.1f} | {x['busy_p99_ms']:.1f} | {x['others_tokens_per_s']:.0f} | "
+                             f"{x['errors']} |")
     raw = r.get("raw_decoder")
     if raw:
         lines += ["", "## Text generation in-process (the ceiling)\n",

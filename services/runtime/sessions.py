@@ -28,6 +28,7 @@ def providers_for(device: str) -> list[str]:
 
 
 def create_session(path, device: str | None = None) -> ort.InferenceSession:
+    """``path``: an .onnx file, or a serialized model (a graph derived at load time, e.g. ``prefill``)."""
     device = device or model_device()
     opts = ort.SessionOptions()
     # two threads even when the workers share the CPUs: a batch-1 call takes 0.3 ms instead of 0.5 ms, and
@@ -40,7 +41,8 @@ def create_session(path, device: str | None = None) -> ort.InferenceSession:
     # ORT's worker threads spin while idle; on a small CPU shared with the request threads that spinning
     # takes cores from JSON decoding and the batcher (ORT_ALLOW_SPINNING=1 restores ORT's default)
     opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("ORT_ALLOW_SPINNING", "0"))
-    sess = ort.InferenceSession(str(path), opts, providers=providers_for(device))
+    source = path if isinstance(path, bytes) else str(path)
+    sess = ort.InferenceSession(source, opts, providers=providers_for(device))
     active = sess.get_providers()
     if device == "cuda" and active[0] != "CUDAExecutionProvider":
         raise RuntimeError(f"MODEL_DEVICE=cuda but the session runs on {active[0]} (CUDA libraries missing?)")

@@ -16,13 +16,19 @@ class CharModel:
     # log-probabilities (they differ by one constant per row), so the log-softmax of every step is skipped
     normalized = False
 
-    def __init__(self, manifest: dict, version_dir: Path, step_sess):
+    # the step graph's names: what prefill.scan_graph needs to read a prompt in one call
+    TOKEN, STATES = "token", [("h", "h_out"), ("c", "c_out")]
+
+    def __init__(self, manifest: dict, version_dir: Path, step_sess, prefill_sess=None, prefill_min_tokens: int = 0):
         pre = manifest["preprocessing"]
         self.vocab = Vocabulary.load(Path(version_dir) / pre["vocabulary"])
         self.units = int(pre["state"]["h"])
         self._zeros = np.zeros((1, self.units), np.float32)
         self.banned = tuple(pre.get("banned_ids", [self.vocab.pad_id, self.vocab.unk_id]))
         self.sess = step_sess
+        # prompts of at least this many tokens are read by one prefill call in the caller's thread; shorter
+        # ones ride the scheduler's batched steps, where a token costs a row of a shared call
+        self.prefill, self.prefill_min_tokens = prefill_sess, prefill_min_tokens
         self.model_name = manifest["name"]
 
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -31,6 +37,16 @@ class CharModel:
 
     def first_state(self):
         return (self._zeros, self._zeros, 0)
+
+    def read_prompt(self, ids: list[int]) -> tuple[tuple, list[int]]:
+        """-> (the state and the ids a job starts from). With a prefill graph and a long enough prompt, every
+        id but the last is read here in one ONNX Runtime call (the GIL is released meanwhile, so the scheduler
+        thread keeps stepping the other streams), and the job's first tick reads the last id and samples."""
+        if self.prefill is None or self.prefill_min_tokens <= 0 or len(ids) < max(2, self.prefill_min_tokens):
+            return self.first_state(), ids
+        tokens = np.array(ids[:-1], dtype=np.int64).reshape(-1, 1)
+        h, c = self.prefill.run(["h_out", "c_out"], {"tokens": tokens, "h": self._zeros, "c": self._zeros})
+        return (h, c, 0), ids[-1:]
 
     def step(self, rows):
         """One step of every row. A row's state is (h, c, i): row i of the [N, units] arrays a step made, so
@@ -43,8 +59,9 @@ class CharModel:
 
     def job(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
             on_token=None) -> SamplingJob:
-        return SamplingJob(self, self.first_state(), self.prompt_ids(prompt), max_tokens, temperature, top_k,
-                           top_p, seed, banned=self.banned, on_token=on_token)
+        state, ids = self.read_prompt(self.prompt_ids(prompt))
+        return SamplingJob(self, state, ids, max_tokens, temperature, top_k, top_p, seed, banned=self.banned,
+                           on_token=on_token)
 
     def text(self, ids) -> str:
         return "".join(self.vocab.decode(ids))

@@ -1,20 +1,24 @@
 """Text-generation servable: many streams sampled together on the shared continuous-batching scheduler."""
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 
 import numpy as np
 
-from services.runtime.config import LIMITS, env_float
+from services.runtime.config import LIMITS, env_float, env_int
 from services.runtime.errors import ApiError
 from services.runtime.generation import submit_all, wait_all
 from services.runtime.native import texts_from_bytes
+from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.servable import Servable, TensorSpec
+from services.runtime.sessions import create_session
 from services.textgen.engine import CharModel
 
 MAX_SEED = 2**32 - 1
+log = logging.getLogger("textgen")
 
 
 class Stream:
@@ -94,11 +98,29 @@ class TextgenServable(Servable):
 
     def __init__(self, manifest, version_dir):
         super().__init__(manifest, version_dir)
-        self.model = CharModel(manifest, self.dir, self.sessions["step"])
+        self.model = CharModel(manifest, self.dir, self.sessions["step"],
+                               prefill_min_tokens=env_int("PREFILL_MIN_TOKENS", 16))
+        if self.model.prefill_min_tokens > 0:
+            self.model.prefill = self._prefill_session(manifest)
         self.timeout = env_float("DECODE_TIMEOUT_SECONDS", 60)
 
+    def _prefill_session(self, manifest):
+        """The step graph's Scan (runtime/prefill.py), or None (logged) where it cannot be built or differs."""
+        import onnx
+        try:
+            graph = scan_graph(onnx.load(str(self.dir / manifest["graphs"]["step"]["file"])), CharModel.TOKEN,
+                               CharModel.STATES)
+            sess = create_session(graph.SerializeToString())
+            check_against_steps(sess, self.sessions["step"], CharModel.TOKEN, CharModel.STATES, len(self.model.vocab))
+            return sess
+        except Exception:  # noqa: BLE001 - without it prompts are read a token a tick, as before
+            log.exception("textgen %s: no prefill graph; prompts are read one token per step", self.version)
+            return None
+
     def warm_up(self):
-        self.generate(["ROMEO:"], dict(max_tokens=4, temperature=1.0, top_k=0, top_p=1.0, seed=0, stop=[]))
+        # a short prompt (read by the steps) and a long one (by the prefill graph, whose first call allocates)
+        self.generate(["ROMEO:", "ROMEO:\n" * 8], dict(max_tokens=4, temperature=1.0, top_k=0, top_p=1.0, seed=0,
+                                                       stop=[]))
 
     def check_prompt(self, prompt: str, field: str) -> None:
         unknown = sorted({ch for ch in prompt if ch not in self.model.vocab.index})
