@@ -1,9 +1,10 @@
 """A prompt read in one ONNX Runtime call: the recurrent step graph's state path wrapped in an ONNX ``Scan``.
 
-Why: a generation reads its prompt one token per scheduler tick, and a tick costs a whole Python round (about
-0.3 ms alone, 1.4 ms beside 31 other streams on 2 cores), so time to first token grows with the prompt: 0.5 s
-alone and 2.8 s under load for a 2,000-character prompt. ``Scan`` runs the same nodes over the whole prompt
-inside ONNX Runtime (84 us a token here) with the same results, bit for bit, as stepping the graph. It is built
+Why: a generation reads its prompt one token per scheduler tick, and a tick costs a whole Python round (0.19
+ms alone, 1.2 ms beside 31 other streams on 2 cores), so time to first token grows with the prompt: 0.36 s alone
+and 1.9 s beside 31 streams for a 2,000-character prompt. ``Scan`` runs the same nodes over the whole prompt
+inside ONNX Runtime (84 us a token here: 0.18 s and 0.29 s) with the same results, bit for bit, as stepping the
+graph (bench/results/vm/FINDINGS.md). It is built
 at load time from the step graph the manifest lists and checksums (so every shipped version gets it), and
 checked against that graph before it is used.
 """
