@@ -4,17 +4,12 @@ Why: a generation reads its prompt one token per scheduler tick, and a tick cost
 ms alone, 1.2 ms beside 31 other streams on 2 cores), so time to first token grows with the prompt: 0.36 s alone
 and 1.9 s beside 31 streams for a 2,000-character prompt. ``Scan`` runs the same nodes over the whole prompt
 inside ONNX Runtime (84 us a token here: 0.18 s and 0.29 s) with the same results, bit for bit, as stepping the
-graph (bench/results/vm/FINDINGS.md). It is built
-at load time from the step graph the manifest lists and checksums (so every shipped version gets it), and
-checked against that graph before it is used.
+graph (bench/results/vm/FINDINGS.md). It is built at load time from the step graph the manifest lists and
+checksums (so every shipped version gets it), and checked against that graph before it is used.
 """
 from __future__ import annotations
 
-import logging
-
 import numpy as np
-
-log = logging.getLogger("runtime.prefill")
 
 
 def scan_graph(step, token: str, states: list[tuple[str, str]]):
@@ -52,7 +47,8 @@ def check_against_steps(prefill, step, token: str, states: list[tuple[str, str]]
     feeds = {}
     for i, _ in states:
         meta = next(x for x in step.get_inputs() if x.name == i)
-        feeds[i] = rng.normal(0, 0.5, [1] + [d if isinstance(d, int) else 1 for d in meta.shape[1:]]).astype(np.float32)
+        shape = [1] + [d if isinstance(d, int) else 1 for d in meta.shape[1:]]
+        feeds[i] = rng.normal(0, 0.5, shape).astype(np.float32)
     outs = [o for _, o in states]
     stepped = dict(feeds)
     for t in range(length):
