@@ -173,7 +173,8 @@ def long_prompts(url: str, busy_body: bytes, others: int, seconds: float, length
         t.join()
         out[n] = {"alone_p50_ms": alone["ttft_p50_ms"], "alone_p99_ms": alone["ttft_p99_ms"],
                   "busy_p50_ms": busy["ttft_p50_ms"], "busy_p99_ms": busy["ttft_p99_ms"],
-                  "others_tokens_per_s": bg["tokens_per_s"], "errors": alone["errors"] + busy["errors"] + bg["errors"]}
+                  "others": others, "others_tokens_per_s": bg["tokens_per_s"],
+                  "errors": alone["errors"] + busy["errors"] + bg["errors"]}
     return out
 
 
@@ -462,12 +463,13 @@ def markdown(r: dict) -> str:
         lines += rounds_table("run", inter, "", 0)
     if r.get("textgen_long_prompts"):
         lp = r["textgen_long_prompts"]
+        others = next(iter(lp["prefill"].values()))["others"]
         lines += ["", "## Text generation, long prompts\n",
                   "Time to first token for a prompt of N characters (20 tokens per request, one client), alone and "
-                  "beside 31 streams of short prompts; `prefill`: the prompt read in one ONNX Runtime call "
+                  f"beside {others} streams of short prompts; `prefill`: the prompt read in one ONNX Runtime call "
                   "(default), `stepped`: one character per batched step (`PREFILL_MIN_TOKENS=0`).\n",
-                  "| prompt read | characters | alone p50 ms | alone p99 ms | beside 31 p50 ms | beside 31 p99 ms | "
-                  "the 31 streams' tokens/s | errors |", "|---|---|---|---|---|---|---|---|"]
+                  f"| prompt read | characters | alone p50 ms | alone p99 ms | beside {others} p50 ms | beside {others} "
+                  f"p99 ms | the {others} streams' tokens/s | errors |", "|---|---|---|---|---|---|---|---|"]
         for how, by_n in lp.items():
             for n, x in by_n.items():
                 lines.append(f"| {how} | {n} | {x['alone_p50_ms']:.1f} | {x['alone_p99_ms']:.1f} | "

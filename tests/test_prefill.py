@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
+from bench.run import LONG_PROMPT as PROMPT  # the benchmark's passage (Romeo and Juliet, II.2)
 from services.runtime.manifest import load_and_verify
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.sessions import create_session
@@ -13,8 +14,6 @@ from services.textgen.engine import CharModel
 from tests.conftest import ROOT
 
 TEXTGEN = ROOT / "exported_models" / "textgen" / "2"
-PROMPT = ("ROMEO:\nBut, soft! what light through yonder window breaks?\nIt is the east, and Juliet is the sun.\n"
-          "Arise, fair sun, and kill the envious moon,\n")
 
 
 @pytest.fixture(scope="module")
