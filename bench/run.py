@@ -127,8 +127,7 @@ def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
         sched, made = Scheduler(max_rows=256), []
         while time.perf_counter() < deadline:  # generations back to back, as the clients send them
             for _ in range(n - len(sched.jobs)):
-                made.append(model.job("ROMEO:\n", 200, 0.8, 0, 1.0, len(made),
-                                      on_token=Stream(model, [], False).on_token))
+                made.append(Stream(model, [], False).job("ROMEO:\n", 200, 0.8, 0, 1.0, len(made)))
                 sched.jobs.append(made[-1])
             sched.tick()
         counts.append(sum(len(j.tokens) for j in made))

@@ -244,3 +244,44 @@ def test_failed_step_fails_its_jobs_only():
     job = BeamSearchJob(Broken(), first_row(), 2, 5, EOS)
     Scheduler().run_until_done([job])
     assert job.done and isinstance(job.error, RuntimeError)
+
+
+def test_array_stepped_streams_draw_what_row_stepped_streams_draw(adapter, tmp_path):
+    """An adapter with ``step_arrays`` is stepped by a SampledBatch (arrays fed back tick after tick, a batch
+    rebuilt when streams join or leave): streams that read prompts, join mid-way, stop on a callback, are
+    cancelled or reach max_tokens must make exactly the tokens the row-by-row path makes, and each reader
+    hears of its first token and its end once."""
+    class Arrays(Adapter):
+        def step_arrays(self, token, states):
+            self.calls.append(len(token))
+            logits, h = self.sess.run(["logits", "h_out"], {"token": token, "h": states[0]})
+            return log_softmax(logits), (h,)
+    tiny_step_graph(tmp_path / "a.onnx")
+    arrays = Arrays(tmp_path / "a.onnx")
+    knobs = [dict(temperature=0.9, top_k=0, top_p=1.0), dict(temperature=0.0, top_k=0, top_p=1.0),
+             dict(temperature=1.2, top_k=3, top_p=0.8)]
+
+    def run(model, first):
+        events: list = []
+        jobs = []
+        for i in range(7):
+            stop = (lambda t, seen=[]: (seen.append(t), t is None or len(seen) < 4)[1]) if i == 2 else None
+            jobs.append(SamplingJob(model, first, [1, 2, 3, 4][: 1 + i % 4], max_tokens=4 + 3 * i, seed=50 + i,
+                                    banned=(0,), on_token=stop,
+                                    on_first=lambda i=i: events.append(("first", i)),
+                                    on_end=lambda i=i: events.append(("end", i)), **knobs[i % 3]))
+        sched = Scheduler()
+        sched.jobs.extend(jobs[:4])
+        for _ in range(3):
+            sched.tick()
+        jobs[5].cancelled = True                            # gone before it starts
+        sched.jobs.extend(jobs[4:6])
+        sched.tick()
+        jobs[3].cancelled = True                            # gone mid-way
+        sched.run_until_done(jobs[6:])
+        return [(j.tokens, j.stop_reason) for j in jobs], sorted(events)
+    got, events = run(arrays, (np.zeros((1, H), np.float32), 0))
+    assert (got, events) == run(adapter, np.zeros(H, np.float32))
+    assert [reason for _, reason in got] == ["length", "length", "stop", "cancelled", "length", "cancelled", "length"]
+    assert events.count(("end", 0)) == 1 and ("first", 5) not in events
+    assert max(arrays.calls) >= 4                           # streams share calls

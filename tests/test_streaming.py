@@ -39,6 +39,33 @@ def test_stream_wakes_writer_for_first_piece_and_end_only_and_writer_keeps_its_o
     assert st.text == "abca"
 
 
+def test_stream_without_stop_strings_reads_its_jobs_tokens_and_is_woken_twice():
+    """The usual stream (no stop strings, a writer on its own time) costs the scheduler no call per token:
+    it asks for on_first/on_end only and reads the text from the job's tokens."""
+    class Job:
+        tokens: list = []
+
+    class Maker(Model):
+        def job(self, *args, **callbacks):
+            self.callbacks = callbacks
+            return Job()
+    model = Maker()
+    st = Stream(model, stop=[], streaming=True, flush_seconds=0.05)
+    job = st.job("ab", 10, 1.0, 0, 1.0, 0)
+    assert set(model.callbacks) == {"on_first", "on_end"}
+    job.tokens = [0]
+    model.callbacks["on_first"]()
+    assert st.take(1) == (["a"], False)
+    job.tokens += [1, 2]
+    assert not st.ready.is_set() and st.take(1, interval=0.01) == (["b", "c"], False)
+    job.tokens.append(3)
+    model.callbacks["on_end"]()
+    assert st.take(1) == (["\n"], True) and st.text == "abc\n"
+    for stop, flush in ((["c"], 0.05), ([], 0.0)):  # a stop string, or a wake per piece: a call per token
+        Stream(model, stop=stop, streaming=True, flush_seconds=flush).job("ab", 10, 1.0, 0, 1.0, 0)
+        assert set(model.callbacks) == {"on_token"}
+
+
 def test_stream_without_flush_interval_wakes_writer_per_piece_and_times_out():
     st = Stream(Model(), stop=[], streaming=True)
     st.on_token(1)

@@ -46,6 +46,14 @@ def _count_stream(delta: int) -> None:
         _streams_open += delta
 
 
+_TOKEN_HEADS: dict[str, bytes] = {}  # a token event's bytes up to its index, per piece (a vocabulary entry)
+
+
+def _token_head(piece: str) -> bytes:
+    head = _TOKEN_HEADS[piece] = b'data: {"token":' + orjson.dumps(piece) + b',"index":'
+    return head
+
+
 def _sse(event: str | None, data: dict) -> bytes:
     head = f"event: {event}\n".encode() if event else b""
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
@@ -125,9 +133,13 @@ class _Events:
         self.stream, self.job, self.meta, self.index = stream, job, meta, 0
 
     def events(self, pieces: list[str]) -> bytes:
+        """``data: {"token":...,"index":i}`` per piece: the bytes ``_sse`` makes, from each piece's encoded
+        head, kept once per vocabulary entry (the flusher formats every token of a worker's streams)."""
         index = self.index
         self.index += len(pieces)
-        return b"".join(_sse(None, {"token": piece, "index": index + i}) for i, piece in enumerate(pieces))
+        heads = _TOKEN_HEADS
+        return b"".join([(heads.get(piece) or _token_head(piece)) + b"%d}\n\n" % (index + i)
+                         for i, piece in enumerate(pieces)])
 
     def pending(self) -> bytes:
         """Every token made since the last write (the flusher's ``take``)."""

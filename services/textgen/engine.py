@@ -30,6 +30,7 @@ class CharModel:
         # ones ride the scheduler's batched steps, where a token costs a row of a shared call
         self.prefill, self.prefill_min_tokens = prefill_sess, prefill_min_tokens
         self.model_name = manifest["name"]
+        self._outputs = ["logits", "h_out", "c_out"]
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # an empty prompt starts from a newline, like the start of a speech
@@ -48,20 +49,26 @@ class CharModel:
         h, c = self.prefill.run(["h_out", "c_out"], {"tokens": tokens, "h": self._zeros, "c": self._zeros})
         return (h, c, 0), ids[-1:]
 
+    def step_arrays(self, token: np.ndarray, states: tuple) -> tuple[np.ndarray, tuple]:
+        """One step of N streams from arrays: token [N], (h, c) [N, units] -> logits [N, V], (h, c). The
+        scheduler feeds the outputs back as the next step's inputs while the same streams step together
+        (``decoding.SampledBatch``)."""
+        logits, h, c = self.sess.run(self._outputs, {"token": token, "h": states[0], "c": states[1]})
+        return logits, (h, c)
+
     def step(self, rows):
         """One step of every row. A row's state is (h, c, i): row i of the [N, units] arrays a step made, so
         the usual tick, the same streams in the same order as the last one, feeds those arrays back as they
         are, with no per-row copies (``batched_inputs``)."""
-        token = np.array([r.token for r in rows], dtype=np.int64)
-        h, c = batched_inputs(rows)
-        logits, h, c = self.sess.run(["logits", "h_out", "c_out"], {"token": token, "h": h, "c": c})
+        logits, (h, c) = self.step_arrays(np.array([r.token for r in rows], dtype=np.int64), batched_inputs(rows))
         return logits, list(zip(repeat(h), repeat(c), range(len(rows))))
 
     def job(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float, seed: int,
-            on_token=None) -> SamplingJob:
+            **callbacks) -> SamplingJob:
+        """``callbacks``: SamplingJob's on_token, or on_first and on_end."""
         state, ids = self.read_prompt(self.prompt_ids(prompt))
         return SamplingJob(self, state, ids, max_tokens, temperature, top_k, top_p, seed, banned=self.banned,
-                           on_token=on_token)
+                           **callbacks)
 
     def text(self, ids) -> str:
         return "".join(self.vocab.decode(ids))

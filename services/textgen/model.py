@@ -28,29 +28,59 @@ class Stream:
     first piece (time to first token) and for the end; in between, the writer waits ``flush_seconds`` and
     takes whatever was made meanwhile. Waking a thread costs the scheduler a system call and, on a small CPU,
     usually a context switch: with a wake-up per write, 32 streams spent over a quarter of the scheduler
-    thread's time in them (measured). So a stream costs the scheduler one append per token and two wake-ups
-    per generation. With 0, every piece wakes the writer."""
+    thread's time in them (measured). With 0, every piece wakes the writer.
+
+    ``job()`` makes the generation with the callbacks the stream needs. Without stop strings (and with a
+    writer that keeps its own time) the scheduler calls it twice, for the first token and the end, and the
+    stream reads the text from the job's tokens when it is asked for it: the scheduler thread pays a list
+    append per token and nothing more. With stop strings every token is checked as it is made
+    (``on_token``), since the stream must end the moment one appears."""
 
     def __init__(self, model: CharModel, stop: list[str], streaming: bool, flush_seconds: float = 0.0):
         self.model, self.stop = model, stop
-        self.text = ""
+        self._text = ""
         self.pieces: deque | None = deque() if streaming else None
         self.ready = threading.Event()
         self.ended = False
         self.flush_seconds = flush_seconds
         self.woken = False  # the first piece has woken the writer
         self.last_piece = time.monotonic()
+        self.source = None  # the job whose tokens are read (without per-token checks)
+        self.sent = 0  # how many of its tokens drain() has given out
+
+    def job(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float, seed: int):
+        per_token = bool(self.stop) or (self.pieces is not None and not self.flush_seconds)
+        callbacks = dict(on_token=self.on_token) if per_token else dict(on_first=self.first, on_end=self.end)
+        job = self.model.job(prompt, max_tokens, temperature, top_k, top_p, seed, **callbacks)
+        if not per_token:
+            self.source = job
+        return job
+
+    @property
+    def text(self) -> str:
+        if self.source is not None:
+            tokens = self.model.vocab.tokens
+            return "".join([tokens[t] for t in self.source.tokens])
+        return self._text
+
+    def first(self) -> None:
+        """The first token is made: wake the writer (time to first token)."""
+        self.woken = True
+        self.ready.set()
+
+    def end(self) -> None:
+        self.ended = True
+        self.ready.set()
 
     def on_token(self, tok):
         if tok is None:  # the job finished
-            self.ended = True
-            self.ready.set()
+            self.end()
             return False
         piece = self.model.vocab.tokens[tok]
-        self.text += piece
+        self._text += piece
         for s in self.stop:
-            if s and self.text.endswith(s):
-                self.text = self.text[: -len(s)]
+            if s and self._text.endswith(s):
+                self._text = self._text[: -len(s)]
                 return False
         if self.pieces is not None:
             self.pieces.append(piece)
@@ -77,10 +107,16 @@ class Stream:
 
     def drain(self) -> list[str]:
         """Every piece made since the last call, without waiting (the SSE flusher's read)."""
-        out = []
-        pieces = self.pieces
-        while pieces:
-            out.append(pieces.popleft())
+        if self.source is not None:
+            made = self.source.tokens[self.sent:]  # appended by the scheduler thread meanwhile: a copy
+            self.sent += len(made)
+            vocab = self.model.vocab.tokens
+            out = [vocab[t] for t in made]
+        else:
+            out = []
+            pieces = self.pieces
+            while pieces:
+                out.append(pieces.popleft())
         if out:
             self.last_piece = time.monotonic()
         return out
@@ -133,8 +169,8 @@ class TextgenServable(Servable):
         streams, jobs = [], []
         for i, p in enumerate(prompts):
             st = Stream(self.model, opts.get("stop", []), streaming, flush_seconds)
-            jobs.append(self.model.job(p, opts["max_tokens"], opts["temperature"], opts["top_k"], opts["top_p"],
-                                       opts["seed"] + i, on_token=st.on_token))
+            jobs.append(st.job(p, opts["max_tokens"], opts["temperature"], opts["top_k"], opts["top_p"],
+                               opts["seed"] + i))
             streams.append(st)
         submit_all(jobs)
         return streams, jobs
