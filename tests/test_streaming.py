@@ -10,15 +10,15 @@ import pytest
 
 from bench import loadgen
 from services.gateway.worker import CoalescingTransport
+from services.runtime.text import Vocabulary
 from services.textgen.model import Stream
 
 
-class Vocab:
-    tokens = ["a", "b", "c", "\n"]
-
-
 class Model:
-    vocab = Vocab()
+    vocab = Vocabulary(["a", "b", "c", "\n"], kind="char")
+
+    def text(self, ids):
+        return "".join(self.vocab.decode(ids))
 
 
 def test_stream_wakes_writer_for_first_piece_and_end_only_and_writer_keeps_its_own_time():

@@ -18,6 +18,7 @@ class CharModel:
 
     # the step graph's names: what prefill.scan_graph needs to read a prompt in one call
     TOKEN, STATES = "token", [("h", "h_out"), ("c", "c_out")]
+    OUTPUTS = ["logits"] + [out for _, out in STATES]
 
     def __init__(self, manifest: dict, version_dir: Path, step_sess, prefill_sess=None, prefill_min_tokens: int = 0):
         pre = manifest["preprocessing"]
@@ -30,7 +31,6 @@ class CharModel:
         # ones ride the scheduler's batched steps, where a token costs a row of a shared call
         self.prefill, self.prefill_min_tokens = prefill_sess, prefill_min_tokens
         self.model_name = manifest["name"]
-        self._outputs = ["logits", "h_out", "c_out"]
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # an empty prompt starts from a newline, like the start of a speech
@@ -53,7 +53,7 @@ class CharModel:
         """One step of N streams from arrays: token [N], (h, c) [N, units] -> logits [N, V], (h, c). The
         scheduler feeds the outputs back as the next step's inputs while the same streams step together
         (``decoding.SampledBatch``)."""
-        logits, h, c = self.sess.run(self._outputs, {"token": token, "h": states[0], "c": states[1]})
+        logits, h, c = self.sess.run(self.OUTPUTS, {"token": token, "h": states[0], "c": states[1]})
         return logits, (h, c)
 
     def step(self, rows):

@@ -58,15 +58,13 @@ class Stream:
 
     @property
     def text(self) -> str:
-        if self.source is not None:
-            tokens = self.model.vocab.tokens
-            return "".join([tokens[t] for t in self.source.tokens])
-        return self._text
+        return self.model.text(self.source.tokens) if self.source is not None else self._text
 
     def first(self) -> None:
-        """The first token is made: wake the writer (time to first token)."""
+        """A piece the writer must not wait for (the first: time to first token): wake it."""
         self.woken = True
-        self.ready.set()
+        if not self.ready.is_set():
+            self.ready.set()
 
     def end(self) -> None:
         self.ended = True
@@ -85,9 +83,7 @@ class Stream:
         if self.pieces is not None:
             self.pieces.append(piece)
             if not self.woken or not self.flush_seconds:
-                self.woken = True
-                if not self.ready.is_set():
-                    self.ready.set()
+                self.first()
         return True
 
     def take(self, timeout: float, interval: float | None = None) -> tuple[list[str], bool]:
@@ -110,8 +106,7 @@ class Stream:
         if self.source is not None:
             made = self.source.tokens[self.sent:]  # appended by the scheduler thread meanwhile: a copy
             self.sent += len(made)
-            vocab = self.model.vocab.tokens
-            out = [vocab[t] for t in made]
+            out = self.model.vocab.decode(made)
         else:
             out = []
             pieces = self.pieces
