@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -212,17 +213,36 @@ def test_killed_worker_is_replaced_and_no_request_fails(stack):
     assert len(results) > 50 and set(results) == {200}, {c: results.count(c) for c in set(results)}
 
 
-def test_model_service_workers_run_sched_batch_and_the_gateway_does_not(stack):
-    """Model-service workers take SCHED_BATCH (WORKER_SCHED_POLICY, set by ``python -m services``), every
-    thread of them, including threads started after the fork; masters and the gateway keep SCHED_OTHER."""
+def test_each_service_thread_runs_the_scheduling_policy_it_is_given(stack):
+    """MNIST workers take SCHED_BATCH (WORKER_SCHED_POLICY, set by ``python -m services``), every thread of
+    them, including threads started after the fork. textgen's workers keep SCHED_OTHER, so a request thread
+    woken for its stream's first token or end runs at once, except the threads that keep a CPU busy
+    (COMPUTE_SCHED_POLICY), its decoding scheduler and SSE flusher, which take SCHED_BATCH and carry their
+    names in the OS. Masters and the gateway keep SCHED_OTHER."""
     import psutil
     requests.post(stack.url + "/api/mnist/predict", json={"image": [[0] * 28] * 28}, timeout=10).raise_for_status()
-    for name, policy in (("mnist", os.SCHED_BATCH), ("textgen", os.SCHED_BATCH), ("gateway", os.SCHED_OTHER)):
+    with requests.post(stack.url + "/api/generate", json={"prompt": "KING:\n", "max_tokens": 300, "stream": True},
+                       stream=True, timeout=60) as r:
+        assert b"event: done" in r.content  # long enough for the flusher to take the stream over
+    compute = {"decoder-schedul", "textgen-sse"}  # the threads' names, cut to Linux's 15 bytes
+    for name in ("mnist", "textgen", "gateway"):
         master = psutil.Process(int(stack.ctl("pid", name).stdout.strip()))
         assert os.sched_getscheduler(master.pid) == os.SCHED_OTHER
         workers = master.children()
         assert workers, name
-        threads = [t.id for w in workers for t in w.threads()]
-        if policy == os.SCHED_BATCH:
-            assert len(threads) > len(workers)  # request, batcher and ONNX Runtime threads as well
-        assert {os.sched_getscheduler(t) for t in threads} == {policy}, name
+        policy = {}
+        for w in workers:
+            for t in w.threads():
+                comm = Path(f"/proc/{w.pid}/task/{t.id}/comm").read_text().strip()
+                policy[(w.pid, t.id, comm)] = os.sched_getscheduler(t.id)
+        if name == "mnist":
+            assert len(policy) > len(workers)  # request, batcher and ONNX Runtime threads as well
+            assert set(policy.values()) == {os.SCHED_BATCH}
+        elif name == "textgen":
+            busy = {k: v for k, v in policy.items() if k[2] in compute}
+            assert {k[2] for k in busy} == compute, policy  # one stream ran: its worker started both
+            assert set(busy.values()) == {os.SCHED_BATCH}, busy
+            rest = {k: v for k, v in policy.items() if k[2] not in compute}
+            assert len(rest) > len(workers) and set(rest.values()) == {os.SCHED_OTHER}, rest
+        else:
+            assert set(policy.values()) == {os.SCHED_OTHER}

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from services.runtime import scheduling
+
 
 @functools.lru_cache(maxsize=64)
 def banned_ids(banned: tuple[int, ...]) -> np.ndarray:
@@ -421,6 +423,7 @@ class Scheduler:
             self.lock.notify()
 
     def _loop(self) -> None:
+        scheduling.compute_thread(self.name)
         while True:
             with self.lock:
                 while not self.incoming and not self.jobs and not self.stopping:

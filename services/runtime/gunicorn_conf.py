@@ -52,14 +52,8 @@ def post_fork(server, worker):
     if sys.platform.startswith("linux"):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    policy = os.environ.get("WORKER_SCHED_POLICY", "other").lower()
-    if policy == "batch" and hasattr(os, "SCHED_BATCH"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-        except OSError as exc:  # a sandbox that forbids it: serve on with the default policy
-            server.log.warning("WORKER_SCHED_POLICY=batch not applied: %s", exc)
-    elif policy not in ("batch", "other"):
-        server.log.warning("WORKER_SCHED_POLICY=%r unknown (batch or other); left as it is", policy)
+    from services.runtime import scheduling
+    scheduling.apply(os.environ.get("WORKER_SCHED_POLICY"), f"worker {worker.pid}")
 
 
 def child_exit(server, worker):

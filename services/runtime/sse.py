@@ -22,6 +22,8 @@ import threading
 import time
 from typing import Callable
 
+from services.runtime import scheduling
+
 log = logging.getLogger(__name__)
 
 
@@ -108,6 +110,7 @@ class Flusher:
             return len(self.lent)
 
     def _loop(self) -> None:
+        scheduling.compute_thread(self.name)
         due = time.monotonic()
         while True:
             with self.cond:
