@@ -29,8 +29,8 @@ WORKERS = {"gateway": 1}
 # textgen runs only the threads that keep a CPU busy as SCHED_BATCH (COMPUTE_SCHED_POLICY: the decoding
 # scheduler and the SSE flusher; services/runtime/scheduling.py): its request threads wake twice a generation
 # (first token, end), and as SCHED_BATCH each of those waited for the CPU's next tick, 7-20 ms at 32 streams,
-# while its row sat idle. Measured side by side, 3 runs of 4 rounds: 32 SSE streams +3% tokens/s (11 of 12
-# pairs ahead), one stream unchanged, p99 time to first token at 32 streams 55 against 70 ms.
+# while its row sat idle. Measured side by side, 3 runs of 4 rounds: 32 SSE streams +0.6 to +3.2% tokens/s
+# (15 of 16 pairs ahead), one stream unchanged, p99 time to first token at 32 streams 47-73 against 56-77 ms.
 SCHED_POLICY = {name: "batch" for name in SERVICES if name not in ("gateway", "textgen")}
 COMPUTE_SCHED_POLICY = {name: "batch" for name in SERVICES if name != "gateway"}
 

@@ -53,7 +53,7 @@ def post_fork(server, worker):
         PR_SET_PDEATHSIG = 1
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     from services.runtime import scheduling
-    scheduling.apply(os.environ.get("WORKER_SCHED_POLICY"), f"worker {worker.pid}")
+    scheduling.apply(os.environ.get("WORKER_SCHED_POLICY"), f"worker {worker.pid}", server.log)
 
 
 def child_exit(server, worker):

@@ -18,21 +18,22 @@ POLICIES = {"batch": getattr(os, "SCHED_BATCH", None), "other": getattr(os, "SCH
 _PR_SET_NAME = 15
 
 
-def apply(policy: str | None, what: str = "this thread") -> bool:
+def apply(policy: str | None, what: str = "this thread", logger: logging.Logger | None = None) -> bool:
     """Give the calling thread ``policy`` (``batch`` or ``other``; empty or None leaves it as it is) -> whether
-    it was applied. A sandbox that forbids it, or a system without these policies, serves on as it is."""
+    it was applied. A sandbox that forbids it, or a system without these policies, serves on as it is, with a
+    warning on ``logger`` (gunicorn's own log in ``post_fork``, where the service's logging is not set up yet)."""
     policy = (policy or "").strip().lower()
     if not policy:
         return False
     if policy not in POLICIES:
-        log.warning("scheduling policy %r for %s unknown (batch or other); left as it is", policy, what)
+        (logger or log).warning("scheduling policy %r for %s unknown (batch or other); left as it is", policy, what)
         return False
     if POLICIES[policy] is None or not hasattr(os, "sched_setscheduler"):
         return False
     try:
         os.sched_setscheduler(0, POLICIES[policy], os.sched_param(0))  # 0: the calling thread, on Linux
     except OSError as exc:
-        log.warning("scheduling policy %s for %s not applied: %s", policy, what, exc)
+        (logger or log).warning("scheduling policy %s for %s not applied: %s", policy, what, exc)
         return False
     return True
 
