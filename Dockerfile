@@ -30,10 +30,13 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
 ENTRYPOINT ["python", "-m", "services"]
 CMD ["gateway"]
 
-# ---------------------------------------------------------------- serve-gpu (CUDA 12 / cuDNN 9 for onnxruntime-gpu 1.32)
-FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 AS serve-gpu
+# ---------------------------------------------------------------- serve-gpu (onnxruntime-gpu 1.31 for CUDA 13)
+# CUDA and cuDNN come from the gpu extra's pip packages (services/runtime/sessions.py preloads them), so the
+# base needs no CUDA of its own; the NVIDIA container runtime mounts the driver (580 or newer for CUDA 13).
+FROM ubuntu:24.04 AS serve-gpu
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
-    MODEL_REPOSITORY=/models HOST=0.0.0.0 MODEL_DEVICE=cuda DEBIAN_FRONTEND=noninteractive
+    MODEL_REPOSITORY=/models HOST=0.0.0.0 MODEL_DEVICE=cuda DEBIAN_FRONTEND=noninteractive \
+    NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=compute,utility
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 python3-venv \

@@ -77,13 +77,13 @@ def latest(name: str) -> Path:
     return REPO / name / str(max(int(p.name) for p in (REPO / name).iterdir() if p.name.isdigit()))
 
 
-def raw_ort(seconds: float) -> dict:
+def raw_ort(seconds: float, device: str) -> dict:
     import onnxruntime as ort
     from services.runtime.sessions import create_session
-    sess = create_session(latest("mnist") / "model.onnx", "cpu")
+    sess = create_session(latest("mnist") / "model.onnx", device)
     rng = np.random.default_rng(0)
     out = {}
-    for batch in (1, 8, 32, 64):
+    for batch in (1, 8, 32, 64) + ((256, 1024) if device == "cuda" else ()):  # a GPU's best batch is larger
         x = rng.random((batch, 28, 28, 1), dtype=np.float32)
         for _ in range(5):
             sess.run(["probabilities"], {"image": x})
@@ -177,7 +177,18 @@ def long_prompts(url: str, busy_body: bytes, others: int, seconds: float, length
     return out
 
 
-def machine() -> dict:
+def gpu_name() -> str:
+    """The GPU ONNX Runtime runs on (nvidia-smi's name, memory and driver), or "none"."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "none"
+    lines = out.stdout.strip().splitlines()
+    return lines[0].replace(", ", " / ") + " (driver)" if out.returncode == 0 and lines else "none"
+
+
+def machine(device: str) -> dict:
     cpu = "unknown"
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
@@ -189,7 +200,8 @@ def machine() -> dict:
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
-            "platform": platform.platform(), "gpu": "none"}
+            "platform": platform.platform(), "gpu": gpu_name() if device == "cuda" else "none (CPU run)",
+            "device": device}
 
 
 def main(argv=None) -> int:
@@ -201,17 +213,21 @@ def main(argv=None) -> int:
                    help="interleaved rounds behind the target ratios (this shared VM drifts by tens of percent)")
     p.add_argument("--peers", default=",".join(peer_envs.PEERS),
                    help="comma-separated peers to install (bench/.venvs) and measure; 'none' to skip")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where every session runs (MODEL_DEVICE for the services, the naive app and in-process); "
+                        "cuda needs onnxruntime-gpu and a GPU")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / socket.gethostname().split(".")[0])
     args = p.parse_args(argv)
+    os.environ["MODEL_DEVICE"] = args.device  # the servers started below inherit it
     conc = [int(c) for c in args.concurrency.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
     py = sys.executable
-    results = {"machine": machine(), "seconds_per_point": args.seconds, "client": loadgen.tool(), "mnist": {},
+    results = {"machine": machine(args.device), "seconds_per_point": args.seconds, "client": loadgen.tool(), "mnist": {},
                "textgen": {}}
     print("raw ONNX Runtime (in-process) ...", flush=True)
-    results["raw_ort"] = raw_ort(min(args.seconds, 4))
+    results["raw_ort"] = raw_ort(min(args.seconds, 4), args.device)
     streams = [int(s) for s in args.streams.split(",")]
     print("raw text generation (in-process scheduler, no HTTP) ...", flush=True)
     results["raw_decoder"] = raw_decoder(min(args.seconds, 4), max(streams), args.rounds)
@@ -425,10 +441,11 @@ def ratios(r: dict) -> dict:
 def markdown(r: dict) -> str:
     m, raw = r["machine"], r["raw_ort"]
     lines = ["# Benchmark results\n", f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
-             f"Python {m['python']}, onnxruntime {raw['onnxruntime']}, GPU: {m['gpu']}. "
+             f"Python {m['python']}, onnxruntime {raw['onnxruntime']}, GPU: {m['gpu']}; every session on "
+             f"{m.get('device', 'cpu').upper()}. "
              f"{r['seconds_per_point']:.0f} s per point; load generator ({r.get('client', 'aiohttp')}) on the same "
              "machine (loopback), sharing its cores. Our services and the gateway run with their defaults (services: "
-             "one gunicorn worker per CPU; gateway: one uvicorn worker); `naive_flask` is the plain app with one worker, `naive_flask_workers` the "
+             "one gunicorn worker per CPU, at most 4, on a GPU too; gateway: one uvicorn worker); `naive_flask` is the plain app with one worker, `naive_flask_workers` the "
              "same app with one worker per CPU; KServe, MLServer and BentoML run with their own defaults.\n",
              "## MNIST, one digit per request\n",
              f"Raw ONNX Runtime in-process (the ceiling): batch 1 {raw['batch1_images_per_s']:.0f} images/s, "

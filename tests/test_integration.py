@@ -29,7 +29,8 @@ def test_stack_is_ready_and_lists_every_model(stack):
     models = requests.get(stack.url + "/api/models", timeout=10).json()["models"]
     names = {m["name"] for m in models if m["state"] == "AVAILABLE"}
     assert names == {"mnist", "sentiment", "translation_transformer", "translation_seq2seq", "textgen", "gan"}
-    assert all(m["metrics"] and m["device"] == "cpu" for m in models)
+    device = "cuda" if os.environ.get("MODEL_DEVICE") == "cuda" else "cpu"  # the suite on a GPU: MODEL_DEVICE=cuda
+    assert all(m["metrics"] and m["device"] == device for m in models)
 
 
 @pytest.mark.parametrize("binary", [False, True])

@@ -10,7 +10,12 @@ from flask import Flask, Response, request
 app = Flask(__name__)
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = int(os.environ.get("ORT_INTRA_OP_THREADS", "2"))
-sess = ort.InferenceSession(os.environ["MODEL_PATH"], opts, providers=["CPUExecutionProvider"])
+if os.environ.get("MODEL_DEVICE") == "cuda":  # what onnxruntime-gpu's install page says to do
+    ort.preload_dlls()
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+else:
+    providers = ["CPUExecutionProvider"]
+sess = ort.InferenceSession(os.environ["MODEL_PATH"], opts, providers=providers)
 
 
 @app.post("/api/mnist/predict")
