@@ -34,7 +34,8 @@ def tiny_step_graph(path):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", V]),
          helper.make_tensor_value_info("h_out", TensorProto.FLOAT, ["N", H])],
         [numpy_helper.from_array(a, n) for a, n in [(E, "E"), (U, "U"), (W, "W"), (E2, "E2")]])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 8, as tf2onnx writes: onnx's default (14) is more than onnxruntime-gpu 1.31 reads (13)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, path)
 

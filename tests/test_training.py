@@ -95,7 +95,8 @@ def _embedding_graph(path, vocab, dim=4, out=6):
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["N"])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out])],
                               [numpy_helper.from_array(E, "E"), numpy_helper.from_array(W, "W")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # IR 8, as tf2onnx writes: onnx's default (14) is more than onnxruntime-gpu 1.31 reads (13)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.save(model, path)
     return model
 
