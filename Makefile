@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: chromium serve test test-fast train-all fetch-data bench loadtest clean
+.PHONY: chromium serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -13,6 +13,14 @@ $(PY):
 serve: $(PY)
 	$(PIP) -e '.[serve]'
 	exec $(PY) -m services.stack
+
+# The same stack with onnxruntime-gpu (CUDA 13, NVIDIA driver 580+): CUDA when a GPU is visible, else CPU.
+# Its own virtual environment: the GPU wheel writes the same package folder as the CPU one.
+GPU_VENV ?= .venv-gpu
+serve-gpu:
+	test -x $(GPU_VENV)/bin/python || python3 -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install --disable-pip-version-check -q -e '.[gpu]'
+	exec $(GPU_VENV)/bin/python -m services.stack
 
 # Everything the suite needs (serving, training for the --quick jobs, tritonclient), then the whole suite.
 test: $(PY) chromium
