@@ -19,6 +19,11 @@ MODELS = ["mnist", "sentiment", "translation_transformer", "translation_seq2seq"
 os.environ.setdefault("MODEL_POLL_SECONDS", "0")
 
 
+def latest(name: str) -> Path:
+    """The newest version folder of a shipped model."""
+    return REPO / name / str(max(int(p.name) for p in (REPO / name).iterdir() if p.name.isdigit()))
+
+
 def free_port_block(n: int) -> int:
     """A base port with n free consecutive ports."""
     for _ in range(200):

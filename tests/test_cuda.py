@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 from services.runtime.manifest import load_and_verify
 from services.runtime.sessions import create_session, device_of
-from tests.conftest import MODELS, REPO, Stack
+from tests.conftest import MODELS, Stack, latest
 
 # the tolerance every export is checked to; CUDA's kernels sum in another order than MLAS: measured on an H100
 # in full FP32, the largest difference over every shipped graph was 1.2e-5 (with TF32 allowed: 5.2e-3)
@@ -59,10 +59,6 @@ def test_cuda_sessions_keep_fp32_search_by_heuristic_and_preload_the_libraries(m
         assert sessions.providers_for("cuda")[0][1] == {"use_tf32": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"}
     finally:
         sessions.preload_cuda.cache_clear()
-
-
-def latest(name):
-    return REPO / name / str(max(int(p.name) for p in (REPO / name).iterdir() if p.name.isdigit()))
 
 
 def sample_feeds(graph: dict, rng: np.random.Generator, batch: int = 4, length: int = 7) -> dict:

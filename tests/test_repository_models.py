@@ -9,14 +9,9 @@ import onnxruntime as ort
 import pytest
 
 from services.runtime.manifest import ManifestError, load_and_verify, validate
-from tests.conftest import MODELS, REPO
+from tests.conftest import MODELS, latest
 
 BARS = {"mnist": ("test_accuracy", 0.99), "sentiment": ("test_accuracy", 0.87)}
-
-
-def latest(name):
-    versions = sorted(int(p.name) for p in (REPO / name).iterdir() if p.name.isdigit())
-    return REPO / name / str(versions[-1])
 
 
 @pytest.mark.parametrize("name", MODELS)

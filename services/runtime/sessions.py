@@ -19,25 +19,23 @@ log = logging.getLogger("runtime.sessions")
 
 @functools.cache
 def preload_cuda() -> None:
-    """Load CUDA and cuDNN from the ``nvidia-*`` pip packages (or the default library path) before a CUDA
-    session needs them; a no-op for a CPU build."""
-    if hasattr(ort, "preload_dlls") and "CUDAExecutionProvider" in ort.get_available_providers():
+    """Load CUDA and cuDNN from the ``nvidia-*`` pip packages (or the default library path), once, before the
+    first CUDA session needs them (``preload_dlls`` exists in onnxruntime-gpu from 1.21)."""
+    if hasattr(ort, "preload_dlls"):
         ort.preload_dlls()
 
 
 def providers_for(device: str) -> list:
-    available = ort.get_available_providers()
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    preload_cuda()
-    if device == "cuda":
-        if "CUDAExecutionProvider" not in available:
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        if device == "cuda":
             raise RuntimeError("MODEL_DEVICE=cuda but onnxruntime has no CUDAExecutionProvider "
                                f"(available: {available}); install the gpu extra")
-        return [cuda_provider(), "CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in available:
-        return [cuda_provider(), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
+        return ["CPUExecutionProvider"]
+    preload_cuda()
+    return [cuda_provider(), "CPUExecutionProvider"]
 
 
 def cuda_provider() -> tuple[str, dict]:
