@@ -61,6 +61,13 @@ def test_schema_rejects_missing_fields():
 
 
 def test_translation_ships_test_pairs():
+    """Version 1: 1,000 Ding pairs. Subword versions: the held-out corpus split with a domain column, at least
+    1,500 pairs of which at least 500 are everyday sentences."""
     for name in ("translation_transformer", "translation_seq2seq"):
-        rows = (latest(name) / "test.tsv").read_text("utf-8").strip().split("\n")
-        assert len(rows) >= 500 and all(len(r.split("\t")) == 2 for r in rows)
+        d = latest(name)
+        rows = [r.split("\t") for r in (d / "test.tsv").read_text("utf-8").strip().split("\n")]
+        if json.loads((d / "manifest.json").read_text())["preprocessing"].get("tokenizer") != "sentencepiece":
+            assert len(rows) >= 500 and all(len(r) == 2 for r in rows)
+            continue
+        assert len(rows) >= 1500 and all(len(r) == 3 for r in rows)
+        assert sum(r[2] == "everyday" for r in rows) >= 500

@@ -33,13 +33,23 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         m = load_and_verify(out / name / "1")
         assert m["training"]["quick"] is True and m["training"]["seed"] == 1234
         assert m["parity"]["max_abs_diff"] <= 1e-4
-        assert m["data"]["sha256"] and m["libraries"]["tf2onnx"]
+        data = m["data"].get("corpus", m["data"])  # translation: the corpus's provenance
+        assert data["sha256"] and m["libraries"]["tf2onnx"]
         report = tmp_path / "reports" / f"{name}-quick"
         assert (report / "metrics.json").exists() and (report / "curves.png").exists()
     # resuming: a second run continues from the checkpoint and writes the next version
     if family == "mnist":
         proc2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert proc2.returncode == 0 and (out / "mnist" / "2" / "manifest.json").exists()
+    if family == "translation":  # weights, optimizer and data position come back from the checkpoint
+        proc2 = subprocess.run(cmd + ["--model", "transformer"], cwd=ROOT, capture_output=True, text=True,
+                               timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert proc2.returncode == 0, proc2.stdout[-2000:] + proc2.stderr[-4000:]
+        assert "resumed at pass 0 batch 40, step 40" in proc2.stdout
+        m2 = load_and_verify(out / "translation_transformer" / "2")
+        assert m2["training"]["steps"] == 80 and len(m2["training"]["stretches"]) == 2
+        assert m2["preprocessing"]["tokenizer"] == "sentencepiece" and (out / "translation_transformer" / "2" /
+                                                                        "spm.model").exists()
 
 
 def test_altered_or_missing_source_fails_with_one_clear_message(tmp_path, monkeypatch):

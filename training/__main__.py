@@ -35,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fresh", action="store_true", help="ignore checkpoints of an earlier run")
     p.add_argument("--model", action="append", dest="models",
                    help="translation only: train just this model (transformer or seq2seq; repeatable)")
+    p.add_argument("--stretch-minutes", type=float,
+                   help="translation only: train this many minutes (resuming from the checkpoint), then export")
+    p.add_argument("--checkpoint-minutes", type=float, default=10.0,
+                   help="translation only: minutes between checkpoints (default 10)")
+    p.add_argument("--export-now", action="store_true",
+                   help="translation only: export and evaluate the last checkpoint without training")
     args = p.parse_args(argv)
     families = FAMILIES if args.family == "all" else [args.family]
     if args.source == "online" and set(families) - {"mnist", "gan"}:
@@ -43,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     for fam in families:
         opts = JobOptions(family=fam, epochs=args.epochs, quick=args.quick, out=args.out, run_dir=args.run_dir,
                           report_dir=args.report_dir, seed=args.seed, version=args.version, source=args.source,
-                          fresh=args.fresh, models=args.models,
+                          fresh=args.fresh, models=args.models, stretch_minutes=args.stretch_minutes,
+                          checkpoint_minutes=args.checkpoint_minutes, export_now=args.export_now,
                           argv=[fam, *argv[1:]])
         importlib.import_module(f"training.jobs.{fam}").run(opts)
     return 0

@@ -27,6 +27,9 @@ class JobOptions:
     source: str = "offline"
     fresh: bool = False
     models: list[str] | None = None
+    stretch_minutes: float | None = None  # translation: end this stretch of training after so many minutes
+    checkpoint_minutes: float = 10.0
+    export_now: bool = False  # translation: export the last checkpoint without training further
     argv: list[str] = field(default_factory=list)
 
     @property

@@ -326,9 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     p = argparse.ArgumentParser(prog="python -m training.data", description=__doc__)
     p.add_argument("action", choices=["fetch", "verify"])
-    p.add_argument("names", nargs="*", default=list(SOURCES))
+    p.add_argument("names", nargs="*", default=list(SOURCES),
+                   help=f"sources ({', '.join(SOURCES)}), or 'translation': the English-German corpus")
     args = p.parse_args(argv)
     for name in args.names:
+        if name == "translation":  # many packages and apt's lists: its own module
+            from training import mt_corpus
+            mt_corpus.build() if args.action == "fetch" else print(mt_corpus.corpus_dir())
+            continue
         path = fetch(name) if args.action == "fetch" else verify(name)
         print(f"{name}: {path} ok")
     return 0

@@ -68,7 +68,7 @@ LIMITS = {
     "max_text_chars": env_int("LIMIT_TEXT_CHARS", 20000),      # per text (sentiment, translation)
     "max_prompt_chars": env_int("LIMIT_PROMPT_CHARS", 2000),   # text generation prompt
     "max_beam_size": env_int("LIMIT_BEAM_SIZE", 8),
-    "max_translation_tokens": env_int("LIMIT_TRANSLATION_TOKENS", 50),
+    "max_translation_tokens": env_int("LIMIT_TRANSLATION_TOKENS", 128),
     "max_new_tokens": env_int("LIMIT_MAX_TOKENS", 1000),       # text generation
     "max_samples": env_int("LIMIT_GAN_SAMPLES", 64),           # GAN images per request
     "max_image_bytes": env_int("LIMIT_IMAGE_BYTES", 5 * 1024 * 1024),

@@ -73,10 +73,11 @@ class BeamSearchJob(Job):
     """Beam search for one input; every live beam is a row of the shared batch. ``beam_size=1`` is greedy."""
 
     def __init__(self, adapter, first_row: Row, beam_size: int, max_len: int, eos_id: int,
-                 banned: tuple[int, ...] = (), alpha: float = 0.6):
+                 banned: tuple[int, ...] = (), alpha: float = 0.6, no_repeat_ngram: int = 0):
         if not getattr(adapter, "normalized", True):
             raise ValueError("beam search needs an adapter whose step returns log-probabilities")
         self.adapter, self.beam_size, self.max_len, self.eos_id, self.alpha = adapter, beam_size, max_len, eos_id, alpha
+        self.no_repeat_ngram = no_repeat_ngram
         self.banned = banned_ids(tuple(banned))
         self.live = [Hypothesis([], 0.0, first_row)]
         self.complete: list[Hypothesis] = []
@@ -92,6 +93,9 @@ class BeamSearchJob(Job):
         lp = np.array(logprobs, dtype=np.float64)
         if self.banned.size:
             lp[:, self.banned] = -np.inf
+        if self.no_repeat_ngram:
+            for i, hyp in enumerate(self.live):
+                lp[i, repeating_tokens(hyp.tokens, self.no_repeat_ngram)] = -np.inf
         k = self.beam_size
         cand = []
         for i, hyp in enumerate(self.live):
@@ -125,6 +129,20 @@ class BeamSearchJob(Job):
 
     def results(self) -> list[Hypothesis]:
         return sorted(self.complete, key=lambda h: -h.score(self.alpha))[: self.beam_size]
+
+
+def repeating_tokens(tokens: list[int], n: int) -> list[int]:
+    """Tokens that would repeat an n-gram of ``tokens``, or make one token three times in a row (the loops a
+    small model falls into: "ein bisschen ein bisschen ...")."""
+    out = []
+    if len(tokens) >= 2 and tokens[-1] == tokens[-2]:
+        out.append(tokens[-1])
+    if len(tokens) >= n:
+        prefix = tuple(tokens[len(tokens) - n + 1:])
+        for j in range(len(tokens) - n + 1):
+            if tuple(tokens[j:j + n - 1]) == prefix:
+                out.append(tokens[j + n - 1])
+    return out
 
 
 class SamplingJob(Job):

@@ -83,3 +83,39 @@ def pad_pre(ids: list[int], length: int, pad: int = 0) -> list[int]:
     """Keep the last ``length`` ids and pad at the start (the LSTM then ends on real tokens)."""
     ids = ids[-length:]
     return [pad] * (length - len(ids)) + ids
+
+
+class SubwordTokenizer:
+    """A SentencePiece model shared by source and target (translation): ids 0 pad, 1 unknown, 2 begin, 3 end.
+
+    Training writes the model file into the version directory; the service loads the same file, so text is
+    split identically on both sides, without TensorFlow."""
+
+    def __init__(self, path: Path):
+        import sentencepiece
+        self.path = Path(path)
+        self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
+        self.pad_id, self.unk_id, self.bos_id, self.eos_id = (self.sp.pad_id(), self.sp.unk_id(),
+                                                              self.sp.bos_id(), self.sp.eos_id())
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(normalize(text))
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode([normalize(t) for t in texts])
+
+    def decode(self, ids) -> str:
+        return self.sp.decode([int(i) for i in ids if int(i) > self.eos_id])
+
+    @staticmethod
+    def train(lines, prefix: Path, vocab_size: int) -> Path:
+        """A unigram model over ``lines`` (both languages); returns the model file's path."""
+        import sentencepiece
+        sentencepiece.SentencePieceTrainer.train(
+            sentence_iterator=iter(lines), model_prefix=str(prefix), vocab_size=vocab_size, model_type="unigram",
+            character_coverage=0.9995, pad_id=0, unk_id=1, bos_id=2, eos_id=3, input_sentence_size=400_000,
+            shuffle_input_sentence=True, minloglevel=2, hard_vocab_limit=False)
+        return Path(f"{prefix}.model")

@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from services.runtime.decoding import BeamSearchJob, Row, Scheduler, pad_stack
-from services.runtime.text import Vocabulary, detokenize, word_tokens
+from services.runtime.text import SubwordTokenizer, Vocabulary, detokenize, word_tokens
+
+NO_REPEAT_NGRAM = 3  # no output repeats a 3-gram of pieces (nor a piece three times in a row)
 
 
 class TranslationModel:
@@ -19,8 +21,13 @@ class TranslationModel:
     def __init__(self, manifest: dict, version_dir: Path, encoder_sess, decoder_sess):
         pre = manifest["preprocessing"]
         self.kind = pre["architecture"]
-        self.src_vocab = Vocabulary.load(Path(version_dir) / pre["source_vocabulary"])
-        self.tgt_vocab = Vocabulary.load(Path(version_dir) / pre["target_vocabulary"])
+        if pre.get("tokenizer") == "sentencepiece":  # one subword model for both languages
+            self.subwords = SubwordTokenizer(Path(version_dir) / pre["sentencepiece_model"])
+            self.src_vocab = self.tgt_vocab = self.subwords
+        else:  # version 1: word-level vocabularies
+            self.subwords = None
+            self.src_vocab = Vocabulary.load(Path(version_dir) / pre["source_vocabulary"])
+            self.tgt_vocab = Vocabulary.load(Path(version_dir) / pre["target_vocabulary"])
         self.max_source = int(pre["max_source_tokens"])
         self.max_target = int(pre["max_target_tokens"])
         if "max_positions" in pre:  # a learned position table: step t reads position t, so no step may pass it
@@ -37,9 +44,12 @@ class TranslationModel:
 
     # ------------------------------------------------------------------ text <-> ids
     def source_ids(self, text: str) -> list[int]:
-        return self.src_vocab.encode(word_tokens(text))[: self.max_source] or [self.src_vocab.unk_id]
+        ids = self.subwords.encode(text) if self.subwords else self.src_vocab.encode(word_tokens(text))
+        return ids[: self.max_source] or [self.src_vocab.unk_id]
 
     def target_text(self, ids: list[int]) -> str:
+        if self.subwords:
+            return self.subwords.decode(ids)
         return detokenize(self.tgt_vocab.decode(ids))
 
     # ------------------------------------------------------------------ encoder
@@ -88,8 +98,10 @@ class TranslationModel:
 
     # ------------------------------------------------------------------ convenience
     def job(self, context: dict, beam_size: int, max_len: int) -> BeamSearchJob:
-        return BeamSearchJob(self, self.first_row(context), beam_size, min(max_len, self.max_target),
-                             self.tgt_vocab.eos_id, banned=self.banned)
+        """Greedy or beam search; an output may be at most twice its source plus ten tokens long."""
+        limit = min(max_len, self.max_target, 2 * len(context["memory"]) + 10)
+        return BeamSearchJob(self, self.first_row(context), beam_size, limit, self.tgt_vocab.eos_id,
+                             banned=self.banned, no_repeat_ngram=NO_REPEAT_NGRAM)
 
 
 def translate_batch(model: TranslationModel, texts: list[str], beam_size: int = 1, max_len: int | None = None,

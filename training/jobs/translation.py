@@ -1,136 +1,316 @@
-"""English->German translation: an LSTM seq2seq with attention and a small Transformer, sharing one word-level
-tokenization, trained on the Ding dictionary's sentence pairs (plus its short phrase pairs as extra data).
+"""English->German translation: a Transformer and a bidirectional-LSTM seq2seq with attention, over one shared
+SentencePiece vocabulary, trained on the Debian corpus (``training.mt_corpus``).
 
-Each model is exported as an encoder graph and a decoder *step* graph (explicit LSTM state / key-value
-cache), evaluated with sacrebleu on the held-out sentence pairs using the same decoding code as the
-service (``services.translation.engine``), and written with ``test.tsv`` so BLEU can be recomputed through
-the API. Bars: BLEU >= 15 (transformer), >= 10 (seq2seq).
+Training runs for hours on CPU, in stretches: weights, optimizer state, the data position and the step
+count are checkpointed every ``--checkpoint-minutes`` to ``$MT_CACHE/runs/<model>`` (outside the work tree),
+and a new run resumes from there. ``--stretch-minutes M`` ends a stretch after M minutes; then (or when
+the planned passes are done, or with ``--export-now``) the model is exported, decoded on the held-out test
+with the service's own decoding code, and published as a new version only when it beats the newest shipped
+version of the same model on the held-out test (BLEU and chrF).
+
+``--quick`` (tests): Ding's pairs only, a small vocabulary and model, a few steps, always published.
 """
 from __future__ import annotations
 
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 
-from services.runtime.text import BOS, EOS, PAD, UNK, Vocabulary, word_tokens
+from services.runtime.manifest import load_and_verify
+from services.runtime.text import SubwordTokenizer
 from services.translation.engine import TranslationModel, translate_batch
-from training import data
-from training.common import (JobOptions, Timer, log, plot_curves, read_history, resumable_callbacks,
-                             seed_everything, write_json)
+from training import mt_corpus
+from training.common import JobOptions, Timer, log, plot_curves, seed_everything, write_json
 from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
 
-MAX_TOKENS = 40
-BARS = {"translation_transformer": 15.0, "translation_seq2seq": 10.0}
+MAX_TOKENS = 64  # subword pieces a side; longer training pairs are dropped, longer inputs cut
+POSITIONS = 2 * MAX_TOKENS + 2  # the Transformer's learned position table (source cut to 64, target up to 128)
+EVERYDAY_REPEATS = 3  # Ding's everyday sentences are the scarcest and the ones users type first
+BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
+CONFIGS = {
+    "transformer": dict(d=128, heads=4, d_ff=512, layers_n=3),
+    "seq2seq": dict(emb=128, units=256),
+}
+QUICK_CONFIGS = {"transformer": dict(d=32, heads=2, d_ff=64, layers_n=1), "seq2seq": dict(emb=16, units=32)}
+PEAK_LR = {"transformer": 1e-3, "seq2seq": 2e-3}
+WARMUP_STEPS = 800
+TOKENS_PER_BATCH = 2500  # target tokens a batch (padding included)
+LABEL_SMOOTHING = 0.1
 
 
-def make_batches(src, tgt, batch_size, seed):
-    """Length-bucketed batches (little padding), shuffled per epoch by the dataset."""
+# ------------------------------------------------------------------------------------------ data
+def load_corpus(quick: bool) -> dict:
+    """{'train'|'validation'|'test': [(en, de, domain)], 'provenance': {...}}."""
+    if quick:  # the Ding package alone: what CI can fetch in seconds
+        from training import data
+        pairs = [(e, d, "everyday") for e, d, _ in mt_corpus.ding_pairs(data.fetch("de_en"))
+                 if mt_corpus.keep_pair(e, d) and mt_corpus.sentence_like(e, d)]
+        pairs = sorted(set(pairs))
+        np.random.default_rng(0).shuffle(pairs)
+        return {"test": pairs[:100], "validation": pairs[100:200], "train": pairs[200:3200],
+                "provenance": {**data.provenance("de_en"), "quick": True}}
+    root = mt_corpus.corpus_dir()
+    if not (root / "train.tsv").exists():
+        mt_corpus.build()
+    out = {}
+    for split in ("train", "validation", "test"):
+        with open(root / f"{split}.tsv", encoding="utf-8") as f:
+            out[split] = [tuple(line.rstrip("\n").split("\t")[:3]) for line in f]
+    out["provenance"] = json.loads((root / "provenance.json").read_text("utf-8"))
+    return out
+
+
+def tokenizer_for(run_dir: Path, train: list, quick: bool) -> SubwordTokenizer:
+    """The run's SentencePiece model, trained once on the training split and kept with the checkpoints."""
+    path = run_dir.parent / "spm.model"
+    if not path.exists():
+        lines = [s for e, d, _ in train for s in (e, d)]
+        SubwordTokenizer.train(lines, run_dir.parent / "spm", 500 if quick else 8000)
+    return SubwordTokenizer(path)
+
+
+def epoch_batches(lengths: np.ndarray, epoch: int, seed: int, budget: int) -> list[np.ndarray]:
+    """One pass as batches of about ``budget`` target tokens: shuffled, bucketed by length within pools."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    batches = []
+    for p in range(0, len(order), 20_000):
+        pool = order[p:p + 20_000]
+        pool = pool[np.argsort(lengths[pool], kind="stable")]
+        start = 0
+        while start < len(pool):
+            longest = lengths[pool[start]]
+            end = start + 1
+            while end < len(pool) and (end - start + 1) * max(longest, lengths[pool[end]]) <= budget:
+                longest = max(longest, lengths[pool[end]])
+                end += 1
+            batches.append(pool[start:end])
+            start = end
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def make_arrays(src: list[list[int]], tgt: list[list[int]], idx, bos: int, eos: int):
+    s = max(len(src[j]) for j in idx)
+    t = max(len(tgt[j]) for j in idx) + 1
+    xs = np.zeros((len(idx), s), np.int64)
+    xt = np.zeros((len(idx), t), np.int64)
+    yt = np.zeros((len(idx), t), np.int64)
+    for r, j in enumerate(idx):
+        xs[r, :len(src[j])] = src[j]
+        xt[r, :len(tgt[j]) + 1] = [bos] + tgt[j]
+        yt[r, :len(tgt[j]) + 1] = tgt[j] + [eos]
+    return xs, xt, yt
+
+
+# ------------------------------------------------------------------------------------------ training
+class Checkpoint:
+    """Weights, optimizer variables and loop state in one folder, replaced atomically."""
+
+    def __init__(self, run_dir: Path):
+        self.dir = run_dir / "checkpoint"
+
+    def exists(self) -> bool:
+        return (self.dir / "state.json").exists()
+
+    def save(self, model, optimizer, state: dict) -> None:
+        tmp = self.dir.with_name("checkpoint.tmp")
+        tmp.mkdir(parents=True, exist_ok=True)
+        model.save_weights(str(tmp / "model.weights.h5"))
+        np.savez(tmp / "optimizer.npz", *[v.numpy() for v in optimizer.variables])
+        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        old = self.dir.with_name("checkpoint.old")
+        if self.dir.exists():
+            self.dir.rename(old)
+        tmp.rename(self.dir)
+        if old.exists():
+            import shutil
+            shutil.rmtree(old)
+
+    def load(self, model, optimizer) -> dict:
+        model.load_weights(str(self.dir / "model.weights.h5"))
+        saved = np.load(self.dir / "optimizer.npz")
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        assert len(values) == len(optimizer.variables), "optimizer state does not match the model"
+        for var, value in zip(optimizer.variables, values):
+            var.assign(value)
+        return json.loads((self.dir / "state.json").read_text())
+
+
+def warmup_inverse_sqrt(peak: float, warmup: int):
     import keras
 
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            order = np.argsort([len(s) + 0.01 * len(t) for s, t in zip(src, tgt)], kind="stable")
-            self.batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-            self.perm = np.random.default_rng(seed).permutation(len(self.batches))
-            self.epoch = 0
+    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            step = keras.ops.maximum(keras.ops.cast(step, "float32"), 1.0)
+            return peak * keras.ops.minimum(step / warmup, keras.ops.sqrt(warmup / step))
 
-        def __len__(self):
-            return len(self.batches)
-
-        def on_epoch_end(self):
-            self.epoch += 1
-            self.perm = np.random.default_rng(seed + self.epoch).permutation(len(self.batches))
-
-        def __getitem__(self, i):
-            idx = self.batches[self.perm[i]]
-            s = max(len(src[j]) for j in idx)
-            t = max(len(tgt[j]) for j in idx) + 1
-            xs = np.zeros((len(idx), s), np.int64)
-            xt = np.zeros((len(idx), t), np.int64)
-            yt = np.zeros((len(idx), t), np.int64)
-            for r, j in enumerate(idx):
-                xs[r, : len(src[j])] = src[j]
-                seq = tgt[j]
-                xt[r, : len(seq) + 1] = [BOS_ID] + seq
-                yt[r, : len(seq) + 1] = seq + [EOS_ID]
-            return (xs, xt), yt
-
-    return Batches()
+        def get_config(self):
+            return {"peak": peak, "warmup": warmup}
+    return Schedule()
 
 
-BOS_ID, EOS_ID = 2, 3
+def build_model(kind: str, vocab: int, cfg: dict, dropout: float):
+    from training.jobs.translation_models import Seq2Seq, Transformer
+    if kind == "transformer":
+        return Transformer(vocab, max_len=POSITIONS, dropout=dropout, **cfg)
+    return Seq2Seq(vocab, dropout=dropout, **cfg)
 
 
-def run(opts: JobOptions) -> dict:
+def smoothed_loss(logits, labels):
+    """Label-smoothed cross-entropy per real target token (padding, id 0, excluded)."""
+    import tensorflow as tf
+    logp = tf.nn.log_softmax(logits, axis=-1)
+    nll = -tf.gather(logp, labels, batch_dims=2)
+    uniform = -tf.reduce_mean(logp, axis=-1)
+    mask = tf.cast(tf.not_equal(labels, 0), logp.dtype)
+    per_token = (1 - LABEL_SMOOTHING) * nll + LABEL_SMOOTHING * uniform
+    n = tf.reduce_sum(mask)
+    return tf.reduce_sum(per_token * mask) / n, tf.reduce_sum(nll * mask) / n
+
+
+def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordTokenizer, stretch_minutes: float | None,
+          checkpoint_minutes: float, passes: int):
+    """Train (resuming from the checkpoint if there is one); return the model and its history rows."""
     import keras
-
-    seed_everything(opts.seed)
-    ds = data.load_de_en(opts.seed)
-    rng = np.random.default_rng(opts.seed)
-    train = list(ds["train"])
-    n_phr = 2000 if opts.quick else 40000
-    phrases = [ds["phrases"][i] for i in rng.choice(len(ds["phrases"]), n_phr, replace=False)]
-    if opts.quick:
-        train = train[:1500]
-    pairs = train * (1 if opts.quick else 2) + phrases  # sentences count twice: they are what is evaluated
-    src_tok = [word_tokens(e)[:MAX_TOKENS] for e, _ in pairs]
-    tgt_tok = [word_tokens(d)[:MAX_TOKENS] for _, d in pairs]
-    # 6k words a side keeps both models (embeddings + output layer dominate) inside the repository's size budget
-    vsize = (3000, 3000) if opts.quick else (6000, 6000)
-    src_vocab = Vocabulary.build(src_tok, vsize[0], min_count=1 if opts.quick else 3, specials=(PAD, UNK, BOS, EOS))
-    tgt_vocab = Vocabulary.build(tgt_tok, vsize[1], min_count=1 if opts.quick else 3, specials=(PAD, UNK, BOS, EOS))
-    assert (tgt_vocab.bos_id, tgt_vocab.eos_id) == (BOS_ID, EOS_ID)
-    src_ids = [src_vocab.encode(t) for t in src_tok]
-    tgt_ids = [tgt_vocab.encode(t) for t in tgt_tok]
-    test = ds["test"][:200] if opts.quick else ds["test"]
-    val = ds["validation"][:100] if opts.quick else ds["validation"]
-    log(f"translation: {len(pairs)} training pairs ({len(train)} sentences x2, {len(phrases)} phrases), "
-        f"vocab en {len(src_vocab)} / de {len(tgt_vocab)}, test {len(test)}")
-    results = {}
-    for name in ("translation_transformer", "translation_seq2seq"):
-        if opts.models and name.split("_", 1)[1] not in opts.models:
-            continue
-        results[name] = _train_one(name, opts, src_vocab, tgt_vocab, src_ids, tgt_ids, val, test, ds, keras)
-    return results
-
-
-def _train_one(name, opts, src_vocab, tgt_vocab, src_ids, tgt_ids, val, test, ds, keras):
-    import sacrebleu
     import tensorflow as tf
 
-    from training.jobs.translation_models import Seq2Seq, Transformer, seq2seq_graphs, transformer_graphs
+    cfg = (QUICK_CONFIGS if opts.quick else CONFIGS)[kind]
+    train_rows = [r for r in ds["train"] for _ in range(EVERYDAY_REPEATS if r[2] == "everyday" else 1)]
+    src = tok.encode_many([r[0] for r in train_rows])
+    tgt = tok.encode_many([r[1] for r in train_rows])
+    keep = [i for i in range(len(src)) if 0 < len(src[i]) <= MAX_TOKENS and 0 < len(tgt[i]) <= MAX_TOKENS]
+    src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+    lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
+    val_src = [s[:MAX_TOKENS] for s in tok.encode_many([r[0] for r in ds["validation"]])]
+    val_tgt = [t[:MAX_TOKENS] for t in tok.encode_many([r[1] for r in ds["validation"]])]
+    val_batches = [np.arange(i, min(i + 64, len(val_src))) for i in range(0, len(val_src), 64)]
+    budget = 600 if opts.quick else TOKENS_PER_BATCH
+    log(f"{kind}: {len(src):,} training pairs ({len(train_rows) - len(keep)} over {MAX_TOKENS} pieces dropped), "
+        f"vocabulary {len(tok)}, {cfg}")
 
     seed_everything(opts.seed)
-    kind = name.split("_", 1)[1]
-    run_dir = opts.family_run_dir(name)
-    rep = opts.family_report_dir(name if not opts.quick else f"{name}-quick")
-    if kind == "transformer":
-        cfg = dict(d=32, heads=2, d_ff=64, layers_n=1) if opts.quick else dict(d=128, heads=4, d_ff=512, layers_n=3)
-        # 15k sentence pairs overfit quickly (v1 with dropout 0.1: train loss 1.8, validation 4.7)
-        model = Transformer(len(src_vocab), len(tgt_vocab), max_len=MAX_TOKENS + 2, dropout=0.3, **cfg)
-        lr = 5e-4
-    else:
-        cfg = dict(emb=16, units=32) if opts.quick else dict(emb=128, units=256)
-        model = Seq2Seq(len(src_vocab), len(tgt_vocab), dropout=0.3, **cfg)
-        lr = 2e-3
-    epochs = opts.epochs or (1 if opts.quick else (10 if kind == "transformer" else 10))
-    batches = make_batches(src_ids, tgt_ids, 64 if opts.quick else 128, opts.seed)
-    val_src = [src_vocab.encode(word_tokens(e)[:MAX_TOKENS]) for e, _ in val]
-    val_tgt = [tgt_vocab.encode(word_tokens(d)[:MAX_TOKENS]) for _, d in val]
-    val_batches = make_batches(val_src, val_tgt, 128, opts.seed)
-    model.compile(optimizer=keras.optimizers.Adam(lr, clipnorm=1.0),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0))
-    model(batches[0][0])
-    log(f"{name}: {model.count_params():,} parameters, {epochs} epochs of {len(batches)} batches")
-    with Timer() as t:
-        model.fit(batches, validation_data=val_batches, epochs=epochs, verbose=2 if opts.quick else 1,
-                  callbacks=resumable_callbacks(run_dir) + [
-                      keras.callbacks.ReduceLROnPlateau(patience=1, factor=0.5),
-                      keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)])
-    log(f"{name}: trained in {t.seconds:.0f}s")
+    model = build_model(kind, len(tok), cfg, dropout=0.1)
+    optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(PEAK_LR[kind], 50 if opts.quick else WARMUP_STEPS),
+                                      beta_2=0.98, epsilon=1e-9, clipnorm=1.0)
+    xs, xt, _ = make_arrays(src, tgt, [0, 1], tok.bos_id, tok.eos_id)
+    model((xs, xt))
+    optimizer.build(model.trainable_variables)
+    ckpt = Checkpoint(run_dir)
+    state = {"epoch": 0, "batch": 0, "step": 0, "target_tokens": 0, "train_seconds": 0.0, "stretches": []}
+    if ckpt.exists():
+        state = ckpt.load(model, optimizer)
+        log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
+            f"{state['train_seconds'] / 3600:.2f} h trained so far")
+    keras.utils.set_random_seed(opts.seed + state["step"])  # dropout continues on a fresh, recorded stream
+    log(f"{kind}: {model.count_params():,} parameters")
 
-    stage = staging_dir()
-    src_vocab.save(stage / "vocab.src.json")
-    tgt_vocab.save(stage / "vocab.tgt.json")
+    spec = [tf.TensorSpec((None, None), tf.int64)] * 3
+
+    @tf.function(input_signature=spec)
+    def train_step(s, ti, to):
+        with tf.GradientTape() as tape:
+            loss, nll = smoothed_loss(model((s, ti), training=True), to)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return nll
+
+    @tf.function(input_signature=spec)
+    def eval_step(s, ti, to):
+        logits = model((s, ti), training=False)
+        _, nll = smoothed_loss(logits, to)
+        return nll * tf.reduce_sum(tf.cast(tf.not_equal(to, 0), tf.float32)), tf.reduce_sum(
+            tf.cast(tf.not_equal(to, 0), tf.float32))
+
+    def validation_loss() -> float:
+        total = count = 0.0
+        for idx in val_batches:
+            a, b = eval_step(*make_arrays(val_src, val_tgt, idx, tok.bos_id, tok.eos_id))
+            total, count = total + float(a), count + float(b)
+        return total / count
+
+    history_path = run_dir / "history.csv"
+    stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"]}
+    t_start = time.monotonic()
+    t_ckpt = t_start
+    recent, recent_tokens, t_recent = [], 0, time.monotonic()
+    max_steps = state["step"] + 40 if opts.quick else None  # quick: 40 steps a stretch
+    done = False
+
+    def checkpoint(now: float) -> None:
+        nonlocal recent, recent_tokens, t_recent, t_ckpt
+        state["train_seconds"] += now - t_ckpt
+        val = validation_loss()
+        _append_history(history_path, {
+            "step": state["step"], "pass": round(state["epoch"] + state["batch"] / max(len(batches), 1), 3),
+            "target_tokens": state["target_tokens"], "hours": round(state["train_seconds"] / 3600, 3),
+            "train_nll": round(float(np.mean(recent)), 4), "val_nll": round(val, 4),
+            "tokens_per_second": round(recent_tokens / (now - t_recent), 1)})
+        stretch.update(to_step=state["step"], val_nll=round(val, 4))
+        state["stretches"] = [x for x in state["stretches"] if x["started"] != stretch["started"]] + [stretch]
+        ckpt.save(model, optimizer, state)
+        log(f"{kind}: checkpoint at step {state['step']}, validation nll {val:.3f}")
+        recent, recent_tokens, t_recent = [], 0, time.monotonic()
+        t_ckpt = time.monotonic()
+
+    batches: list = []
+    while state["epoch"] < passes and not done:
+        batches = epoch_batches(lengths, state["epoch"], opts.seed, budget)
+        while state["batch"] < len(batches):
+            idx = batches[state["batch"]]
+            s, ti, to = make_arrays(src, tgt, idx, tok.bos_id, tok.eos_id)
+            recent.append(float(train_step(s, ti, to)))
+            ntok = int((to != 0).sum())
+            recent_tokens += ntok
+            state["target_tokens"] += ntok
+            state["batch"] += 1
+            state["step"] += 1
+            now = time.monotonic()
+            if state["step"] % 200 == 0:
+                log(f"{kind}: step {state['step']} pass {state['epoch']} ({state['batch']}/{len(batches)}) "
+                    f"train nll {np.mean(recent):.3f}, {recent_tokens / (now - t_recent):.0f} target tokens/s")
+            elapsed = now - t_start
+            stretch_over = stretch_minutes is not None and elapsed >= stretch_minutes * 60
+            if (now - t_ckpt >= checkpoint_minutes * 60 or stretch_over
+                    or (max_steps and state["step"] >= max_steps)):
+                checkpoint(now)
+                if stretch_over or (max_steps and state["step"] >= max_steps):
+                    done = True
+                    break
+        else:
+            state["epoch"] += 1
+            state["batch"] = 0
+    if recent:  # the planned passes ended between checkpoints
+        checkpoint(time.monotonic())
+    return model, cfg, state
+
+
+def _append_history(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def read_history(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [{k: float(v) for k, v in r.items()} for r in csv.DictReader(open(path))]
+
+
+# ------------------------------------------------------------------------------------------ export
+def export(kind: str, model, cfg: dict, tok: SubwordTokenizer, stage: Path, seed: int) -> dict:
+    """Encoder + decoder step graphs through the parity gate; returns the parity records."""
+    import tensorflow as tf
+
+    from training.jobs.translation_models import seq2seq_graphs, transformer_graphs
+
     enc, dec = (transformer_graphs if kind == "transformer" else seq2seq_graphs)(model)
     enc_specs = [tf.TensorSpec((None, None), tf.int64, name="src")]
     to_onnx(enc, enc_specs, stage / "encoder.onnx")
@@ -151,11 +331,11 @@ def _train_one(name, opts, src_vocab, tgt_vocab, src_ids, tgt_ids, val, test, ds
     to_onnx(dec, dec_specs, stage / "decoder.onnx")
 
     # parity: encoder on padded batches; decoder on random states of several batch sizes and cache lengths
-    rng = np.random.default_rng(opts.seed)
+    rng = np.random.default_rng(seed)
     enc_out = [o.name for o in ort_session(stage / "encoder.onnx").get_outputs()]
     enc_feeds = []
     for n, s in ((1, 5), (3, 9), (8, 17)):
-        x = rng.integers(4, len(src_vocab), (n, s)).astype(np.int64)
+        x = rng.integers(4, len(tok), (n, s)).astype(np.int64)
         x[0, s - 2:] = 0  # a padded row
         enc_feeds.append({"src": x})
     enc_par = parity(lambda f: dict(zip(enc_out, [o.numpy() for o in enc(tf.constant(f["src"]), training=False)])),
@@ -169,7 +349,7 @@ def _train_one(name, opts, src_vocab, tgt_vocab, src_ids, tgt_ids, val, test, ds
             shape = [n if i == 0 else (s if spec.name.startswith("memory") else tc) if dim is None else dim
                      for i, dim in enumerate(spec.shape)]
             if spec.name == "token":
-                f[spec.name] = rng.integers(4, len(tgt_vocab), n).astype(np.int64)
+                f[spec.name] = rng.integers(4, len(tok), n).astype(np.int64)
             elif spec.name == "position":
                 f[spec.name] = np.full(n, tc, np.int64)
             elif spec.name.endswith("mask"):
@@ -184,60 +364,165 @@ def _train_one(name, opts, src_vocab, tgt_vocab, src_ids, tgt_ids, val, test, ds
         outs = dec([tf.constant(f[k]) for k in dec_in], training=False)
         return dict(zip(dec_out, [o.numpy() for o in outs]))
     dec_par = parity(dec_keras, stage / "decoder.onnx", dec_feeds, dec_out)
+    return {"max_abs_diff": max(enc_par["max_abs_diff"], dec_par["max_abs_diff"]),
+            "tolerance": enc_par["tolerance"], "encoder": enc_par, "decoder": dec_par}
 
-    pre = {"architecture": kind, "tokenizer": "word_tokens (cased words and punctuation)",
-           "source_vocabulary": "vocab.src.json", "target_vocabulary": "vocab.tgt.json",
+
+def preprocessing(kind: str, cfg: dict) -> dict:
+    pre = {"architecture": kind, "tokenizer": "sentencepiece", "sentencepiece_model": "spm.model",
            "source_language": "en", "target_language": "de",
-           "max_source_tokens": MAX_TOKENS, "max_target_tokens": MAX_TOKENS + 10,
-           "special_tokens": {"pad": 0, "unk": 1, "bos": BOS_ID, "eos": EOS_ID}, "config": cfg}
+           "max_source_tokens": MAX_TOKENS, "max_target_tokens": 2 * MAX_TOKENS,
+           "special_tokens": {"pad": 0, "unk": 1, "bos": 2, "eos": 3}, "config": cfg}
     if kind == "transformer":  # learned positions: the decoder cannot step past its table
-        pre["max_positions"] = MAX_TOKENS + 2
-    manifest_stub = {"preprocessing": pre}
-    tm = TranslationModel(manifest_stub, stage, ort_session(stage / "encoder.onnx"), ort_session(stage / "decoder.onnx"))
-    srcs = [e for e, _ in test]
-    refs = [d for _, d in test]
-    with Timer() as tg:
-        greedy = translate_batch(tm, srcs, beam_size=1)
-    with Timer() as tb:
-        beam = translate_batch(tm, srcs, beam_size=4)
-    bleu_g = sacrebleu.corpus_bleu(greedy, [refs]).score
-    bleu_b = sacrebleu.corpus_bleu(beam, [refs]).score
-    chrf = sacrebleu.corpus_chrf(beam, [refs]).score
-    log(f"{name}: BLEU greedy {bleu_g:.2f}, beam4 {bleu_b:.2f}, chrF {chrf:.1f} (bar {BARS[name]}); "
-        f"decode {tg.seconds:.1f}s / {tb.seconds:.1f}s for {len(srcs)} sentences")
-    with open(stage / "test.tsv", "w", encoding="utf-8") as f:
-        for e, dd in test:
-            f.write(f"{e}\t{dd}\n")
-    samples = [{"en": s, "de_reference": r, "greedy": g, "beam4": b}
-               for s, r, g, b in list(zip(srcs, refs, greedy, beam))[:25]]
-    write_json(rep / "samples.json", samples)
-    hist = read_history(run_dir)
-    plot_curves(hist, rep / "curves.png", f"{name} (cross-entropy per target token)")
-    metrics = {"bleu_beam4": round(bleu_b, 2), "bleu_greedy": round(bleu_g, 2), "chrf_beam4": round(chrf, 2),
-               "test_pairs": len(test), "bleu_tool": f"sacrebleu {sacrebleu.__version__} corpus_bleu default (13a)",
-               "bar": {"bleu": BARS[name]}, "meets_bar": max(bleu_b, bleu_g) >= BARS[name],
-               "parameters": int(model.count_params()), "train_seconds": round(t.seconds, 1),
-               "epochs": len(hist.get("loss", [])) or epochs,
-               "decode_seconds": {"greedy": round(tg.seconds, 2), "beam4": round(tb.seconds, 2)}}
+        pre["max_positions"] = POSITIONS
+    return pre
+
+
+def evaluate(model: TranslationModel, test: list, beam_sizes=(1, 4)) -> dict:
+    """Corpus BLEU and chrF (sacrebleu) overall and per domain, for each beam width."""
+    import sacrebleu
+    srcs, refs, domains = [r[0] for r in test], [r[1] for r in test], [r[2] for r in test]
+    out = {"bleu_tool": f"sacrebleu {sacrebleu.__version__} corpus_bleu 13a, corpus_chrf"}
+    hyps_by_beam = {}
+    for beam in beam_sizes:
+        with Timer() as t:
+            hyps = translate_batch(model, srcs, beam_size=beam)
+        hyps_by_beam[beam] = hyps
+        res = {"bleu": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
+               "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2), "decode_seconds": round(t.seconds, 1),
+               "domains": {}}
+        for dom in sorted(set(domains)):
+            h = [x for x, d in zip(hyps, domains) if d == dom]
+            r = [x for x, d in zip(refs, domains) if d == dom]
+            res["domains"][dom] = {"pairs": len(h), "bleu": round(sacrebleu.corpus_bleu(h, [r]).score, 2),
+                                   "chrf": round(sacrebleu.corpus_chrf(h, [r]).score, 2)}
+        out[f"beam{beam}"] = res
+    return out, hyps_by_beam
+
+
+def run(opts: JobOptions) -> dict:
+    ds = load_corpus(opts.quick)
+    results = {}
+    for kind in ("transformer", "seq2seq"):
+        if opts.models and kind not in opts.models:
+            continue
+        results[f"translation_{kind}"] = run_one(kind, opts, ds)
+    return results
+
+
+def runs_root(opts: JobOptions) -> Path:
+    if opts.quick:
+        return Path(opts.run_dir) / "translation-quick"
+    return Path(os.environ.get("MT_RUNS", mt_corpus.cache_root() / "runs"))
+
+
+def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
+    name = f"translation_{kind}"
+    root = runs_root(opts)
+    run_dir = root / kind
+    if opts.fresh and run_dir.exists():
+        import shutil
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tok = tokenizer_for(run_dir, ds["train"], opts.quick)
+    passes = opts.epochs or (1 if opts.quick else 30)
+    model, cfg, state = train(kind, opts, run_dir, ds, tok, opts.stretch_minutes, opts.checkpoint_minutes,
+                              0 if opts.export_now else passes)
+    stage = staging_dir()
+    import shutil
+    shutil.copy(tok.path, stage / "spm.model")
+    par = export(kind, model, cfg, tok, stage, opts.seed)
+    pre = preprocessing(kind, cfg)
+    tm = TranslationModel({"preprocessing": pre}, stage, ort_session(stage / "encoder.onnx"),
+                          ort_session(stage / "decoder.onnx"))
+    test = ds["test"]
+    scores, hyps = evaluate(tm, test)
+    b4 = scores["beam4"]
+    log(f"{name}: held-out BLEU greedy {scores['beam1']['bleu']}, beam4 {b4['bleu']}, chrF {b4['chrf']}; "
+        f"per domain {json.dumps(b4['domains'])}")
+    rep = opts.family_report_dir(name if not opts.quick else f"{name}-quick")
+    history = read_history(run_dir / "history.csv")
+    _plot(history, rep / "curves.png", name)
+    baseline = None if opts.quick else baseline_scores(opts.out, name, test)
+    better = baseline is None or (b4["bleu"] > baseline["bleu"] and b4["chrf"] > baseline["chrf"])
+    metrics = {"bleu_beam4": b4["bleu"], "chrf_beam4": b4["chrf"], "bleu_greedy": scores["beam1"]["bleu"],
+               "chrf_greedy": scores["beam1"]["chrf"], "domains_beam4": b4["domains"],
+               "domains_greedy": scores["beam1"]["domains"], "test_pairs": len(test),
+               "bleu_tool": scores["bleu_tool"], "bar": {"bleu": BARS[name]},
+               "meets_bar": b4["bleu"] >= BARS[name], "parameters": int(model.count_params()),
+               "train_hours": round(state["train_seconds"] / 3600, 2), "steps": state["step"],
+               "passes": round(state["epoch"] + (history[-1]["pass"] % 1 if history else 0), 2),
+               "target_tokens": state["target_tokens"],
+               "decode_seconds": {"greedy": scores["beam1"]["decode_seconds"],
+                                  "beam4": b4["decode_seconds"]},
+               "baseline": baseline}
     write_json(rep / "metrics.json", metrics)
-    eo = ort_session(stage / "encoder.onnx")
-    do = ort_session(stage / "decoder.onnx")
+    write_json(rep / "stretches.json", state["stretches"])
+    write_json(rep / "samples.json", [{"en": r[0], "de_reference": r[1], "domain": r[2], "greedy": g, "beam4": b}
+                                      for r, g, b in list(zip(test, hyps[1], hyps[4]))[:40]])
+    if not better:
+        log(f"{name}: not published: beam-4 BLEU {b4['bleu']} / chrF {b4['chrf']} do not beat the shipped "
+            f"{baseline['bleu']} / {baseline['chrf']}")
+        return {"published": False, "metrics": metrics}
+    with open(stage / "test.tsv", "w", encoding="utf-8") as f:
+        for e, d, dom in test:
+            f.write(f"{e}\t{d}\t{dom}\n")
+    eo, do = ort_session(stage / "encoder.onnx"), ort_session(stage / "decoder.onnx")
     ei, eout = tensor_meta(eo)
     di, dout = tensor_meta(do)
     manifest = {
         "task": "translation",
-        "description": f"English->German {kind} ({', '.join(f'{k}={v}' for k, v in cfg.items())}); "
-                       "encoder + decoder step graph",
+        "description": f"English->German {kind} ({', '.join(f'{k}={v}' for k, v in cfg.items())}) over a "
+                       f"{len(tok)}-piece SentencePiece vocabulary; encoder + decoder step graph",
         "graphs": {"encoder": {"file": "encoder.onnx", "inputs": ei, "outputs": eout},
                    "decoder": {"file": "decoder.onnx", "inputs": di, "outputs": dout}},
         "preprocessing": pre,
         "batching": {"max_batch_size": 64, "max_queue_delay_ms": 2, "max_decoder_rows": 256},
         "metrics": metrics,
-        "data": {**ds["provenance"], "test_file": "test.tsv"},
-        "training": {"command": opts.command, "seed": opts.seed, "epochs": metrics["epochs"], "batch_size": 128,
-                     "optimizer": f"adam {lr} clipnorm 1", "quick": opts.quick},
-        "parity": {"max_abs_diff": max(enc_par["max_abs_diff"], dec_par["max_abs_diff"]),
-                   "tolerance": enc_par["tolerance"], "encoder": enc_par, "decoder": dec_par},
+        "data": {"corpus": ds["provenance"], "test_file": "test.tsv",
+                 "training_pairs": len(ds["train"]), "everyday_repeats": EVERYDAY_REPEATS},
+        "training": {"command": opts.command, "seed": opts.seed, "steps": state["step"],
+                     "hours": metrics["train_hours"], "stretches": state["stretches"],
+                     "optimizer": f"adam beta2 0.98, peak lr {PEAK_LR[kind]}, {WARMUP_STEPS} warm-up steps then "
+                                  f"inverse square root, clipnorm 1",
+                     "label_smoothing": LABEL_SMOOTHING, "tokens_per_batch": TOKENS_PER_BATCH,
+                     "quick": opts.quick},
+        "parity": par,
     }
     final = write_version(opts.out, name, stage, manifest, opts.version)
-    return {"path": final, "metrics": metrics}
+    log(f"{name}: published {final}")
+    return {"published": True, "path": final, "metrics": metrics}
+
+
+def baseline_scores(out_root: Path, name: str, test: list) -> dict | None:
+    """Beam-4 BLEU and chrF of the newest shipped version of ``name`` on this held-out test."""
+    import sacrebleu
+    versions = sorted((int(p.name) for p in (Path(out_root) / name).glob("[0-9]*")), reverse=True)
+    if not versions:
+        return None
+    vdir = Path(out_root) / name / str(versions[0])
+    manifest = load_and_verify(vdir)
+    tm = TranslationModel(manifest, vdir, ort_session(vdir / "encoder.onnx"), ort_session(vdir / "decoder.onnx"))
+    hyps = translate_batch(tm, [r[0] for r in test], beam_size=4)
+    refs = [r[1] for r in test]
+    return {"version": versions[0], "bleu": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
+            "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)}
+
+
+def _plot(history: list[dict], path: Path, name: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    if not history:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [h["hours"] for h in history]
+    ax.plot(x, [h["train_nll"] for h in history], label="train")
+    ax.plot(x, [h["val_nll"] for h in history], label="validation")
+    ax.set_xlabel("hours of training (all stretches)")
+    ax.set_ylabel("cross-entropy per target piece")
+    ax.set_title(name)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

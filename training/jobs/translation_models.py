@@ -94,23 +94,26 @@ class DecoderLayer(layers.Layer):
 
 
 class Transformer(keras.Model):
-    """Pre-LN encoder-decoder Transformer with learned positions and tied nothing (small and plain)."""
+    """Pre-LN encoder-decoder Transformer over one shared subword vocabulary: the source embedding, the target
+    embedding and the output layer are one matrix (fewer parameters, and both languages share pieces)."""
 
-    def __init__(self, src_vocab, tgt_vocab, d=256, heads=4, d_ff=1024, layers_n=3, max_len=64, dropout=0.1, **kw):
+    def __init__(self, vocab, d=256, heads=4, d_ff=1024, layers_n=3, max_len=64, dropout=0.1, **kw):
         super().__init__(**kw)
         self.d, self.layers_n, self.max_len = d, layers_n, max_len
-        self.src_emb, self.tgt_emb = layers.Embedding(src_vocab, d), layers.Embedding(tgt_vocab, d)
+        self.emb = layers.Embedding(vocab, d, embeddings_initializer=keras.initializers.RandomNormal(0, d ** -0.5))
         self.src_pos, self.tgt_pos = layers.Embedding(max_len, d), layers.Embedding(max_len, d)
         self.enc = [EncoderLayer(d, heads, d_ff, dropout, name=f"enc{i}") for i in range(layers_n)]
         self.dec = [DecoderLayer(d, heads, d_ff, dropout, name=f"dec{i}") for i in range(layers_n)]
         self.enc_ln, self.dec_ln = layers.LayerNormalization(epsilon=1e-6), layers.LayerNormalization(epsilon=1e-6)
-        self.head = layers.Dense(tgt_vocab, name="head")
         self.drop = layers.Dropout(dropout)
+
+    def head(self, x):
+        return ops.matmul(x, ops.transpose(self.emb.embeddings))
 
     def encode(self, src, training=False):
         mask = ops.cast(ops.not_equal(src, 0), "float32")
         pos = ops.arange(ops.shape(src)[1])
-        x = self.src_emb(src) * math.sqrt(self.d) + self.src_pos(pos)[None]
+        x = self.emb(src) * math.sqrt(self.d) + self.src_pos(pos)[None]
         x = self.drop(x, training=training)
         for layer in self.enc:
             x = layer(x, mask[:, None, :], training=training)
@@ -123,14 +126,14 @@ class Transformer(keras.Model):
         causal = ops.cast(ops.tril(ops.ones((t, t))), "float32")
         tmask = ops.cast(ops.not_equal(tgt, 0), "float32")
         self_mask = causal[None] * tmask[:, None, :]
-        x = self.tgt_emb(tgt) * math.sqrt(self.d) + self.tgt_pos(ops.arange(t))[None]
+        x = self.emb(tgt) * math.sqrt(self.d) + self.tgt_pos(ops.arange(t))[None]
         x = self.drop(x, training=training)
         for layer in self.dec:
             x = layer(x, memory, self_mask, mem_mask[:, None, :], training=training)
         return self.head(self.dec_ln(x))
 
     def decode_step(self, token, position, memory, mem_mask, caches, cache_mask):
-        x = self.tgt_emb(token[:, None]) * math.sqrt(self.d) + self.tgt_pos(position[:, None])
+        x = self.emb(token[:, None]) * math.sqrt(self.d) + self.tgt_pos(position[:, None])
         new = []
         for layer, (ck, cv) in zip(self.dec, caches):
             x, k, v = layer.step(x, memory, mem_mask, ck, cv, cache_mask)
@@ -140,24 +143,33 @@ class Transformer(keras.Model):
 
 # ------------------------------------------------------------------------------------------ seq2seq
 class Seq2Seq(keras.Model):
-    """LSTM encoder-decoder with Luong (general) attention over the encoder states."""
+    """Bidirectional LSTM encoder, LSTM decoder with Luong (general) attention, one shared vocabulary.
 
-    def __init__(self, src_vocab, tgt_vocab, emb=128, units=256, dropout=0.2, **kw):
+    The encoder's two directions are projected to the decoder's width, so the step graph keeps one memory
+    width and one (h, c) state."""
+
+    def __init__(self, vocab, emb=128, units=256, dropout=0.2, **kw):
         super().__init__(**kw)
         self.units = units
-        self.src_emb = layers.Embedding(src_vocab, emb, mask_zero=True)
-        self.tgt_emb = layers.Embedding(tgt_vocab, emb)
-        self.encoder = layers.LSTM(units, return_sequences=True, return_state=True)
+        self.emb = layers.Embedding(vocab, emb)
+        self.encoder = layers.Bidirectional(layers.LSTM(units, return_sequences=True, return_state=True))
+        self.mem_proj = layers.Dense(units, name="mem_proj")
+        self.h_proj = layers.Dense(units, activation="tanh", name="h_proj")
+        self.c_proj = layers.Dense(units, name="c_proj")
         self.decoder = layers.LSTM(units, return_sequences=True, return_state=True)
         self.att_w = layers.Dense(units, use_bias=False, name="att_w")
         self.combine = layers.Dense(units, activation="tanh", name="combine")
-        self.head = layers.Dense(tgt_vocab, name="head")
+        self.head = layers.Dense(vocab, name="head")
         self.drop = layers.Dropout(dropout)
 
     def encode(self, src, training=False):
         mask = ops.cast(ops.not_equal(src, 0), "float32")
-        memory, h, c = self.encoder(self.src_emb(src), training=training)
-        return memory * mask[..., None], h, c, mask
+        seq, hf, cf, hb, cb = self.encoder(self.drop(self.emb(src), training=training),
+                                           mask=ops.not_equal(src, 0), training=training)
+        memory = self.mem_proj(seq) * mask[..., None]
+        h = self.h_proj(ops.concatenate([hf, hb], axis=-1))
+        c = self.c_proj(ops.concatenate([cf, cb], axis=-1))
+        return memory, h, c, mask
 
     def attend(self, dec_out, memory, mask):  # dec_out [N,T,U], memory [N,S,U], mask [N,S]
         scores = ops.matmul(self.att_w(dec_out), ops.transpose(memory, (0, 2, 1)))
@@ -168,12 +180,12 @@ class Seq2Seq(keras.Model):
     def call(self, inputs, training=False):
         src, tgt = inputs
         memory, h, c, mask = self.encode(src, training)
-        out, _, _ = self.decoder(self.drop(self.tgt_emb(tgt), training=training), initial_state=[h, c],
+        out, _, _ = self.decoder(self.drop(self.emb(tgt), training=training), initial_state=[h, c],
                                  training=training)
         return self.head(self.drop(self.attend(out, memory, mask), training=training))
 
     def decode_step(self, token, h, c, memory, mask):
-        out, (h2, c2) = self.decoder.cell(self.tgt_emb(token), [h, c])
+        out, (h2, c2) = self.decoder.cell(self.emb(token), [h, c])
         return self.head(self.attend(out[:, None, :], memory, mask))[:, 0], h2, c2
 
 
