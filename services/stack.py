@@ -97,6 +97,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.wait_ready:
         return wait_ready(args.wait_ready)
+    from services.ports import ensure_free
+    for port in [args.gateway_port] + [args.base_port + i for i in range(len(SERVICES) - 1)]:
+        ensure_free(args.host, port)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="model-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "supervisord.conf"

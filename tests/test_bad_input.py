@@ -3,7 +3,6 @@ the paths themselves, requests a careless or hostile client could send. Each mus
 ``error`` string (plus ``field`` on the native API), never a 5xx, and the service must keep answering."""
 from __future__ import annotations
 
-import base64
 import json
 
 import orjson

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
+
+from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -214,47 +217,15 @@ def test_killed_worker_is_replaced_and_no_request_fails(stack):
     assert len(results) > 50 and set(results) == {200}, {c: results.count(c) for c in set(results)}
 
 
-def test_each_service_thread_runs_the_scheduling_policy_it_is_given(stack):
-    """MNIST workers take SCHED_BATCH (WORKER_SCHED_POLICY, set by ``python -m services``), every thread of
-    them, including threads started after the fork. textgen's workers keep SCHED_OTHER, so a request thread
-    woken for its stream's first token or end runs at once, except the threads that keep a CPU busy
-    (COMPUTE_SCHED_POLICY), its decoding scheduler and SSE flusher, which take SCHED_BATCH and carry their
-    names in the OS. Masters and the gateway keep SCHED_OTHER."""
-    import psutil
-    requests.post(stack.url + "/api/mnist/predict", json={"image": [[0] * 28] * 28}, timeout=10).raise_for_status()
-    compute = {"decoder-schedul", "textgen-sse"}  # the threads' names, cut to Linux's 15 bytes
-
-    def threads(name):
-        master = psutil.Process(int(stack.ctl("pid", name).stdout.strip()))
-        assert os.sched_getscheduler(master.pid) == os.SCHED_OTHER
-        workers = master.children()
-        assert workers, name
-        policy = {}
-        for w in workers:
-            for t in w.threads():
-                try:
-                    policy[(w.pid, t.id, Path(f"/proc/{w.pid}/task/{t.id}/comm").read_text().strip())] = \
-                        os.sched_getscheduler(t.id)
-                except (FileNotFoundError, ProcessLookupError):  # a thread that ended meanwhile
-                    pass
-        return workers, policy
-
-    for _ in range(3):  # the flusher starts when a stream outlives its first write: long ones, until it has
-        with requests.post(stack.url + "/api/generate", json={"prompt": "KING:\n", "max_tokens": 1000,
-                                                              "stream": True}, stream=True, timeout=60) as r:
-            assert b"event: done" in r.content
-        if compute <= {k[2] for k in threads("textgen")[1]}:
-            break
-    for name in ("mnist", "textgen", "gateway"):
-        workers, policy = threads(name)
-        if name == "mnist":
-            assert len(policy) > len(workers)  # request, batcher and ONNX Runtime threads as well
-            assert set(policy.values()) == {os.SCHED_BATCH}
-        elif name == "textgen":
-            busy = {k: v for k, v in policy.items() if k[2] in compute}
-            assert {k[2] for k in busy} == compute, policy  # one stream ran: its worker started both
-            assert set(busy.values()) == {os.SCHED_BATCH}, busy
-            rest = {k: v for k, v in policy.items() if k[2] not in compute}
-            assert len(rest) > len(workers) and set(rest.values()) == {os.SCHED_OTHER}, rest
-        else:
-            assert set(policy.values()) == {os.SCHED_OTHER}
+def test_a_second_stack_on_busy_ports_fails_at_once_and_the_first_keeps_serving(stack):
+    """Workers share their master's socket (no SO_REUSEPORT): a stack started on ports the running one holds
+    exits non-zero within 5 s, naming the port and the process, and never takes a share of the traffic."""
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-m", "services.stack", "--gateway-port", str(stack.gateway_port),
+                           "--base-port", str(stack.base)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and time.time() - t0 < 5
+    assert f"port {stack.gateway_port}" in proc.stderr and "in use (pid " in proc.stderr, proc.stderr
+    one = subprocess.run([sys.executable, "-m", "services", "mnist"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=30, env={**os.environ, "PORT": str(stack.base), "HOST": "127.0.0.1"})
+    assert one.returncode != 0 and f"port {stack.base}" in one.stderr
+    assert all(requests.get(stack.url + "/v2/models/mnist/ready", timeout=10).status_code == 200 for _ in range(20))

@@ -2,14 +2,12 @@
 benchmark's SSE client counting tokens against the real stack."""
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
 import pytest
 
 from bench import loadgen
-from services.gateway.worker import CoalescingTransport
 from services.runtime.text import Vocabulary
 from services.textgen.model import Stream
 
@@ -86,43 +84,6 @@ def test_stream_stop_string_ends_without_sending_it():
     st = Stream(Model(), stop=["c\n"], streaming=True)
     assert st.on_token(0) and st.on_token(2)
     assert st.on_token(3) is False and st.text == "a"
-
-
-class RecordingTransport:
-    def __init__(self):
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data):
-        self.writes.append(data)
-
-    def is_closing(self):
-        return self.closed
-
-    def close(self):
-        self.closed = True
-
-    def get_extra_info(self, name, default=None):
-        return ("127.0.0.1", 1) if name == "peername" else default
-
-
-def test_gateway_transport_sends_one_turns_writes_together():
-    async def scenario():
-        raw = RecordingTransport()
-        t = CoalescingTransport(raw, asyncio.get_running_loop())
-        t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
-        t.write(b"ok")
-        assert raw.writes == []  # held until the end of this turn of the loop
-        await asyncio.sleep(0)
-        assert raw.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]
-        t.write(b"chunk")  # a later turn: a write of its own (streamed chunks are not held back)
-        await asyncio.sleep(0)
-        t.write(b"last")
-        t.writelines([b" and", b" more"])  # held in order with the rest
-        t.close()  # close sends what is held first
-        assert raw.writes[1:] == [b"chunk", b"last and more"] and raw.closed
-        assert t.get_extra_info("peername") == ("127.0.0.1", 1)  # everything else is the transport's
-    asyncio.run(scenario())
 
 
 def test_bench_stream_client_counts_every_token(stack):

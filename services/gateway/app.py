@@ -7,9 +7,8 @@ index; checks body size before reading, API keys and rate limits; streams server
 they come; passes binary OIP bodies through untouched; measures everything.
 
 Why an event loop and not Flask: the gateway does no model work, only I/O, and a thread per request cost
-1 ms of CPU per proxied call, as much as the model service itself on a small machine. Raw ASGI (no
-framework) for everything; model calls mostly never reach it: the fast path (``fastpath.py``) proxies them in
-the HTTP parsers' callbacks. The few other routes are small handlers in ``control``.
+1 ms of CPU per proxied call, as much as the model service itself on a small machine. Every request takes one
+path: this ASGI app, on uvicorn's public worker. The few routes the gateway answers itself are in ``control``.
 """
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from urllib.parse import quote
 import orjson
 
 from services.gateway import auth, backends, control, metrics, ratelimit
-from services.gateway.fastpath import FastPath
 from services.gateway.headers import FORWARD
 from services.gateway.upstream import Upstream, response_headers
 from services.runtime import logs
@@ -68,7 +66,7 @@ class Request:
         await self.send({"type": "http.response.start", "status": status, "headers": headers + self.extra_headers})
 
     async def respond(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]] = JSON) -> None:
-        """A whole answer: framed by its length (as the fast path's are), not chunked."""
+        """A whole answer: framed by its length, not chunked."""
         if not any(k == b"content-length" for k, _ in headers):
             headers = headers + [(b"content-length", b"%d" % len(body))]
         await self.start(status, headers)
@@ -101,8 +99,6 @@ class Gateway:
         self.keys = auth.load_keys()
         self.rate = ratelimit.from_env()
         self.control = control.Control(self)
-        # the hot path in the HTTP parsers' callbacks (fastpath.py)
-        self.fast = FastPath(self) if os.environ.get("GATEWAY_FAST_PATH", "1") == "1" else None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":

@@ -26,7 +26,7 @@ class Backend:
     url: str
     models: tuple[str, ...]
     routes: tuple[str, ...]
-    streams: bool = False  # answers may come as a stream (server-sent events): never on the fast path
+    streams: bool = False  # answers may come as a stream (server-sent events)
 
 
 def load() -> dict[str, Backend]:

@@ -1,4 +1,4 @@
-"""Which headers cross the gateway, for the full path (``app.py``) and the fast path (``fastpath.py``) alike."""
+"""Which headers cross the gateway (``app.py``)."""
 from __future__ import annotations
 
 # never passed on in either direction: they describe one connection, not the message

@@ -24,7 +24,7 @@ QUIET = ("/metrics", "/v2/health/live", "/v2/health/ready")  # probes and scrape
 
 
 def record(method: str, path: str, status: int, seconds: float, route: str, model: str, request_id: str) -> None:
-    """Count, time and log one finished request (full path and fast path alike)."""
+    """Count, time and log one finished request."""
     observe(route, model, status, seconds)
     if path not in QUIET and access.isEnabledFor(logging.INFO):
         access.info("request", extra={"method": method, "path": path, "status": status,

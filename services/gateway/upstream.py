@@ -2,9 +2,8 @@
 httptools parses as they arrive, a per-backend circuit breaker, retries only when a connection dies before any
 answer (model calls have no side effects), and an idle timeout (504).
 
-Hand-written on asyncio + httptools rather than aiohttp's client because this is the gateway's hot path: its
-connections also serve the fast path (``fastpath.py``), whose exchanges receive the parser's callbacks the way
-``Response`` does (bench/results/vm/FINDINGS.md has the costs).
+Written on asyncio and httptools' public response parser rather than aiohttp's client because this is the
+gateway's hot path (bench/results/vm/FINDINGS.md has the costs).
 """
 from __future__ import annotations
 
@@ -87,9 +86,9 @@ class CircuitBreaker:
 
 
 class Receiver:
-    """What a backend connection's answer goes to: ``Response`` here, ``fastpath.Exchange`` on the fast path.
-    Both keep ``conn``, ``timer``, ``timeout`` and ``last`` (time.monotonic of the last byte) and end with
-    ``_end``; a call that stays silent for ``timeout`` seconds ends in TimeoutError (504)."""
+    """What a backend connection's answer goes to. It keeps ``conn``, ``timer``, ``timeout`` and ``last``
+    (time.monotonic of the last byte) and ends with ``_end``; a call that stays silent for ``timeout`` seconds
+    ends in TimeoutError (504)."""
 
     __slots__ = ()
 
@@ -220,8 +219,8 @@ class Connection(asyncio.Protocol):
         return self.start(data, Response(self, timeout))
 
     def start(self, data: bytes, receiver):
-        """Send one request; the parser's callbacks go to ``receiver`` (a Response, or the fast path's exchange:
-        anything with ``headers``, ``status``, ``_headers``, ``_body`` and ``_end``)."""
+        """Send one request; the parser's callbacks go to ``receiver`` (anything with ``headers``, ``status``,
+        ``_headers``, ``_body`` and ``_end``)."""
         self.response = receiver
         self.transport.write(data)
         return receiver
@@ -322,7 +321,7 @@ class Upstream:
         return await self.send(backend, b"".join(head) + body, timeout)
 
     async def send(self, backend, data: bytes, timeout: float | None = None) -> Response:
-        """``request`` for a request already encoded (the fast path builds its own)."""
+        """``request`` for a request already encoded."""
         timeout = timeout or self.read_timeout
         pool = self._pool(backend)
 

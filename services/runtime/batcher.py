@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from services.runtime import metrics, scheduling
+from services.runtime import metrics
 from services.runtime.errors import ApiError, Overloaded
 
 
@@ -120,7 +120,6 @@ class DynamicBatcher:
             return batch
 
     def _loop(self) -> None:
-        scheduling.compute_thread(threading.current_thread().name)
         while True:
             batch = self._take()
             if not batch:

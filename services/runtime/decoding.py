@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-from services.runtime import scheduling
 
 
 @functools.lru_cache(maxsize=64)
@@ -441,7 +440,6 @@ class Scheduler:
             self.lock.notify()
 
     def _loop(self) -> None:
-        scheduling.compute_thread(self.name)
         while True:
             with self.lock:
                 while not self.incoming and not self.jobs and not self.stopping:

@@ -2,20 +2,19 @@
 events, one event per token and a final ``done`` event) plus /v1 and /v2 for model ``textgen``."""
 from __future__ import annotations
 
-import os
 import threading
 
 import orjson
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, stream_with_context
 
-from services.runtime import native, sse
+from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS, env_float
 from services.runtime.http import json_body, json_response
 from services.textgen.model import TextgenServable, options
 
 api = Blueprint("textgen_api", __name__)
-# After the first token (sent at once: time to first token is unchanged), a stream's writer wakes every
+# After the first token (sent at once: time to first token is unchanged), a stream's request thread wakes every
 # SSE_FLUSH_MS and sends every token made meanwhile in one write; the end is sent at once. 10 ms is below one
 # 60 Hz frame, so a reader sees no difference, while 32 streams stop spending the server's CPU on a socket
 # write and a thread wake-up per token (services/textgen/model.py Stream).
@@ -24,9 +23,6 @@ SSE_FLUSH_SECONDS = env_float("SSE_FLUSH_MS", 10.0) / 1000
 # SSE_WRITES_PER_SECOND * SSE_FLUSH_MS / 1000 streams (8 by default) each stream's interval grows with their
 # number, so the cost of writing stays bounded while the tokens/s of continuous batching grows.
 SSE_WRITES_PER_SECOND = env_float("SSE_WRITES_PER_SECOND", 800.0)
-# After its first event, a stream is written by its worker's one flusher thread (services/runtime/sse.py), every
-# stream of the worker in one wake-up; 0 keeps a writer thread per stream.
-SSE_FLUSHER = os.environ.get("SSE_FLUSHER", "1") == "1"
 _streams_lock = threading.Lock()
 _streams_open = 0
 
@@ -35,9 +31,6 @@ def _interval() -> float:
     if SSE_WRITES_PER_SECOND <= 0:
         return SSE_FLUSH_SECONDS
     return max(SSE_FLUSH_SECONDS, _streams_open / SSE_WRITES_PER_SECOND)
-
-
-_FLUSHER = sse.Flusher(lambda _: _interval(), name="textgen-sse")  # the budget counts every open stream, lent or not
 
 
 def _count_stream(delta: int) -> None:
@@ -75,7 +68,6 @@ def generate():
     streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=SSE_FLUSH_SECONDS)
     st, job = streams[0], jobs[0]
     out = _Events(st, job, meta)
-    direct = sse.socket_of(request.environ) if SSE_FLUSH_SECONDS > 0 and SSE_FLUSHER else None
 
     def events():
         _count_stream(1)
@@ -85,8 +77,6 @@ def generate():
                 yield out.events(pieces) + out.done()
                 return
             yield out.events(pieces)
-            if direct is not None and not _lent_until_end(st, direct, out.pending, s.timeout):
-                return  # the reader is gone
             while True:
                 # one write for every token made since the last one: under load the scheduler runs ahead of
                 # the socket, and a write per token would cost a system call each
@@ -104,26 +94,6 @@ def generate():
                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def _lent_until_end(st, direct: tuple, take, timeout: float) -> bool:
-    """Lend the stream's socket to the worker's flusher, which writes from here on while this thread sleeps,
-    until the stream ends or the socket comes back early. -> False when the reader is gone; True to go on
-    writing from this thread (after sending what a slow reader's socket did not take)."""
-    lent = _FLUSHER.lend(sse.Lent(*direct, take, st.ready.set))
-    try:
-        while not st.ended and not lent.returned:
-            st.ready.wait(timeout)
-            st.ready.clear()  # before reading ``ended``: an end after this sets it again
-            if not st.ended and not lent.returned and st.stalled(timeout):
-                raise TimeoutError(f"no token within {timeout:.0f}s")
-    finally:
-        _FLUSHER.give_back(lent)
-    if lent.error is not None:
-        return False
-    if lent.backlog:
-        direct[0].sendall(lent.backlog)
-    return True
-
-
 class _Events:
     """One stream's server-sent events, numbered the same whichever thread writes them."""
 
@@ -134,16 +104,12 @@ class _Events:
 
     def events(self, pieces: list[str]) -> bytes:
         """``data: {"token":...,"index":i}`` per piece: the bytes ``_sse`` makes, from each piece's encoded
-        head, kept once per vocabulary entry (the flusher formats every token of a worker's streams)."""
+        head, kept once per vocabulary entry."""
         index = self.index
         self.index += len(pieces)
         heads = _TOKEN_HEADS
         return b"".join([(heads.get(piece) or _token_head(piece)) + b"%d}\n\n" % (index + i)
                          for i, piece in enumerate(pieces)])
-
-    def pending(self) -> bytes:
-        """Every token made since the last write (the flusher's ``take``)."""
-        return self.events(self.stream.drain())
 
     def done(self) -> bytes:
         return _sse("done", {"text": self.stream.text, "tokens": len(self.job.tokens),

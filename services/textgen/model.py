@@ -102,7 +102,7 @@ class Stream:
         return out, ended
 
     def drain(self) -> list[str]:
-        """Every piece made since the last call, without waiting (the SSE flusher's read)."""
+        """Every piece made since the last call, without waiting (a stream's last read)."""
         if self.source is not None:
             made = self.source.tokens[self.sent:]  # appended by the scheduler thread meanwhile: a copy
             self.sent += len(made)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from services.runtime.manifest import load_and_verify
 from services.runtime.text import SubwordTokenizer
 from services.translation.engine import TranslationModel, translate_batch
 from training import mt_corpus
-from training.common import JobOptions, Timer, log, plot_curves, seed_everything, write_json
+from training.common import JobOptions, Timer, log, seed_everything, write_json
 from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
 
 MAX_TOKENS = 64  # subword pieces a side; longer training pairs are dropped, longer inputs cut

@@ -1,0 +1,46 @@
+"""Refuse to start on a port something already listens on, naming the port and, where Linux lets us read it,
+the process: a second stack beside a running one must fail at once, not share its traffic."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+class PortBusy(SystemExit):
+    pass
+
+
+def listener(port: int) -> str | None:
+    """'pid NAME' of the process listening on ``port``, read from /proc (None where it cannot be read)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[3] == "0A" and int(f[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{f[9]}]")
+    for pid in filter(str.isdigit, os.listdir("/proc") if inodes else []):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in fds):
+                name = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                return f"pid {pid}: {' '.join(name.split())[:120]}"
+        except OSError:
+            continue
+    return None
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Raise PortBusy (exit status 1, with a message) when ``host:port`` cannot be bound."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no conflict
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            who = listener(port)
+            raise PortBusy(f"port {port} on {host} is in use ({who or exc.strerror}): stop what listens there, or "
+                           f"choose other ports (GATEWAY_PORT, SERVICE_BASE_PORT)") from None
