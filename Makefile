@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: chromium serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
+.PHONY: chromium newman serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -23,9 +23,15 @@ serve-gpu:
 	exec $(GPU_VENV)/bin/python -m services.stack
 
 # Everything the suite needs (serving, training for the --quick jobs, tritonclient), then the whole suite.
-test: $(PY) chromium
+test: $(PY) chromium newman
 	$(PIP) -e '.[serve,train,dev]'
 	$(PY) -m pytest -q
+
+# newman (Postman's runner, from the npm registry) for the Postman collection's test: into tests/.node.
+newman:
+	@test -x tests/.node/node_modules/.bin/newman || { command -v npm >/dev/null 2>&1 && \
+	  npm install --prefix tests/.node --no-audit --no-fund --silent newman@6.2.2 >/dev/null 2>&1; } || \
+	  echo "newman could not be installed: the Postman test will be skipped"
 
 # Debian's Chromium for the demo-page browser test (Playwright drives it; it downloads no browser).
 chromium:

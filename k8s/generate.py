@@ -36,7 +36,8 @@ def workers_for(cpu: str) -> int:
     return max(1, round(cores))
 
 
-def deployment(name, port, env, cpu, mem, mem_limit, port_env="PORT"):
+def deployment(name, port, env, cpu, mem, mem_limit, port_env="PORT", ready="/v2/health/ready",
+               live="/v2/health/live"):
     probe = lambda path, **kw: {"httpGet": {"path": path, "port": "http"}, **kw}  # noqa: E731
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels(name)},
@@ -62,9 +63,9 @@ def deployment(name, port, env, cpu, mem, mem_limit, port_env="PORT"):
                                 # one worker per requested core: the pod's memory limit holds one model copy each
                                 {"name": "WEB_CONCURRENCY", "value": str(workers_for(cpu))}] + env,
                         "resources": {"requests": {"cpu": cpu, "memory": mem}, "limits": {"memory": mem_limit}},
-                        "startupProbe": probe("/v2/health/ready", periodSeconds=2, failureThreshold=90),
-                        "readinessProbe": probe("/v2/health/ready", periodSeconds=5, failureThreshold=2),
-                        "livenessProbe": probe("/v2/health/live", periodSeconds=10, failureThreshold=3),
+                        "startupProbe": probe(ready, periodSeconds=2, failureThreshold=90),
+                        "readinessProbe": probe(ready, periodSeconds=5, failureThreshold=2),
+                        "livenessProbe": probe(live, periodSeconds=10, failureThreshold=3),
                         # let the Service stop routing here before gunicorn starts draining
                         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                         "securityContext": security(),
@@ -141,8 +142,12 @@ def base():
         docs += [deployment(n, port, [{"name": "MODEL_DEVICE", "value": "cpu"}], cpu, mem, lim), service(n, port),
                  hpa(n, mx), pdb(n)]
     gw = deployment("gateway", GATEWAY_PORT, [{"name": "GATEWAY_BACKENDS_FILE", "value": "/etc/gateway/backends.yaml"},
-                                              {"name": "GATEWAY_RATE_LIMIT", "value": "200/second"}],
-                    "250m", "256Mi", "512Mi", port_env="GATEWAY_PORT")
+                                              {"name": "GATEWAY_RATE_LIMIT", "value": "200/second"},
+                                              # the ingress controller's pods: the client is in X-Forwarded-For
+                                              {"name": "GATEWAY_TRUSTED_PROXIES", "value": "10.0.0.0/8"}],
+                    "250m", "256Mi", "512Mi", port_env="GATEWAY_PORT",
+                    # the gateway's own health: one model's backend down must not take every model down
+                    ready="/healthz", live="/healthz")
     spec = gw["spec"]["template"]["spec"]
     spec["containers"][0]["volumeMounts"].append({"name": "backends", "mountPath": "/etc/gateway", "readOnly": True})
     spec["volumes"].append({"name": "backends", "configMap": {"name": "gateway-backends"}})

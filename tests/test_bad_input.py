@@ -188,3 +188,50 @@ def test_knobs_at_their_limits_are_served(clients):
             assert r.status_code == 200, (model, beam, r.data[:300])
     r = post(clients["gan"], "/api/gan/sample", {"n": 64, "seed": 2**31 - 1})
     assert r.status_code == 200
+
+
+# route -> (service, a good body)
+NATIVE_GOOD = {"/api/mnist/predict": ("mnist", {"image": [[0] * 28] * 28}),
+          "/api/sentiment/predict": ("sentiment", {"text": "A fine film."}),
+          "/api/translate": ("translation", {"text": "Good morning."}),
+          "/api/generate": ("textgen", {"prompt": "ROMEO:", "max_tokens": 3}),
+          "/api/gan/sample": ("gan", {"n": 1, "seed": 1})}
+
+
+@pytest.mark.parametrize("route", list(NATIVE_GOOD))
+def test_native_unknown_field_is_refused_by_name(clients, route):
+    from services.runtime import schemas
+    service, good = NATIVE_GOOD[route]
+    c = clients[service]
+    assert post(c, route, good).status_code == 200
+    body = assert_clean_4xx(post(c, route, {**good, "colour": "blue"}), route)
+    assert body["field"] == "colour" and "unknown field 'colour'" in body["error"]
+    assert body["limit"] == sorted(schemas.native()[route]["properties"])  # the accepted fields
+
+
+def test_native_unknown_field_suggests_what_was_meant(clients):
+    body = assert_clean_4xx(post(clients["textgen"], "/api/generate", {"text": "ROMEO:"}), "text")
+    assert "did you mean 'prompt'?" in body["error"] and body["field"] == "text"
+    body = assert_clean_4xx(post(clients["textgen"], "/api/generate", {"prompt": "A", "max_token": 5}), "typo")
+    assert "did you mean 'max_tokens'?" in body["error"]
+    body = assert_clean_4xx(post(clients["textgen"], "/api/generate", {"prompt": "A", "temprature": 1}), "typo")
+    assert "did you mean 'temperature'?" in body["error"]
+    body = assert_clean_4xx(post(clients["gan"], "/api/gan/sample",
+                                 {"interpolate": {"from_seed": 1, "to_seed": 2, "step": 4}}), "nested")
+    assert body["field"] == "interpolate.step" and "'steps'" in body["error"]
+
+
+def test_v1_and_v2_unknown_parameters_are_refused_but_the_protocols_own_pass(clients):
+    c = clients["translation"]
+    v2 = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hi."]}]}
+    ok = post(c, "/v2/models/translation_transformer/infer", {**v2, "parameters": {"beam_size": 2,
+                                                                                   "binary_data_output": False}})
+    assert ok.status_code == 200
+    body = assert_clean_4xx(post(c, "/v2/models/translation_transformer/infer",
+                                 {**v2, "parameters": {"beam_width": 2}}), "v2")
+    assert body["field"] == "beam_width" and "did you mean 'beam_size'?" in body["error"]
+    body = assert_clean_4xx(post(c, "/v1/models/translation_transformer:predict",
+                                 {"instances": ["Hi."], "parameters": {"beams": 2}}), "v1")
+    assert body["field"] == "beams" and "unknown parameter" in body["error"]
+    assert post(c, "/v1/models/translation_transformer:predict",
+                {"instances": ["Hi."], "parameters": {"beam_size": 2}}).status_code == 200

@@ -71,9 +71,12 @@ def test_cpu_overlay_invariants():
         assert c["args"] == [name] and c["ports"][0]["containerPort"] == port
         env = {e["name"]: e["value"] for e in c["env"]}
         assert env["GATEWAY_PORT" if name == "gateway" else "PORT"] == str(port)  # what `python -m services` reads
-        assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
-        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+        # a service is ready when its models are; the gateway when it is itself (one model down must not
+        # remove every gateway pod from its Service)
+        ready, live = ("/healthz", "/healthz") if name == "gateway" else ("/v2/health/ready", "/v2/health/live")
+        assert c["startupProbe"]["httpGet"]["path"] == ready
+        assert c["readinessProbe"]["httpGet"]["path"] == ready
+        assert c["livenessProbe"]["httpGet"]["path"] == live
         sc = c["securityContext"]
         assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
         assert sc["capabilities"]["drop"] == ["ALL"] and sc["seccompProfile"]["type"] == "RuntimeDefault"

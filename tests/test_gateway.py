@@ -254,3 +254,31 @@ def test_proxy_retries_a_dead_connection_and_maps_failures(gateway, scripted):
     down = gateway(BACKEND_MNIST_URL=closed)
     r = down.post("/api/mnist/ok", data=b"x")
     assert r.status_code == 503 and r.json()["error"] == "backend 'mnist' is unavailable"
+
+
+def test_one_backend_down_leaves_the_gateway_and_the_other_models_up(gateway):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    c = gateway(BACKEND_TRANSLATION_URL=closed)
+    assert c.get("/healthz").status_code == 200  # the gateway's own probe path (Kubernetes)
+    assert c.post("/api/mnist/predict", json={"image": [[0] * 28] * 28}).status_code == 200
+    r = c.post("/v2/models/translation_transformer/infer",
+               json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hi."]}]})
+    assert r.status_code == 503 and "model 'translation_transformer' is unavailable" in r.json()["error"]
+    ready = c.get("/v2/health/ready")
+    assert ready.status_code == 503 and ready.json()["backends"]["translation"]["ready"] is False
+    assert ready.json()["backends"]["mnist"]["ready"] is True
+
+
+def test_rate_limit_keys_on_forwarded_for_only_behind_a_trusted_proxy(gateway):
+    body = {"text": "A fine film."}
+    trusted = gateway(GATEWAY_RATE_LIMIT="2/minute", GATEWAY_TRUSTED_PROXIES="127.0.0.0/8")
+    for client in ("203.0.113.1", "203.0.113.2"):  # two users behind the proxy: a bucket each
+        codes = [trusted.post("/api/sentiment/predict", json=body,
+                              headers={"X-Forwarded-For": f"{client}, 127.0.0.5"}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429], (client, codes)
+    untrusted = gateway(GATEWAY_RATE_LIMIT="2/minute", GATEWAY_TRUSTED_PROXIES="")  # anyone can send the header
+    codes = [untrusted.post("/api/sentiment/predict", json=body,
+                            headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(3)]
+    assert codes == [200, 200, 429]

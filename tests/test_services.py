@@ -273,3 +273,45 @@ def test_batch_size_metric_shows_batching(clients, mnist_test_digits):
             le = line.split('le="')[1].split('"')[0]
             counts[le] = float(line.rsplit(" ", 1)[1])
     assert counts["+Inf"] > counts["1.0"], "some calls carried more than one request"
+
+
+def test_mnist_uploads_answer_as_base64(clients, mnist_test_digits):
+    """multipart (one 'image', or several 'images') and a raw image body give the base64 answers."""
+    x, _ = mnist_test_digits
+    pngs = []
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(255 - x[i]).resize((140, 140)).save(buf, "PNG")
+        pngs.append(buf.getvalue())
+    c = clients["mnist"]
+    want = post(c, "/api/mnist/predict", {"images": [base64.b64encode(p).decode() for p in pngs]}).json["predictions"]
+    one = c.post("/api/mnist/predict", data={"image": (io.BytesIO(pngs[0]), "d.png")},
+                 content_type="multipart/form-data")
+    assert one.status_code == 200 and one.json["predictions"] == want[:1]
+    many = c.post("/api/mnist/predict", data={"images": [(io.BytesIO(p), f"d{i}.png") for i, p in enumerate(pngs)]},
+                  content_type="multipart/form-data")
+    assert many.status_code == 200 and many.json["predictions"] == want
+    raw = c.post("/api/mnist/predict", data=pngs[1], content_type="image/png")
+    assert raw.status_code == 200 and raw.json["predictions"] == want[1:2]
+    sniffed = c.post("/api/mnist/predict", data=pngs[2], content_type="application/x-www-form-urlencoded")
+    assert sniffed.status_code == 200 and sniffed.json["predictions"] == want[2:3]  # curl --data-binary @d.png
+
+
+def test_mnist_text_or_unreadable_uploads_get_a_clear_error(clients):
+    c = clients["mnist"]
+    r = c.post("/api/mnist/predict", data=b"just some text", content_type="text/plain")
+    assert r.status_code == 415 and "multipart/form-data" in r.json["error"] and "image/png" in r.json["error"]
+    r = c.post("/api/mnist/predict", data=b"GIF89a....", content_type="image/gif")
+    assert r.status_code == 415
+    r = c.post("/api/mnist/predict", data={"image": (io.BytesIO(b"not an image"), "notes.txt")},
+               content_type="multipart/form-data")
+    assert r.status_code == 400 and "not a readable" in r.json["error"] and "limit" not in r.json
+    r = c.post("/api/mnist/predict", data={"picture": (io.BytesIO(b"x"), "d.png")}, content_type="multipart/form-data")
+    assert r.status_code == 400 and r.json["field"] == "picture"
+
+
+def test_wrong_method_and_unknown_route_say_what_exists(clients):
+    r = clients["mnist"].get("/api/mnist/predict")
+    assert r.status_code == 405 and "use POST" in r.json["error"] and r.headers["Allow"] == "POST"
+    r = clients["mnist"].post("/api/mnist/predikt", json={})
+    assert r.status_code == 404 and "/api/mnist/predict" in r.json["error"]

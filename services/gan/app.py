@@ -18,6 +18,7 @@ MAX_SEED = 2**32 - 1
 @api.post("/api/gan/sample")
 def sample():
     body = json_body()
+    native.known_fields(body, "/api/gan/sample")
     s = current_app.extensions["repository"].get("gan", body.get("version"))
     g.model, g.model_version = s.name, str(s.version)
     limit = LIMITS["max_samples"]

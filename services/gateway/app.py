@@ -30,7 +30,7 @@ from services.runtime.errors import ApiError
 from services.runtime.request_ids import request_id
 
 log = logging.getLogger("gateway")
-PUBLIC = ("/v2/health/", "/metrics", "/docs", "/openapi.json", "/static/", "/favicon.ico")
+PUBLIC = ("/healthz", "/v2/health/", "/metrics", "/docs", "/openapi.json", "/static/", "/favicon.ico")
 _V1 = re.compile(r"^/v1/models/([^/:]+)")
 _V2 = re.compile(r"^/v2/models/([^/]+)")
 JSON = [(b"content-type", b"application/json")]
@@ -151,7 +151,8 @@ class Gateway:
             raise ApiError("missing or invalid API key: send 'Authorization: Bearer <key>'", status=401,
                            field="Authorization")
         if self.rate is not None and not public:
-            ok, headers = await self.rate.hit(self.rate.bucket(key, req.scope.get("client")))
+            ok, headers = await self.rate.hit(self.rate.bucket(key, req.scope.get("client"),
+                                                               req.headers.get(b"x-forwarded-for")))
             req.extra_headers += headers
             if not ok:
                 raise self.rate.exceeded()
@@ -162,7 +163,8 @@ class Gateway:
         if path.startswith("/api/") and path != "/api/models":
             backend = self.router.native(path)
             if backend is None:
-                return "native", "", None, ApiError(f"no such route: {method} {path}", status=404)
+                return "native", "", None, ApiError(f"no such route: {method} {path}; routes: "
+                                                    f"{control.ROUTE_FAMILIES}", status=404)
             return "native", backend.name, backend, None
         if path.startswith(("/v1/models/", "/v2/models/")):
             route = "v1" if path[2] == "1" else "v2"
@@ -194,7 +196,12 @@ class Gateway:
         if client:
             headers.append((b"X-Forwarded-For", client[0].encode()))
         method = "GET" if req.method == "HEAD" else req.method  # a HEAD answer has no body to frame
-        resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
+        try:
+            resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
+        except ApiError as exc:
+            if exc.status == 503 and req.model and req.model != backend.name:  # name what the caller asked for
+                exc.message = f"model '{req.model}' is unavailable: {exc.message}"
+            raise
         out = response_headers(resp)
         if not resp.streaming or req.method == "HEAD":
             try:

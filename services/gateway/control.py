@@ -19,6 +19,11 @@ SWAGGER_HTML = b"""<!doctype html><html><head><meta charset="utf-8"><title>Model
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
 
 
+ROUTE_FAMILIES = ("POST /api/{mnist/predict,sentiment/predict,translate,generate,gan/sample}, GET /api/models, "
+                  "/v1/models/NAME[:predict|/metadata], /v2/models/NAME[/infer|/ready], /v2/health/{live,ready}, "
+                  "/healthz, /metrics, /openapi.json, /docs, / (demo page)")
+
+
 def file_under(root: Path, rel: str) -> Path | None:
     """``root/rel`` when it is a file inside ``root`` (no ``..`` escapes), else None."""
     try:
@@ -31,7 +36,8 @@ def file_under(root: Path, rel: str) -> Path | None:
 class Control:
     def __init__(self, gateway):
         self.gw = gateway
-        self.routes = {("GET", "/v2/health/live"): self.live, ("GET", "/v2/health/ready"): self.ready,
+        self.routes = {("GET", "/healthz"): self.healthz,
+                       ("GET", "/v2/health/live"): self.live, ("GET", "/v2/health/ready"): self.ready,
                        ("GET", "/v2"): self.server_meta, ("GET", "/api/models"): self.models,
                        ("POST", "/v2/repository/index"): self.repo_index, ("GET", "/metrics"): self.metrics,
                        ("GET", "/openapi.json"): self.openapi, ("GET", "/docs"): self.docs, ("GET", "/"): self.index}
@@ -39,12 +45,16 @@ class Control:
     async def handle(self, req) -> None:
         method = "GET" if req.method == "HEAD" else req.method
         fn = self.routes.get((method, req.path))
-        if fn is None and method == "GET" and req.path.startswith(("/docs/", "/static/")):
+        if fn is None and method == "GET" and (req.path.startswith(("/docs/", "/static/"))
+                                               or req.path == "/favicon.ico"):
             fn = self.asset
         if fn is None:
-            if any(path == req.path for _, path in self.routes):
-                raise ApiError(f"method {req.method} not allowed on {req.path}", status=405)
-            raise ApiError(f"no such route: {req.method} {req.path}", status=404)
+            allowed = sorted(m for m, path in self.routes if path == req.path)
+            if allowed:
+                req.extra_headers.append((b"allow", ", ".join(allowed).encode()))
+                raise ApiError(f"method {req.method} not allowed on {req.path}; use {' or '.join(allowed)}",
+                               status=405, limit=allowed)
+            raise ApiError(f"no such route: {req.method} {req.path}; routes: {ROUTE_FAMILIES}", status=404)
         await fn(req)
 
     async def fan_out(self, req, method: str, path: str, timeout: float = 1.0) -> list[tuple[str, int, object]]:
@@ -63,6 +73,12 @@ class Control:
             except (TimeoutError, ConnectionError) as exc:
                 return b.name, 504, {"error": f"backend failed: {exc or type(exc).__name__}"}
         return list(await asyncio.gather(*(one(b) for b in self.gw.router.backends.values())))
+
+    async def healthz(self, req) -> None:
+        """The gateway itself (its probes in Kubernetes): up whatever its backends are doing, so one model's
+        crash loop never takes the other models' gateway pods out of their Service."""
+        req.route = "health"
+        await req.json({"ok": True})
 
     async def live(self, req) -> None:
         await req.json({"live": True})
@@ -122,6 +138,8 @@ class Control:
         if req.path.startswith("/docs/"):
             import swagger_ui_bundle
             p = file_under(Path(swagger_ui_bundle.swagger_ui_path), req.path[len("/docs/"):])
+        elif req.path == "/favicon.ico":
+            p = STATIC / "favicon.ico"
         else:
             p = file_under(STATIC, req.path[len("/static/"):])
         if p is None:

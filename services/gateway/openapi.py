@@ -1,6 +1,7 @@
 """OpenAPI 3 description of every route the gateway serves (native API, TF Serving REST, OIP v2)."""
 from __future__ import annotations
 
+from services.runtime import schemas
 from services.runtime.config import LIMITS
 
 ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -30,10 +31,7 @@ def spec() -> dict:
     n = LIMITS["max_batch_items"]
     name_p = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": MODEL_NAMES}}
     ver_p = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}}
-    pixel_grid = {"type": "array", "minItems": 28, "maxItems": 28,
-                  "items": {"type": "array", "minItems": 28, "maxItems": 28,
-                            "items": {"type": "number", "minimum": 0, "maximum": 255}}}
-    image_item = {"oneOf": [{"type": "string", "description": "base64 PNG/JPEG"}, pixel_grid]}
+    native = schemas.native()  # the services validate against the same schemas
     tensor = {"type": "object", "required": ["name", "datatype", "shape"],
               "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
                              "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
@@ -47,45 +45,20 @@ def spec() -> dict:
                                                "parameters": {"type": "object"}}}
     paths = {
         "/api/mnist/predict": {"post": _op("Classify handwritten digits", _json(
-            {"type": "object", "properties": {"image": image_item, "images": {"type": "array", "items": image_item,
-                                                                              "minItems": 1, "maxItems": n}}},
-            {"images": [[[0] * 28] * 28]}), {"type": "object", "properties": {"predictions": {"type": "array"}}},
-            ["native"])},
+            native["/api/mnist/predict"], {"images": [[[0] * 28] * 28]}),
+            {"type": "object", "properties": {"predictions": {"type": "array"}}}, ["native"])},
         "/api/sentiment/predict": {"post": _op("Sentiment of review text", _json(
-            {"type": "object", "properties": {"text": {"type": "string", "maxLength": LIMITS["max_text_chars"]},
-                                              "texts": {"type": "array", "items": {"type": "string"}, "maxItems": n}}},
-            {"text": "A wonderful, moving film."}), None, ["native"])},
+            native["/api/sentiment/predict"], {"text": "A wonderful, moving film."}), None, ["native"])},
         "/api/translate": {"post": _op("Translate English to German", _json(
-            {"type": "object", "properties": {
-                "text": {"type": "string"}, "texts": {"type": "array", "items": {"type": "string"}, "maxItems": n},
-                "model": {"type": "string", "enum": ["transformer", "seq2seq"]},
-                "beam_size": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_beam_size"]},
-                "max_length": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_translation_tokens"]},
-                "return_scores": {"type": "boolean"}}},
-            {"text": "How are you?", "beam_size": 4}), None, ["native"])},
+            native["/api/translate"], {"text": "How are you?", "beam_size": 4}), None, ["native"])},
         "/api/generate": {"post": _op("Generate Shakespeare-like text (stream: true for server-sent events)", _json(
-            {"type": "object", "properties": {
-                "prompt": {"type": "string", "maxLength": LIMITS["max_prompt_chars"]},
-                "max_tokens": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_new_tokens"]},
-                "temperature": {"type": "number", "minimum": 0, "maximum": 5},
-                "top_k": {"type": "integer", "minimum": 0}, "top_p": {"type": "number", "minimum": 0, "maximum": 1},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
-                "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-                "stream": {"type": "boolean"}}},
-            {"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.7, "seed": 1}), None, ["native"],
+            native["/api/generate"], {"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.7, "seed": 1}),
+            None, ["native"],
             ok_content={"description": "generated text (JSON) or text/event-stream",
                         "content": {"application/json": {"schema": {"type": "object"}},
                                     "text/event-stream": {"schema": {"type": "string"}}}})},
         "/api/gan/sample": {"post": _op("Sample digits from the GAN", _json(
-            {"type": "object", "properties": {
-                "n": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_samples"]},
-                "seed": {"type": "integer", "minimum": 0, "maximum": 2**32 - 1},
-                "latent": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
-                "interpolate": {"type": "object", "properties": {"from_seed": {"type": "integer"},
-                                                                 "to_seed": {"type": "integer"},
-                                                                 "steps": {"type": "integer"}}},
-                "format": {"type": "string", "enum": ["json", "png"]}}},
-            {"n": 16, "seed": 7, "format": "json"}), None, ["native"],
+            native["/api/gan/sample"], {"n": 16, "seed": 7, "format": "json"}), None, ["native"],
             ok_content={"description": "images", "content": {"application/json": {"schema": {"type": "object"}},
                                                              "image/png": {"schema": {"type": "string",
                                                                                       "format": "binary"}}}})},

@@ -1,8 +1,12 @@
 """Optional rate limit per API key (or client address without one): ``GATEWAY_RATE_LIMIT`` such as
 ``100/second`` or ``1000/minute`` (the ``limits`` notation), fixed windows, counted in memory or in the storage
-``GATEWAY_RATE_LIMIT_STORAGE`` names (``redis://host:6379`` to share the count across gateway replicas)."""
+``GATEWAY_RATE_LIMIT_STORAGE`` names (``redis://host:6379`` to share the count across gateway replicas).
+
+Behind an ingress every request comes from the ingress's address: with ``GATEWAY_TRUSTED_PROXIES`` (addresses
+or networks, comma-separated) the client is the last ``X-Forwarded-For`` address not itself a trusted proxy."""
 from __future__ import annotations
 
+import ipaddress
 import os
 import time
 
@@ -15,16 +19,31 @@ from services.runtime.errors import ApiError
 
 
 class RateLimit:
-    def __init__(self, rate: str, storage_uri: str):
+    def __init__(self, rate: str, storage_uri: str, trusted: str = ""):
+        self.trusted = [ipaddress.ip_network(t.strip(), strict=False) for t in trusted.split(",") if t.strip()]
         self.item = parse(rate)
         self.text = rate
         uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
         self.limiter = FixedWindowRateLimiter(storage_from_string(uri))
 
-    @staticmethod
-    def bucket(key: str | None, client: tuple | None) -> str:
+    def bucket(self, key: str | None, client: tuple | None, forwarded_for: bytes | None = None) -> str:
         """What is counted: the API key (by a non-reversible name), else the client's address."""
-        return auth.key_id(key) if key else (client[0] if client else "")
+        if key:
+            return auth.key_id(key)
+        addr = client[0] if client else ""
+        if forwarded_for and self.is_trusted(addr):
+            for hop in reversed(forwarded_for.decode("latin-1").split(",")):
+                addr = hop.strip()
+                if not self.is_trusted(addr):
+                    break
+        return addr
+
+    def is_trusted(self, addr: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
 
     def exceeded(self) -> ApiError:
         return ApiError(f"rate limit exceeded ({self.text}); retry later", status=429, limit=self.text)
@@ -45,4 +64,5 @@ def from_env() -> RateLimit | None:
     rate = os.environ.get("GATEWAY_RATE_LIMIT", "")
     if not rate:
         return None
-    return RateLimit(rate, os.environ.get("GATEWAY_RATE_LIMIT_STORAGE", "memory://"))
+    return RateLimit(rate, os.environ.get("GATEWAY_RATE_LIMIT_STORAGE", "memory://"),
+                     os.environ.get("GATEWAY_TRUSTED_PROXIES", ""))

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, current_app, g
+from flask import Blueprint, current_app, g, request
 
-from services.mnist.model import MnistServable, decode_item
+from services.mnist.model import IMAGE_MAGIC, MnistServable, decode_item, image_to_mnist, raw_image
+from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
@@ -13,25 +14,70 @@ from services.runtime.http import json_body, json_response
 api = Blueprint("mnist_api", __name__)
 
 
+ACCEPTED = ("a JSON object ({\"image\": ...} or {\"images\": [...]}), a multipart/form-data upload "
+            "(curl -F image=@digit.png; several 'images' files for a batch), or a raw image/png, image/jpeg or "
+            "image/webp body")
+
+
 @api.post("/api/mnist/predict")
 def predict():
-    body = json_body()
+    single, x, version = _uploaded() if _is_upload() else _from_json()
+    s = current_app.extensions["repository"].get("mnist", version)
+    g.model, g.model_version = s.name, str(s.version)
+    probs = s.infer({"image": x}, {})["probabilities"]
+    preds = [{"digit": int(p.argmax()), "confidence": float(p.max()), "probabilities": [round(float(v), 6) for v in p]}
+             for p in probs]
+    return json_response({"predictions": preds, "model": s.name, "version": str(s.version), "device": s.device})
+
+
+def _is_upload() -> bool:
+    return request.mimetype == "multipart/form-data" or request.mimetype.startswith("image/") or \
+        request.get_data(cache=True)[:8].startswith(IMAGE_MAGIC)
+
+
+def _uploaded() -> tuple[bool, np.ndarray, str | None]:
+    """Image files: multipart fields 'image' (one) or 'images' (several), or the whole body as one image."""
+    if request.mimetype == "multipart/form-data":
+        native.unknown_in({**request.form, **request.files}, ["image", "images", "version"], {}, "form field")
+        files = [(f"images[{i}]" if k == "images" else k, f) for k in ("image", "images")
+                 for i, f in enumerate(request.files.getlist(k))]
+        if not files:
+            raise ApiError("the upload has no file: send it as 'image' (curl -F image=@digit.png)", field="image")
+        _check_count(len(files))
+        x = np.stack([image_to_mnist(raw_image(f.read(LIMITS["max_image_bytes"] + 1), name), name)
+                      for name, f in files])
+        return len(files) == 1 and files[0][0] == "image", x[..., None], request.form.get("version")
+    if request.mimetype.startswith("image/") and request.mimetype not in ("image/png", "image/jpeg", "image/webp"):
+        raise ApiError(f"Content-Type {request.mimetype} is not accepted; send {ACCEPTED}", status=415,
+                       field="Content-Type")
+    x = image_to_mnist(raw_image(request.get_data(cache=False), "image"), "image")
+    return True, x[None, ..., None], request.args.get("version")
+
+
+def _from_json() -> tuple[bool, np.ndarray, str | None]:
+    try:
+        body = json_body()
+    except ApiError as exc:
+        if request.get_data(cache=True)[:1].strip() not in (b"{", b""):  # not JSON at all
+            raise ApiError(f"this body is neither JSON nor an image; send {ACCEPTED}", status=415,
+                           field="Content-Type") from None
+        raise exc
+    native.known_fields(body, "/api/mnist/predict")
     if ("image" in body) == ("images" in body):
         raise ApiError("send exactly one of 'image' (one item) or 'images' (a list)", field="image")
     single = "image" in body
     items = [body["image"]] if single else body["images"]
     if not isinstance(items, list) or not items:
         raise ApiError("'images' must be a non-empty list", field="images", limit=LIMITS["max_batch_items"])
-    if len(items) > LIMITS["max_batch_items"]:
-        raise ApiError(f"'images' has {len(items)} items; the limit is {LIMITS['max_batch_items']}",
-                       field="images", limit=LIMITS["max_batch_items"])
+    _check_count(len(items))
     x = np.stack([decode_item(it, "image" if single else f"images[{i}]") for i, it in enumerate(items)])[..., None]
-    s = current_app.extensions["repository"].get("mnist", body.get("version"))
-    g.model, g.model_version = s.name, str(s.version)
-    probs = s.infer({"image": x}, {})["probabilities"]
-    preds = [{"digit": int(p.argmax()), "confidence": float(p.max()), "probabilities": [round(float(v), 6) for v in p]}
-             for p in probs]
-    return json_response({"predictions": preds, "model": s.name, "version": str(s.version), "device": s.device})
+    return single, x, body.get("version")
+
+
+def _check_count(n: int) -> None:
+    if n > LIMITS["max_batch_items"]:
+        raise ApiError(f"'images' has {n} items; the limit is {LIMITS['max_batch_items']}", field="images",
+                       limit=LIMITS["max_batch_items"])
 
 
 def create_app(**kw):

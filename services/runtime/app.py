@@ -74,11 +74,20 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        body = {"error": exc.description if exc.code != 404 else f"no such route: {request.method} {request.path}"}
-        if exc.code == 413:
+        body = {"error": exc.description}
+        headers = {}
+        if exc.code == 404:
+            routes = sorted({r.rule.split("<")[0] for r in app.url_map.iter_rules() if r.endpoint != "static"})
+            body = {"error": f"no such route: {request.method} {request.path}; routes: {', '.join(routes)}"}
+        elif exc.code == 405:
+            allowed = sorted(set(getattr(exc, "valid_methods", None) or []) - {"HEAD", "OPTIONS"})
+            body = {"error": f"method {request.method} not allowed on {request.path}; use {' or '.join(allowed)}",
+                    "limit": allowed}
+            headers["Allow"] = ", ".join(allowed)
+        elif exc.code == 413:
             body = {"error": f"request body is larger than {LIMITS['max_body_bytes']} bytes",
                     "field": "body", "limit": LIMITS["max_body_bytes"]}
-        return json_response(body, exc.code or 500)
+        return json_response(body, exc.code or 500, headers=headers)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -1,9 +1,31 @@
 """Checks for the friendly native JSON API: each failure names the field and the limit."""
 from __future__ import annotations
 
+import difflib
 import math
 
+from services.runtime import schemas
 from services.runtime.errors import ApiError
+
+
+def known_fields(body: dict, route: str) -> None:
+    """Refuse a field the route's schema does not name (a typo must not be ignored), suggesting the closest."""
+    schema = schemas.native()[route]
+    unknown_in(body, list(schema["properties"]), schemas.HINTS.get(route, {}), "field")
+    nested = {k: v for k, v in schema["properties"].items() if v.get("type") == "object"}
+    for name, sub in nested.items():
+        if isinstance(body.get(name), dict):
+            unknown_in(body[name], list(sub["properties"]), {}, "field", prefix=f"{name}.")
+
+
+def unknown_in(given: dict, accepted: list[str], hints: dict, what: str, prefix: str = "") -> None:
+    for key in given:
+        if key in accepted:
+            continue
+        close = hints.get(key) or next(iter(difflib.get_close_matches(str(key), accepted, 1, 0.6)), None)
+        mean = f" (did you mean '{close}'?)" if close else ""
+        raise ApiError(f"unknown {what} '{prefix}{key}'{mean}; accepted: {', '.join(sorted(accepted))}",
+                       field=f"{prefix}{key}", limit=sorted(accepted))
 
 
 def one_or_many(body: dict, one: str, many: str, limit: int) -> tuple[list, bool]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, g, request
 
-from services.runtime import codec
+from services.runtime import codec, native
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_response
@@ -115,6 +115,7 @@ def predict(path):
             arrays[n] = arrays[n].reshape(1)
     inputs = check_inputs(s, arrays, LIMITS["max_batch_items"])
     params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
+    native.unknown_in(params, sorted(s.parameters), {}, "parameter")
     outputs = s.infer(inputs, params)
     if row:
         n = next(iter(outputs.values())).shape[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request
 
-from services.runtime import codec
+from services.runtime import codec, native, schemas
 from services.runtime.config import LIMITS
 from services.runtime.errors import NotFound
 from services.runtime.http import json_response
@@ -97,6 +97,7 @@ def infer(name, version=None):
     body = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
     req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
     params = codec.v2_check_request(req, [o.name for o in s.outputs])
+    native.unknown_in(params, sorted(set(s.parameters) | schemas.V2_PROTOCOL_PARAMETERS), {}, "parameter")
     inputs = check_inputs(s, codec.v2_decode_inputs(req, tail), LIMITS["max_batch_items"], strict_datatype=True)
     outputs = s.infer(inputs, {k: v for k, v in params.items() if k not in ("binary_data_output",)})
     payload, headers = codec.v2_encode_outputs(s.name, str(s.version), outputs, req,

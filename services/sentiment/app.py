@@ -15,6 +15,7 @@ api = Blueprint("sentiment_api", __name__)
 @api.post("/api/sentiment/predict")
 def predict():
     body = json_body()
+    native.known_fields(body, "/api/sentiment/predict")
     texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
     s = current_app.extensions["repository"].get("sentiment", body.get("version"))
     g.model, g.model_version = s.name, str(s.version)

@@ -55,6 +55,7 @@ def _sse(event: str | None, data: dict) -> bytes:
 @api.post("/api/generate")
 def generate():
     body = json_body()
+    native.known_fields(body, "/api/generate")
     prompt = native.text(body.get("prompt", ""), "prompt", LIMITS["max_prompt_chars"], allow_empty=True)
     opts = options(body)
     stream = native.boolean(body, "stream", False)

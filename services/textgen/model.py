@@ -125,7 +125,8 @@ class TextgenServable(Servable):
     inputs = [TensorSpec("prompt", "BYTES", (-1,), "prompt text")]
     outputs = [TensorSpec("text", "BYTES", (-1,), "generated continuation")]
     parameters = {"max_tokens": f"1..{LIMITS['max_new_tokens']} (default 200)", "temperature": "0..5 (default 0.8)",
-                  "top_k": "0 (off) .. vocabulary size", "top_p": "0..1 (default 1)", "seed": "0..2^32-1"}
+                  "top_k": "0 (off) .. vocabulary size", "top_p": "0..1 (default 1)", "seed": "0..2^32-1",
+                  "stop": "a string or up to 4 strings that end the text"}
 
     def __init__(self, manifest, version_dir):
         super().__init__(manifest, version_dir)

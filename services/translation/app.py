@@ -16,6 +16,7 @@ api = Blueprint("translation_api", __name__)
 @api.post("/api/translate")
 def translate():
     body = json_body()
+    native.known_fields(body, "/api/translate")
     texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
     kind = native.choice(body, "model", "transformer", ["transformer", "seq2seq"])
     beam = native.integer(body, "beam_size", 1, 1, LIMITS["max_beam_size"])

@@ -106,6 +106,7 @@ async function showGrid(body) {
   try {
     const { data, ms, headers } = await call("/api/gan/sample", { ...body, format: "png" });
     $("grid").src = URL.createObjectURL(data);
+    $("grid").hidden = false;  // shown once there is a first sample: no broken-image placeholder
     $("gan-meta").textContent =
       `model gan v${headers.get("X-Model-Version")} on ${headers.get("X-Model-Device") || "?"} · ${ms.toFixed(0)} ms`;
   } catch (e) { fail("gan-meta", e); }
