@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: chromium newman serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
+.PHONY: chromium newman lint serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,7 +25,15 @@ serve-gpu:
 # Everything the suite needs (serving, training for the --quick jobs, tritonclient), then the whole suite.
 test: $(PY) chromium newman
 	$(PIP) -e '.[serve,train,dev]'
+	$(PY) -m ruff check .
+	$(PY) -m mypy services/runtime
 	$(PY) -m pytest -q
+
+# ruff on everything, mypy on the serving runtime (make test runs both first)
+lint: $(PY)
+	$(PIP) -e '.[serve,dev]'
+	$(PY) -m ruff check .
+	$(PY) -m mypy services/runtime
 
 # newman (Postman's runner, from the npm registry) for the Postman collection's test: into tests/.node.
 newman:

@@ -38,7 +38,7 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
     logs.setup(service)
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = LIMITS["max_body_bytes"]
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     repo = repository or ModelRepository(model_repository(), factories)
     if not repository:
         repo.refresh()
@@ -74,7 +74,7 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        body = {"error": exc.description}
+        body: dict = {"error": exc.description}
         headers = {}
         if exc.code == 404:
             routes = sorted({r.rule.split("<")[0] for r in app.url_map.iter_rules() if r.endpoint != "static"})

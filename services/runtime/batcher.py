@@ -8,6 +8,7 @@ An error in a batch fails only the requests in that batch; a full queue refuses 
 """
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import deque
@@ -176,7 +177,7 @@ def _join(parts: list[Future]) -> Future:
     left = [len(parts)]
     lock = threading.Lock()
 
-    def done(i, f):
+    def done(i: int, f: Future) -> None:
         exc = f.exception()
         with lock:
             if joined.done():
@@ -189,5 +190,5 @@ def _join(parts: list[Future]) -> Future:
             if left[0] == 0:
                 joined.set_result({k: np.concatenate([r[k] for r in results]) for k in results[0]})
     for i, f in enumerate(parts):
-        f.add_done_callback(lambda f, i=i: done(i, f))
+        f.add_done_callback(functools.partial(done, i))
     return joined

@@ -199,7 +199,7 @@ def v2_encode_outputs(model: str, version: str, outputs: dict[str, np.ndarray], 
     else:
         names = list(outputs)
         binary_for = {n: all_binary for n in names}
-    header = {"model_name": model, "model_version": version, "outputs": []}
+    header: dict = {"model_name": model, "model_version": version, "outputs": []}
     if request_id:
         header["id"] = request_id
     blobs = []

@@ -55,6 +55,9 @@ class Job:
 
     adapter: Any
     done: bool = False
+    finished: threading.Event
+    error: BaseException | None = None
+    cancelled: bool = False
 
     def rows(self) -> list[Row]:
         raise NotImplementedError
@@ -85,7 +88,7 @@ class BeamSearchJob(Job):
         self.error: BaseException | None = None
 
     def rows(self) -> list[Row]:
-        return [h.row for h in self.live]
+        return [h.row for h in self.live if h.row is not None]  # a live hypothesis always has its row
 
     def advance(self, logprobs: np.ndarray, states: list) -> None:
         self.steps += 1
@@ -106,6 +109,7 @@ class BeamSearchJob(Job):
         new_live = []
         for total, i, t in cand:
             parent = self.live[i]
+            assert parent.row is not None
             if t == self.eos_id:
                 self.complete.append(Hypothesis(parent.tokens, total))
             else:
@@ -156,7 +160,7 @@ class SamplingJob(Job):
 
     def __init__(self, adapter, first_state, prompt_ids: list[int], max_tokens: int, temperature: float,
                  top_k: int, top_p: float, seed: int, banned: tuple[int, ...] = (),
-                 on_token: Callable[[int], bool] | None = None, on_first: Callable[[], None] | None = None,
+                 on_token: Callable[[int | None], bool | None] | None = None, on_first: Callable[[], None] | None = None,
                  on_end: Callable[[], None] | None = None):
         if not prompt_ids:
             raise ValueError("a prompt of at least one token is needed")
@@ -271,7 +275,7 @@ def sample_rows(logits: np.ndarray, temperature: np.ndarray, top_k: np.ndarray, 
     elif len(banned):
         z[:, banned] = -np.inf
     out = np.empty(n, dtype=np.int64)
-    rows = slice(None)
+    rows: slice | np.ndarray = slice(None)
     if any_greedy:
         greedy = temperature <= 0
         out[greedy] = np.argmax(z[greedy], axis=1)
@@ -363,10 +367,10 @@ class SampledBatch:
                 job.tokens.append(tok)
             if self.fresh:
                 for job in self.fresh:
-                    job.on_first()
+                    job.on_first()  # type: ignore[misc]  # fresh: the jobs that asked for on_first
                 self.fresh = []
             for job in self.watched:
-                if job.on_token(job.tokens[-1]) is False:
+                if job.on_token(job.tokens[-1]) is False:  # type: ignore[misc]  # watched: they have one
                     job._finish("stop")
             self.until_full -= 1
             if self.until_full == 0:
@@ -408,7 +412,7 @@ class Scheduler:
         self.thread: threading.Thread | None = None
         self.name = name
         self.stopping = False
-        self.draws: dict[int, Draw] = {}  # per adapter: last tick's sampling settings (SamplingJob.advance_many)
+        self.draws: dict[int, Draw | None] = {}  # per adapter: last tick's sampling settings (SamplingJob.advance_many)
         self.batch: SampledBatch | None = None  # while every job is a stream of one array-stepped adapter
 
     # -- synchronous use (training evaluation, tests)
@@ -489,7 +493,7 @@ class Scheduler:
                 continue  # does not fit this tick; it keeps its place for the next one
             budget -= len(rows)
             by_adapter.setdefault(id(job.adapter), (job.adapter, []))[1].append((job, rows))
-        draws = {}
+        draws: dict[int, Draw | None] = {}
         for key, (adapter, entries) in by_adapter.items():
             flat = [r for _, rows in entries for r in rows]
             try:
@@ -518,7 +522,8 @@ class Scheduler:
                     idx = [i for _, i in sampling]
                     logprobs, states = logprobs[idx], [states[i] for i in idx]
                 try:
-                    draws[key] = SamplingJob.advance_many(jobs, logprobs, states, self.draws.get(key))
+                    draws[key] = SamplingJob.advance_many(jobs, logprobs, states,  # type: ignore[arg-type]
+                                                          self.draws.get(key))
                 except Exception as exc:  # noqa: BLE001
                     for job in jobs:
                         if not job.done:

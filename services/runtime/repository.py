@@ -46,7 +46,7 @@ class ModelRepository:
     def refresh(self) -> None:
         """Load new versions, unload removed ones. Safe to call from any thread."""
         for name, factory in self.factories.items():
-            wanted = []
+            wanted: list[int] = []
             on_disk = self._versions_on_disk(name)
             for key in [k for k in self.failed if k[0] == name and k[1] not in on_disk]:
                 self.failed.pop(key, None)  # a refused version that was removed is no longer reported
