@@ -315,3 +315,12 @@ def test_wrong_method_and_unknown_route_say_what_exists(clients):
     assert r.status_code == 405 and "use POST" in r.json["error"] and r.headers["Allow"] == "POST"
     r = clients["mnist"].post("/api/mnist/predikt", json={})
     assert r.status_code == 404 and "/api/mnist/predict" in r.json["error"]
+
+
+def test_the_server_version_is_the_one_in_pyproject(clients):
+    import tomllib
+
+    from services.gateway.openapi import spec
+    from tests.conftest import ROOT
+    want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert clients["mnist"].get("/v2").json["version"] == want and spec()["info"]["version"] == want

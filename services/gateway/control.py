@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from services import __version__
 from services.gateway import openapi
 from services.runtime.errors import ApiError
 from services.runtime.metrics import exposition
@@ -91,7 +92,7 @@ class Control:
                        200 if ok else 503)
 
     async def server_meta(self, req) -> None:
-        await req.json({"name": "keras-onnx-serving-gateway", "version": "1.0.0",
+        await req.json({"name": "keras-onnx-serving-gateway", "version": __version__,
                         "extensions": ["binary_tensor_data", "model_repository"]})
 
     async def models(self, req) -> None:

@@ -1,6 +1,7 @@
 """OpenAPI 3 description of every route the gateway serves (native API, TF Serving REST, OIP v2)."""
 from __future__ import annotations
 
+from services import __version__
 from services.runtime import schemas
 from services.runtime.config import LIMITS
 
@@ -98,7 +99,7 @@ def spec() -> dict:
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
     }
     return {"openapi": "3.0.3",
-            "info": {"title": "Keras ONNX model serving gateway", "version": "1.0.0",
+            "info": {"title": "Keras ONNX model serving gateway", "version": __version__,
                      "description": "Five Keras model families exported to ONNX, behind one address: a native JSON "
                                     "API, TensorFlow Serving's REST API and the Open Inference Protocol v2."},
             "servers": [{"url": "/"}],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, request
 
+from services import __version__
 from services.runtime import codec, native, schemas
 from services.runtime.config import LIMITS
 from services.runtime.errors import NotFound
@@ -13,7 +14,7 @@ from services.runtime.http import json_response
 from services.runtime.servable import check_inputs
 
 bp = Blueprint("v2", __name__)
-SERVER = {"name": "keras-onnx-serving", "version": "1.0.0",
+SERVER = {"name": "keras-onnx-serving", "version": __version__,
           "extensions": ["binary_tensor_data", "model_repository"]}
 
 
