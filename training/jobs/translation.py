@@ -38,6 +38,7 @@ CONFIGS = {
 QUICK_CONFIGS = {"transformer": dict(d=32, heads=2, d_ff=64, layers_n=1), "seq2seq": dict(emb=16, units=32)}
 PEAK_LR = {"transformer": 1e-3, "seq2seq": 2e-3}
 WARMUP_STEPS = 800
+PAUSED_AFTER = 60.0  # a step takes about half a second: a longer gap is a pause, not training
 TOKENS_PER_BATCH = 2500  # target tokens a batch (padding included)
 LABEL_SMOOTHING = 0.1
 
@@ -235,14 +236,16 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     history_path = run_dir / "history.csv"
     stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"]}
     t_start = time.monotonic()
-    t_ckpt = t_start
+    t_ckpt = t_last = t_start
+    active = 0.0  # seconds spent training since the last checkpoint: a paused process (kill -STOP) is not counted
     recent, recent_tokens, t_recent = [], 0, time.monotonic()
     max_steps = state["step"] + 40 if opts.quick else None  # quick: 40 steps a stretch
     done = False
 
     def checkpoint(now: float) -> None:
-        nonlocal recent, recent_tokens, t_recent, t_ckpt
-        state["train_seconds"] += now - t_ckpt
+        nonlocal recent, recent_tokens, t_recent, t_ckpt, active
+        state["train_seconds"] += active
+        active = 0.0
         val = validation_loss()
         _append_history(history_path, {
             "step": state["step"], "pass": round(state["epoch"] + state["batch"] / max(len(batches), 1), 3),
@@ -269,6 +272,9 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
             state["batch"] += 1
             state["step"] += 1
             now = time.monotonic()
+            if now - t_last < PAUSED_AFTER:
+                active += now - t_last
+            t_last = now
             if state["step"] % 200 == 0:
                 log(f"{kind}: step {state['step']} pass {state['epoch']} ({state['batch']}/{len(batches)}) "
                     f"train nll {np.mean(recent):.3f}, {recent_tokens / (now - t_recent):.0f} target tokens/s")
