@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +65,10 @@ stdout_logfile=/dev/stdout
 stdout_logfile_maxbytes=0
 """
     for n, p in ports.items():
-        out.append(program(n, f"{py} -m services {n}", f'PORT="{p}",HOST="{host}",PYTHONUNBUFFERED="1"'))
+        metrics_dir = workdir / f"prometheus-{n}"  # the workers' shared metrics, removed with the stack's folder
+        metrics_dir.mkdir(exist_ok=True)
+        out.append(program(n, f"{py} -m services {n}", f'PORT="{p}",HOST="{host}",PYTHONUNBUFFERED="1",'
+                                                      f'PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"'))
     out.append(program("gateway", f"{py} -m services gateway",
                        f'GATEWAY_PORT="{gateway_port}",HOST="{host}",PYTHONUNBUFFERED="1",{backend_env}'))
     out.append(program("ready", f"{py} -m services.stack --wait-ready http://127.0.0.1:{gateway_port}", 'X="1"',
@@ -76,8 +82,8 @@ def wait_ready(url: str, timeout: float = 600) -> int:
         try:
             with urllib.request.urlopen(url + "/v2/health/ready", timeout=2) as r:
                 if r.status == 200:
-                    print(f"\n==> stack ready in {time.time() - t0:.1f}s: {url} (try {url}/docs, {url}/api/models)\n",
-                          flush=True)
+                    print(f"\n==> stack ready in {time.time() - t0:.1f}s: demo page {url}/ · API docs {url}/docs · "
+                          f"models {url}/api/models\n", flush=True)
                     return 0
         except OSError:
             pass
@@ -102,12 +108,18 @@ def main(argv=None) -> int:
         ensure_free(args.host, port)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="model-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    made_workdir = args.workdir is None
     conf = workdir / "supervisord.conf"
     conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host))
     print(f"==> starting 5 services (ports {args.base_port}-{args.base_port + 4}) and the gateway "
           f"(port {args.gateway_port}) under supervisord; config {conf}", flush=True)
-    os.execvp(sys.executable, [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
-    return 0
+    sup = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
+    for sig in (signal.SIGINT, signal.SIGTERM):  # supervisord stops every program, then this cleans up
+        signal.signal(sig, lambda signum, _frame: sup.send_signal(signum))
+    rc = sup.wait()
+    if made_workdir:  # its logs and sockets: nothing is left behind in the temporary folder
+        shutil.rmtree(workdir, ignore_errors=True)
+    return rc
 
 
 if __name__ == "__main__":

@@ -229,3 +229,24 @@ def test_a_second_stack_on_busy_ports_fails_at_once_and_the_first_keeps_serving(
                          timeout=30, env={**os.environ, "PORT": str(stack.base), "HOST": "127.0.0.1"})
     assert one.returncode != 0 and f"port {stack.base}" in one.stderr
     assert all(requests.get(stack.url + "/v2/models/mnist/ready", timeout=10).status_code == 200 for _ in range(20))
+
+
+def test_a_stack_names_its_demo_page_and_leaves_no_temporary_folder(tmp_path):
+    """`make serve`'s stack: the ready line names the demo page; SIGTERM stops it and removes its folder."""
+    from tests.conftest import free_port_block
+    base = free_port_block(6)
+    proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
+                             "--base-port", str(base)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "TMPDIR": str(tmp_path)}, start_new_session=True, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "stack ready" in line:
+                break
+        assert f"demo page http://127.0.0.1:{base + 5}/" in lines[-1], "".join(lines[-20:])
+        assert list(tmp_path.glob("model-stack-*"))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(90)
+    assert not list(tmp_path.glob("model-stack-*")) and not list(tmp_path.glob("prometheus-*"))

@@ -33,6 +33,16 @@ control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "/tmp/gunicorn.ctl"
 
 
+def on_starting(server):
+    """A restarted master starts its metrics afresh: prometheus_client's multiprocess files of an earlier run
+    would otherwise be summed with the new ones."""
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if folder and os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(folder, name))
+
+
 def post_fork(server, worker):
     """Workers die with their master: if the master is killed (SIGKILL, OOM), its workers must not linger
     on the port, or a restarted master cannot bind and the old code keeps answering."""
