@@ -112,15 +112,18 @@ def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
     from services.runtime.config import web_workers
     from services.runtime.decoding import Scheduler
     from services.runtime.manifest import load_and_verify
+    from services.settings import ServiceSettings
     from services.textgen.model import Stream, TextgenServable
     saved = os.environ.get("ORT_INTRA_OP_THREADS")
     os.environ["ORT_INTRA_OP_THREADS"] = saved or str(ORT_THREADS["textgen"])  # what the service runs with
+    ServiceSettings.load.cache_clear()  # this process's settings, as the textgen service reads them
     try:
         version = latest("textgen")
         model = TextgenServable(load_and_verify(version), version).model
     finally:
         if saved is None:
             os.environ.pop("ORT_INTRA_OP_THREADS")
+        ServiceSettings.load.cache_clear()
     workers = min(web_workers(), streams)
 
     def generate(n: int, deadline: float, counts: list) -> None:

@@ -117,3 +117,13 @@ def stack():
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture(autouse=True)
+def settings_read_in_each_test():
+    """Services read their settings once per process (ServiceSettings.load); a test that sets an environment
+    variable gets them read again, as a process started with it would."""
+    from services.settings import ServiceSettings
+    ServiceSettings.load.cache_clear()
+    yield
+    ServiceSettings.load.cache_clear()

@@ -14,6 +14,7 @@ from onnx import TensorProto, helper
 
 from services.runtime.manifest import load_and_verify
 from services.runtime.sessions import create_session, device_of
+from services.settings import ServiceSettings
 from tests.conftest import MODELS, Stack, latest
 
 # the tolerance every export is checked to; CUDA's kernels sum in another order than MLAS: measured on an H100
@@ -55,8 +56,8 @@ def test_cuda_sessions_keep_fp32_search_by_heuristic_and_preload_the_libraries(m
         assert calls == [1]
         assert sessions.providers_for("cpu") == ["CPUExecutionProvider"]
         monkeypatch.setenv("CUDA_TF32", "1")
-        monkeypatch.setenv("CUDA_CONV_ALGO_SEARCH", "EXHAUSTIVE")
-        assert sessions.providers_for("cuda")[0][1] == {"use_tf32": "1", "cudnn_conv_algo_search": "EXHAUSTIVE"}
+        ServiceSettings.load.cache_clear()  # as a process started with it
+        assert sessions.providers_for("cuda")[0][1] == {"use_tf32": "1", "cudnn_conv_algo_search": "HEURISTIC"}
     finally:
         sessions.preload_cuda.cache_clear()
 

@@ -102,16 +102,15 @@ def test_network_policy_only_gateway_reaches_services():
     assert "gateway-from-ingress" in pols
 
 
-def test_gateway_config_map_matches_the_code(monkeypatch, tmp_path):
+def test_gateway_config_map_matches_the_code(tmp_path):
     from services.gateway import backends
+    from services.settings import GatewaySettings
     docs = render("overlays/cpu")
     cm = _by_kind(docs, "ConfigMap")["gateway-backends"]
     f = tmp_path / "backends.yaml"
     f.write_text(cm["data"]["backends.yaml"])
-    monkeypatch.setenv("GATEWAY_BACKENDS_FILE", str(f))
-    loaded = backends.load()
-    monkeypatch.delenv("GATEWAY_BACKENDS_FILE")
-    local = backends.load()
+    loaded = backends.load(GatewaySettings.from_env({"GATEWAY_BACKENDS_FILE": str(f)}))
+    local = backends.load(GatewaySettings.from_env({}))
     assert {n: (b.models, b.routes) for n, b in loaded.items()} == {n: (b.models, b.routes) for n, b in local.items()}
     for name, b in loaded.items():
         assert b.url == f"http://{name}:{SERVICES[name]}"

@@ -8,6 +8,7 @@ import pytest
 
 from bench.run import LONG_PROMPT as PROMPT  # the benchmark's passage (Romeo and Juliet, II.2)
 from services.runtime.manifest import load_and_verify
+from services.settings import ServiceSettings
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.sessions import create_session
 from services.textgen.engine import CharModel
@@ -80,8 +81,10 @@ def test_without_a_prefill_graph_prompts_are_stepped_as_before(monkeypatch, capl
     import services.textgen.model as textgen
     manifest = load_and_verify(TEXTGEN)
     monkeypatch.setenv("PREFILL_MIN_TOKENS", "0")  # turned off: not even built
+    ServiceSettings.load.cache_clear()  # as a process started with it
     assert textgen.TextgenServable(manifest, TEXTGEN).model.prefill is None
     monkeypatch.setenv("PREFILL_MIN_TOKENS", "16")
+    ServiceSettings.load.cache_clear()
 
     def broken(*args):
         raise ValueError("no Scan here")

@@ -324,3 +324,21 @@ def test_the_server_version_is_the_one_in_pyproject(clients):
     from tests.conftest import ROOT
     want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert clients["mnist"].get("/v2").json["version"] == want and spec()["info"]["version"] == want
+
+
+def test_configuration_page_is_written_from_the_settings():
+    from services.settings import markdown
+    from tests.conftest import ROOT
+    assert (ROOT / "docs" / "configuration.md").read_text() == markdown(), "run: python -m services.settings"
+
+
+def test_a_setting_that_does_not_parse_stops_the_process_with_its_name():
+    import pytest
+
+    from services.settings import GatewaySettings, ServiceSettings, SettingError
+    with pytest.raises(SettingError, match="LIMIT_BEAM_SIZE='many' is not a valid int"):
+        ServiceSettings.from_env({"LIMIT_BEAM_SIZE": "many"})
+    with pytest.raises(SettingError, match="MODEL_DEVICE must be one of auto, cpu, cuda"):
+        ServiceSettings.from_env({"MODEL_DEVICE": "tpu"})
+    s = GatewaySettings.from_env({"BACKEND_MNIST_URL": "http://10.0.0.1:9001", "GATEWAY_UPSTREAM_TIMEOUT": "5"})
+    assert s.backend_urls == (("mnist", "http://10.0.0.1:9001"),) and s.upstream_timeout == 5.0

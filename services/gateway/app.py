@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import time
 from urllib.parse import quote
@@ -25,9 +24,9 @@ from services.gateway import auth, backends, control, metrics, ratelimit
 from services.gateway.headers import FORWARD
 from services.gateway.upstream import Upstream, response_headers
 from services.runtime import logs
-from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 from services.runtime.request_ids import request_id
+from services.settings import GatewaySettings, ProcessSettings
 
 log = logging.getLogger("gateway")
 PUBLIC = ("/healthz", "/v2/health/", "/metrics", "/docs", "/openapi.json", "/static/", "/favicon.ico")
@@ -75,9 +74,9 @@ class Request:
     async def json(self, obj, status: int = 200) -> None:
         await self.respond(status, orjson.dumps(obj))
 
-    async def body(self) -> bytes:
-        """The whole request body, refused (413) past the limit even when no Content-Length announced it."""
-        parts, size, limit = [], 0, LIMITS["max_body_bytes"]
+    async def body(self, limit: int) -> bytes:
+        """The whole request body, refused (413) past ``limit`` even when no Content-Length announced it."""
+        parts, size = [], 0
         while True:
             msg = await self.receive()
             if msg["type"] == "http.disconnect":
@@ -92,12 +91,13 @@ class Request:
 
 
 class Gateway:
-    def __init__(self):
-        logs.setup("gateway")
-        self.router = backends.Router(backends.load())
-        self.upstream = Upstream()
-        self.keys = auth.load_keys()
-        self.rate = ratelimit.from_env()
+    def __init__(self, settings: GatewaySettings, log_level: str = "info"):
+        logs.setup("gateway", log_level)
+        self.settings = settings
+        self.router = backends.Router(backends.load(settings))
+        self.upstream = Upstream(settings)
+        self.keys = auth.load_keys(settings)
+        self.rate = ratelimit.from_settings(settings)
         self.control = control.Control(self)
 
     async def __call__(self, scope, receive, send):
@@ -142,9 +142,10 @@ class Gateway:
     async def check(self, req: Request) -> None:
         """Size, API key and rate limit: before a byte of the body is read."""
         length = req.headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > LIMITS["max_body_bytes"]:
-            raise ApiError(f"request body of {int(length)} bytes is larger than {LIMITS['max_body_bytes']}",
-                           status=413, field="body", limit=LIMITS["max_body_bytes"])
+        limit = self.settings.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise ApiError(f"request body of {int(length)} bytes is larger than {limit}", status=413, field="body",
+                           limit=limit)
         public = req.path == "/" or req.path.startswith(PUBLIC) or req.method == "OPTIONS"
         key = auth.presented_key(req.headers.get(b"authorization", b"").decode("latin-1"))
         if self.keys and not public and not auth.valid(key, self.keys):
@@ -189,7 +190,7 @@ class Gateway:
         await self.forward(req, backend)
 
     async def forward(self, req: Request, backend) -> None:
-        body = await req.body() if req.method not in ("GET", "HEAD") else b""
+        body = await req.body(self.settings.max_body_bytes) if req.method not in ("GET", "HEAD") else b""
         headers = [(k, v) for k, v in req.scope["headers"] if k in FORWARD]
         headers.append((b"X-Request-ID", req.request_id.encode()))
         client = req.scope.get("client")
@@ -231,10 +232,12 @@ class Gateway:
                 return
 
 
-def create_app():
-    """The ASGI app, wrapped in Starlette's CORS middleware when ``GATEWAY_CORS_ORIGINS`` lists origins."""
-    app = Gateway()
-    origins = [o.strip() for o in os.environ.get("GATEWAY_CORS_ORIGINS", "").split(",") if o.strip()]
+def create_app(settings: GatewaySettings | None = None):
+    """The ASGI app, its settings read from the environment now unless given; wrapped in Starlette's CORS
+    middleware when ``GATEWAY_CORS_ORIGINS`` lists origins."""
+    settings = settings or GatewaySettings.from_env()
+    app = Gateway(settings, ProcessSettings.from_env().log_level)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         from starlette.middleware.cors import CORSMiddleware
         return CORSMiddleware(app, allow_origins=origins, allow_methods=["GET", "POST", "OPTIONS"],

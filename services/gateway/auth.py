@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
+
+from services.settings import GatewaySettings
 
 
-def load_keys() -> list[bytes]:
-    keys = [k.strip() for k in os.environ.get("GATEWAY_API_KEYS", "").split(",") if k.strip()]
-    path = os.environ.get("GATEWAY_API_KEYS_FILE")
+def load_keys(settings: GatewaySettings) -> list[bytes]:
+    keys = [k.strip() for k in settings.api_keys.split(",") if k.strip()]
+    path = settings.api_keys_file
     if path:
         with open(path, encoding="utf-8") as f:
             keys += [ln.strip() for ln in f if ln.strip() and not ln.startswith("#")]

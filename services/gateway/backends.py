@@ -5,10 +5,11 @@ built-in local map below; ``BACKEND_<NAME>_URL`` overrides one backend's address
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import yaml
+
+from services.settings import GatewaySettings
 
 DEFAULT = """
 backends:
@@ -29,15 +30,15 @@ class Backend:
     streams: bool = False  # answers may come as a stream (server-sent events)
 
 
-def load() -> dict[str, Backend]:
-    path = os.environ.get("GATEWAY_BACKENDS_FILE")
+def load(settings: GatewaySettings) -> dict[str, Backend]:
+    path = settings.backends_file
     text = open(path, encoding="utf-8").read() if path else DEFAULT
     raw = yaml.safe_load(text)
     if not isinstance(raw, dict) or not isinstance(raw.get("backends"), dict):
         raise ValueError(f"backend map {path or '(built-in)'} needs a 'backends' mapping")
     out = {}
     for name, spec in raw["backends"].items():
-        url = os.environ.get(f"BACKEND_{name.upper()}_URL", spec["url"]).rstrip("/")
+        url = dict(settings.backend_urls).get(name, spec["url"]).rstrip("/")
         out[name] = Backend(name, url, tuple(spec.get("models", [])), tuple(spec.get("routes", [])),
                             bool(spec.get("streams", False)))
     return out

@@ -109,7 +109,7 @@ class Control:
         await req.json({"models": out, "unavailable_backends": down})
 
     async def repo_index(self, req) -> None:
-        await req.body()  # an optional {"ready": bool} filter the backends do not need
+        await req.body(self.gw.settings.max_body_bytes)  # an optional {"ready": bool} filter, not needed
         out = []
         for name, status, body in await self.fan_out(req, "POST", "/v2/repository/index", timeout=5.0):
             if status == 200 and isinstance(body, list):

@@ -7,7 +7,6 @@ or networks, comma-separated) the client is the last ``X-Forwarded-For`` address
 from __future__ import annotations
 
 import ipaddress
-import os
 import time
 
 from limits import parse
@@ -16,6 +15,7 @@ from limits.aio.strategies import FixedWindowRateLimiter
 
 from services.gateway import auth
 from services.runtime.errors import ApiError
+from services.settings import GatewaySettings
 
 
 class RateLimit:
@@ -60,9 +60,7 @@ class RateLimit:
         return ok, headers
 
 
-def from_env() -> RateLimit | None:
-    rate = os.environ.get("GATEWAY_RATE_LIMIT", "")
-    if not rate:
+def from_settings(settings: GatewaySettings) -> RateLimit | None:
+    if not settings.rate_limit:
         return None
-    return RateLimit(rate, os.environ.get("GATEWAY_RATE_LIMIT_STORAGE", "memory://"),
-                     os.environ.get("GATEWAY_TRUSTED_PROXIES", ""))
+    return RateLimit(settings.rate_limit, settings.rate_limit_storage, settings.trusted_proxies)

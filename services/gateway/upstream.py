@@ -8,7 +8,6 @@ gateway's hot path (bench/results/vm/FINDINGS.md has the costs).
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import time
 from collections import deque
@@ -18,6 +17,7 @@ import httptools
 
 from services.gateway import metrics
 from services.gateway.headers import DROPPED
+from services.settings import GatewaySettings
 from services.runtime.errors import ApiError
 
 PAUSE_BYTES = 1 << 20  # a slow stream reader: stop reading the backend past 1 MiB buffered
@@ -256,12 +256,12 @@ class Connection(asyncio.Protocol):
 class Upstream:
     """Idle connections per backend (LIFO), opened on demand; a breaker per backend."""
 
-    def __init__(self):
-        self.connect_timeout = float(os.environ.get("GATEWAY_CONNECT_TIMEOUT", "0.5"))
-        self.read_timeout = float(os.environ.get("GATEWAY_UPSTREAM_TIMEOUT", "60"))
-        self.max_idle = int(os.environ.get("GATEWAY_POOL_SIZE", "64"))
-        self.fail_max = int(os.environ.get("GATEWAY_BREAKER_FAILURES", "3"))
-        self.reset = float(os.environ.get("GATEWAY_BREAKER_RESET_SECONDS", "5"))
+    def __init__(self, settings: GatewaySettings):
+        self.connect_timeout = settings.connect_timeout
+        self.read_timeout = settings.upstream_timeout
+        self.max_idle = 64  # idle connections kept per backend
+        self.fail_max = settings.breaker_failures
+        self.reset = settings.breaker_reset_seconds
         self.pools: dict[str, deque] = {}
         self.breakers: dict[str, CircuitBreaker] = {}
         self.addresses: dict[str, tuple[str, int, bytes]] = {}

@@ -13,7 +13,8 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from services.runtime import logs, metrics
-from services.runtime.config import LIMITS, model_repository
+from services.runtime.config import LIMITS
+from services.settings import ProcessSettings, ServiceSettings
 from services.runtime.errors import ApiError
 from services.runtime.http import assign_request_id, json_response, log_access
 from services.runtime.protocol_v1 import bp as v1_bp
@@ -34,12 +35,14 @@ def protocol_of(path: str) -> str:
 
 
 def create_app(service: str, factories: dict, native=None, repository: ModelRepository | None = None,
-               poll: bool = True) -> Flask:
-    logs.setup(service)
+               poll: bool = True, settings: ServiceSettings | None = None) -> Flask:
+    """``settings``: the process's (read from the environment once) unless given."""
+    settings = settings or ServiceSettings.load()
+    logs.setup(service, ProcessSettings.from_env().log_level)
     app = Flask(service)
-    app.config["MAX_CONTENT_LENGTH"] = LIMITS["max_body_bytes"]
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    repo = repository or ModelRepository(model_repository(), factories)
+    repo = repository or ModelRepository(settings.model_repository, factories)
     if not repository:
         repo.refresh()
         if poll:

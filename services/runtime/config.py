@@ -1,18 +1,18 @@
-"""Runtime settings from environment variables (defaults documented in the README's configuration table)."""
+"""What the runtime derives from its settings (services/settings.py): workers, devices, batching, limits."""
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from services.settings import REPO_ROOT, ProcessSettings, ServiceSettings
+
+__all__ = ["REPO_ROOT", "LIMITS", "usable_cpus", "web_workers", "model_repository", "model_device",
+           "batching_override", "settings"]
 
 
-def env_int(name: str, default: int) -> int:
-    return int(os.environ.get(name, default))
-
-
-def env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+def settings() -> ServiceSettings:
+    return ServiceSettings.load()
 
 
 def usable_cpus() -> int:
@@ -27,51 +27,47 @@ def usable_cpus() -> int:
     return max(1, n)
 
 
-def web_workers() -> int:
+def web_workers(process: ProcessSettings | None = None) -> int:
     """gunicorn workers: WEB_CONCURRENCY, else one per usable CPU (at most 4), on a GPU as well.
 
     Request parsing and JSON are Python and hold the GIL, so one process tops out near one core; each
-    worker has its own batcher and ONNX Runtime session, so batches stay full enough at 2-4 workers. On an
-    H100 one worker capped MNIST at 780 req/s whatever the concurrency, four made 2,400-2,800 (each holds
-    its own CUDA context, a few hundred MiB of GPU memory), and a killed worker no longer takes the service
-    down while its replacement loads."""
-    if os.environ.get("WEB_CONCURRENCY"):
-        return int(os.environ["WEB_CONCURRENCY"])
-    return min(4, usable_cpus())
+    worker has its own batcher and ONNX Runtime session, so batches stay full enough at 2-4 workers, and a
+    killed worker does not take the service down while its replacement loads."""
+    workers = (process or ProcessSettings.from_env()).workers
+    return workers if workers else min(4, usable_cpus())
 
 
 def model_repository() -> Path:
-    return Path(os.environ.get("MODEL_REPOSITORY", REPO_ROOT / "exported_models"))
+    return settings().model_repository
 
 
 def model_device() -> str:
-    dev = os.environ.get("MODEL_DEVICE", "auto").lower()
-    if dev not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"MODEL_DEVICE must be auto, cpu or cuda, not {dev!r}")
-    return dev
+    return settings().model_device
 
 
 def batching_override(manifest_batching: dict) -> dict:
     """Manifest batching settings, overridden by MAX_BATCH_SIZE / MAX_QUEUE_DELAY_MS / MAX_QUEUE_SIZE."""
+    s = settings()
     out = dict(manifest_batching)
-    if "MAX_BATCH_SIZE" in os.environ:
-        out["max_batch_size"] = env_int("MAX_BATCH_SIZE", 64)
-    if "MAX_QUEUE_DELAY_MS" in os.environ:
-        out["max_queue_delay_ms"] = env_float("MAX_QUEUE_DELAY_MS", 2.0)
-    out["max_queue_size"] = env_int("MAX_QUEUE_SIZE", int(out.get("max_queue_size", 1024)))
+    if s.max_batch_size is not None:
+        out["max_batch_size"] = s.max_batch_size
+    if s.max_queue_delay_ms is not None:
+        out["max_queue_delay_ms"] = s.max_queue_delay_ms
+    out["max_queue_size"] = s.max_queue_size or int(out.get("max_queue_size", 1024))
     return out
 
 
-# Limits on everything a client can make the server compute (README: "Limits").
-LIMITS = {
-    "max_batch_items": env_int("LIMIT_BATCH_ITEMS", 64),       # images / texts per request
-    "max_text_chars": env_int("LIMIT_TEXT_CHARS", 20000),      # per text (sentiment, translation)
-    "max_prompt_chars": env_int("LIMIT_PROMPT_CHARS", 2000),   # text generation prompt
-    "max_beam_size": env_int("LIMIT_BEAM_SIZE", 8),
-    "max_translation_tokens": env_int("LIMIT_TRANSLATION_TOKENS", 128),
-    "max_new_tokens": env_int("LIMIT_MAX_TOKENS", 1000),       # text generation
-    "max_samples": env_int("LIMIT_GAN_SAMPLES", 64),           # GAN images per request
-    "max_image_bytes": env_int("LIMIT_IMAGE_BYTES", 5 * 1024 * 1024),
-    "max_image_pixels": env_int("LIMIT_IMAGE_PIXELS", 4096 * 4096),
-    "max_body_bytes": env_int("MAX_BODY_BYTES", 16 * 1024 * 1024),
-}
+class _Limits(Mapping):
+    """Limits on everything a client can make the server compute, read from the settings when first used."""
+
+    def __getitem__(self, key: str) -> int:
+        return settings().limits()[key]
+
+    def __iter__(self):
+        return iter(settings().limits())
+
+    def __len__(self) -> int:
+        return len(settings().limits())
+
+
+LIMITS: Mapping[str, int] = _Limits()

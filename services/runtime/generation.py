@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 
 from services.runtime import metrics
-from services.runtime.config import env_int
+from services.runtime.config import settings
 from services.runtime.decoding import Job, Scheduler
 from services.runtime.errors import ApiError, Overloaded
 
@@ -18,14 +18,14 @@ def scheduler() -> Scheduler:
         if _scheduler is None:
             def on_step(adapter, rows):
                 metrics.child(metrics.BATCH_SIZE, getattr(adapter, "model_name", "decoder"), "decoder").observe(rows)
-            _scheduler = Scheduler(max_rows=env_int("DECODER_MAX_ROWS", 256), name="decoder-scheduler",
+            _scheduler = Scheduler(max_rows=settings().decoder_max_rows, name="decoder-scheduler",
                                    on_step=on_step).start()
         return _scheduler
 
 
 def submit_all(jobs: list[Job]) -> None:
     s = scheduler()
-    limit = env_int("MAX_ACTIVE_SEQUENCES", 1024)
+    limit = settings().max_active_sequences
     if s.active() + len(jobs) > limit:
         raise Overloaded(f"too many sequences in flight ({s.active()}, limit {limit}); retry later", limit=limit)
     for j in jobs:

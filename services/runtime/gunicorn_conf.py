@@ -1,4 +1,4 @@
-"""gunicorn settings for every service and the gateway, from the environment.
+"""gunicorn settings for every service and the gateway, from ProcessSettings (services/settings.py).
 
 Services: gthread workers, whose request threads hand work to the in-process batcher / scheduler threads.
 Python request handling holds the GIL, so one worker per usable CPU (WEB_CONCURRENCY; see
@@ -10,27 +10,27 @@ import os
 import tempfile
 
 from services.runtime.config import web_workers
+from services.settings import ProcessSettings
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = web_workers()
+_process = ProcessSettings.from_env()
+bind = f"{_process.host}:{_process.port or 8000}"
+workers = web_workers(_process)
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-    # several workers: /metrics must sum them, through prometheus_client's multiprocess files
+    # several workers: /metrics must sum them, through prometheus_client's multiprocess files (the variable is
+    # prometheus_client's own)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "75"))
-backlog = int(os.environ.get("GUNICORN_BACKLOG", "2048"))
-max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+threads = _process.threads
+timeout = 120  # a worker silent this long is restarted
+graceful_timeout = _process.graceful_timeout
+keepalive = 75  # longer than the usual load balancer's idle timeout (60 s), so the balancer closes first
+backlog = 2048
 accesslog = None  # the app writes JSON access logs itself
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
-# gunicorn's runtime control socket defaults to one path per user: several services on one host would
-# share it, and a read-only root filesystem (Kubernetes) cannot hold it. Off unless asked for.
-control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "") == ""
-control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or "/tmp/gunicorn.ctl"
+loglevel = _process.log_level
+# gunicorn's runtime control socket would be one path per user, shared by several services on one host, and
+# a read-only root filesystem (Kubernetes) cannot hold it
+control_socket_disable = True
 
 
 def on_starting(server):

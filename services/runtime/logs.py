@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
@@ -29,14 +28,14 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def setup(service: str) -> None:
+def setup(service: str, level: str = "info") -> None:
     root = logging.getLogger()
     if getattr(root, "_json_configured", False):
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("LOG_LEVEL", "INFO").upper())
+    root.setLevel(level.upper())
     root._json_configured = True  # type: ignore[attr-defined]
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.LoggerAdapter(root, {"service": service})

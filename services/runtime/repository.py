@@ -1,6 +1,6 @@
 """The model repository as a service sees it: ``MODEL_REPOSITORY/NAME/VERSION/``.
 
-Every valid version of the service's models is loaded side by side (newest ``MODEL_MAX_VERSIONS``), the
+Every valid version of the service's models is loaded side by side (the newest two), the
 latest answering requests that name no version. A poll thread (``MODEL_POLL_SECONDS``) picks up new versions
 without a restart: the new one is loaded and warmed up before it becomes visible, so requests never wait on
 a load. A version whose manifest or checksums are wrong is refused with a log line and reported in the
@@ -16,13 +16,15 @@ from pathlib import Path
 from typing import Callable
 
 from services.runtime import metrics
-from services.runtime.config import env_float, env_int
+from services.runtime.config import settings
 from services.runtime.errors import NotFound, Unavailable
 from services.runtime.manifest import ManifestError, load_and_verify
 from services.runtime.servable import Servable
 
 log = logging.getLogger("runtime.repository")
 
+
+MAX_VERSIONS = 2  # newest versions loaded side by side: the default and the one before it
 
 class ModelRepository:
     def __init__(self, root: Path, factories: dict[str, Callable[[dict, Path], Servable]]):
@@ -32,7 +34,7 @@ class ModelRepository:
         self.failed: dict[tuple[str, int], str] = {}     # (name, version) -> why it was refused
         self._failed_mtime: dict[tuple[str, int], float] = {}
         self.lock = threading.RLock()
-        self.max_versions = env_int("MODEL_MAX_VERSIONS", 2)
+        self.max_versions = MAX_VERSIONS
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -94,7 +96,7 @@ class ModelRepository:
         return servable
 
     def start_polling(self) -> None:
-        interval = env_float("MODEL_POLL_SECONDS", 5.0)
+        interval = settings().model_poll_seconds
         if interval <= 0 or self._thread:
             return
 

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 
 import onnxruntime as ort
 
-from services.runtime.config import env_int, model_device, usable_cpus
+from services.runtime.config import model_device, settings, usable_cpus
 
 log = logging.getLogger("runtime.sessions")
 
@@ -39,13 +38,11 @@ def providers_for(device: str) -> list:
 
 
 def cuda_provider() -> tuple[str, dict]:
-    """CUDA, measured on an H100 against ONNX Runtime's defaults: TF32 off unless ``CUDA_TF32=1`` (with it the
-    shipped graphs moved up to 5.2e-3 from the CPU's answers, past the 1e-4 every export is checked to; in FP32
-    1.2e-5), and cuDNN's heuristic convolution choice (``CUDA_CONV_ALGO_SEARCH``): the exhaustive default
-    benchmarks every algorithm for each new batch size, which dynamic batching keeps making, and held MNIST
-    at a third of the throughput."""
-    return "CUDAExecutionProvider", {"use_tf32": os.environ.get("CUDA_TF32", "0"),
-                                     "cudnn_conv_algo_search": os.environ.get("CUDA_CONV_ALGO_SEARCH", "HEURISTIC")}
+    """CUDA with TF32 off unless ``CUDA_TF32=1`` (it moves the shipped graphs past the 1e-4 every export is
+    checked to), and cuDNN's heuristic convolution choice: the exhaustive default benchmarks every algorithm
+    for each new batch size, which dynamic batching keeps making (bench/results/h100/FINDINGS.md)."""
+    return "CUDAExecutionProvider", {"use_tf32": "1" if settings().cuda_tf32 else "0",
+                                     "cudnn_conv_algo_search": "HEURISTIC"}
 
 
 def create_session(path, device: str | None = None) -> ort.InferenceSession:
@@ -55,13 +52,13 @@ def create_session(path, device: str | None = None) -> ort.InferenceSession:
     # two threads even when the workers share the CPUs: a batch-1 call takes 0.3 ms instead of 0.5 ms, and
     # with spinning off, idle pool threads sleep (measured on 2 cores, 2 workers: c=1 580 vs 470 req/s,
     # c=32 unchanged)
-    opts.intra_op_num_threads = env_int("ORT_INTRA_OP_THREADS", min(2, usable_cpus()))
-    opts.inter_op_num_threads = env_int("ORT_INTER_OP_THREADS", 1)
+    opts.intra_op_num_threads = settings().ort_threads or min(2, usable_cpus())
+    opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     # ORT's worker threads spin while idle; on a small CPU shared with the request threads that spinning
-    # takes cores from JSON decoding and the batcher (ORT_ALLOW_SPINNING=1 restores ORT's default)
-    opts.add_session_config_entry("session.intra_op.allow_spinning", os.environ.get("ORT_ALLOW_SPINNING", "0"))
+    # takes cores from JSON decoding and the batcher
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     source = path if isinstance(path, bytes) else str(path)
     sess = ort.InferenceSession(source, opts, providers=providers_for(device))
     active = sess.get_providers()

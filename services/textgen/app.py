@@ -9,28 +9,30 @@ from flask import Blueprint, Response, current_app, g, stream_with_context
 
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
-from services.runtime.config import LIMITS, env_float
+from services.runtime.config import LIMITS, settings
 from services.runtime.http import json_body, json_response
 from services.textgen.model import TextgenServable, options
 
 api = Blueprint("textgen_api", __name__)
-# After the first token (sent at once: time to first token is unchanged), a stream's request thread wakes every
-# SSE_FLUSH_MS and sends every token made meanwhile in one write; the end is sent at once. 10 ms is below one
-# 60 Hz frame, so a reader sees no difference, while 32 streams stop spending the server's CPU on a socket
-# write and a thread wake-up per token (services/textgen/model.py Stream).
-SSE_FLUSH_SECONDS = env_float("SSE_FLUSH_MS", 10.0) / 1000
 # All the streams of a worker together make at most this many writes a second (0: no limit): past
-# SSE_WRITES_PER_SECOND * SSE_FLUSH_MS / 1000 streams (8 by default) each stream's interval grows with their
+# SSE_WRITES_PER_SECOND * SSE_FLUSH_MS / 1000 streams (8 at 10 ms) each stream's interval grows with their
 # number, so the cost of writing stays bounded while the tokens/s of continuous batching grows.
-SSE_WRITES_PER_SECOND = env_float("SSE_WRITES_PER_SECOND", 800.0)
+SSE_WRITES_PER_SECOND = 800.0
 _streams_lock = threading.Lock()
 _streams_open = 0
 
 
+def _flush_seconds() -> float:
+    """After the first token (sent at once), a stream's request thread wakes every SSE_FLUSH_MS and sends every
+    token made meanwhile in one write; the end goes at once. 10 ms is below one 60 Hz frame, so a reader sees
+    no difference, while 32 streams stop spending the CPU on a write and a wake-up per token."""
+    return settings().sse_flush_ms / 1000
+
+
 def _interval() -> float:
     if SSE_WRITES_PER_SECOND <= 0:
-        return SSE_FLUSH_SECONDS
-    return max(SSE_FLUSH_SECONDS, _streams_open / SSE_WRITES_PER_SECOND)
+        return _flush_seconds()
+    return max(_flush_seconds(), _streams_open / SSE_WRITES_PER_SECOND)
 
 
 def _count_stream(delta: int) -> None:
@@ -66,7 +68,7 @@ def generate():
     if not stream:
         text, n, reason = s.generate([prompt], opts)[0]
         return json_response({"text": text, "tokens": n, "finish_reason": reason, "prompt": prompt, **meta})
-    streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=SSE_FLUSH_SECONDS)
+    streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=_flush_seconds())
     st, job = streams[0], jobs[0]
     out = _Events(st, job, meta)
 

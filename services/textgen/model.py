@@ -8,7 +8,7 @@ from collections import deque
 
 import numpy as np
 
-from services.runtime.config import LIMITS, env_float, env_int
+from services.runtime.config import LIMITS, settings
 from services.runtime.errors import ApiError
 from services.runtime.generation import submit_all, wait_all
 from services.runtime.native import texts_from_bytes
@@ -131,10 +131,10 @@ class TextgenServable(Servable):
     def __init__(self, manifest, version_dir):
         super().__init__(manifest, version_dir)
         self.model = CharModel(manifest, self.dir, self.sessions["step"],
-                               prefill_min_tokens=env_int("PREFILL_MIN_TOKENS", 16))
+                               prefill_min_tokens=settings().prefill_min_tokens)
         if self.model.prefill_min_tokens > 0:
             self.model.prefill = self._prefill_session(manifest)
-        self.timeout = env_float("DECODE_TIMEOUT_SECONDS", 60)
+        self.timeout = settings().decode_timeout_seconds
 
     def _prefill_session(self, manifest):
         """The step graph's Scan (runtime/prefill.py), or None (logged) where it cannot be built or differs."""

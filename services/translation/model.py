@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.runtime.config import LIMITS, env_float
+from services.runtime.config import LIMITS, settings
 from services.runtime.errors import ApiError
 from services.runtime.generation import submit_all, wait_all
 from services.runtime.native import texts_from_bytes
@@ -24,7 +24,7 @@ class TranslationServable(Servable):
         self.model.model_name = self.name
         enc_out = [o.name for o in self.sessions["encoder"].get_outputs()]
         self.model.encoder_run = self.batcher("encoder", enc_out, pad={"src": (1, 0, "post")})
-        self.timeout = env_float("DECODE_TIMEOUT_SECONDS", 60)
+        self.timeout = settings().decode_timeout_seconds
 
     def warm_up(self):
         self.translate(["Good morning."], beam_size=2, max_length=5)

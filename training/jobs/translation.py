@@ -41,6 +41,17 @@ WARMUP_STEPS = 800
 PAUSED_AFTER = 60.0  # a step takes about half a second: a longer gap is a pause, not training
 TOKENS_PER_BATCH = 2500  # target tokens a batch (padding included)
 LABEL_SMOOTHING = 0.1
+# what a new user types first: translated in every report (no references; the held-out test has those)
+EVERYDAY = ["Where is the station?", "I would like a cup of coffee.", "The weather is nice today.",
+            "How much does this cost?", "Thank you very much for your help.", "Good morning, how are you?",
+            "Can you help me, please?", "I don't understand.", "What time is it?", "My name is Anna.",
+            "The train is late again.", "We are going to the cinema tonight.", "I have lost my keys.",
+            "Please close the window.", "The children are playing in the garden.", "Do you speak English?",
+            "I am very tired.", "This book is very interesting.", "Where can I buy a ticket?",
+            "The shop opens at nine o'clock.", "She works in a hospital.", "I will call you tomorrow.",
+            "The file could not be saved.", "Please restart the computer.", "This program is free software.",
+            "Open the settings and choose a language.", "The meeting has been cancelled.",
+            "It is raining outside.", "I would like to book a room for two nights.", "Have a nice weekend!"]
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -463,6 +474,8 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
                "baseline": baseline}
     write_json(rep / "metrics.json", metrics)
     write_json(rep / "stretches.json", state["stretches"])
+    write_report(rep / "report.md", name, metrics, state["stretches"], history,
+                 list(zip(EVERYDAY, translate_batch(tm, EVERYDAY, beam_size=4))))
     write_json(rep / "samples.json", [{"en": r[0], "de_reference": r[1], "domain": r[2], "greedy": g, "beam4": b}
                                       for r, g, b in list(zip(test, hyps[1], hyps[4]))[:40]])
     if not better:
@@ -497,6 +510,31 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
     final = write_version(opts.out, name, stage, manifest, opts.version)
     log(f"{name}: published {final}")
     return {"published": True, "path": final, "metrics": metrics}
+
+
+def write_report(path: Path, name: str, metrics: dict, stretches: list, history: list, everyday: list) -> None:
+    """The run's report: scores per domain, what each stretch of training added, and everyday sentences."""
+    lines = [f"# {name}", "", f"{metrics['parameters']:,} parameters; {metrics['steps']:,} steps, "
+             f"{metrics['train_hours']} h of training over {len(stretches)} stretch(es) "
+             f"({metrics['target_tokens']:,} target tokens). Curves: `curves.png`.", "",
+             f"Held-out test ({metrics['test_pairs']} pairs, {metrics['bleu_tool']}):", "",
+             "| domain | pairs | BLEU greedy | chrF greedy | BLEU beam 4 | chrF beam 4 |", "|---|---|---|---|---|---|"]
+    for dom, b4 in metrics["domains_beam4"].items():
+        g = metrics["domains_greedy"][dom]
+        lines.append(f"| {dom} | {b4['pairs']} | {g['bleu']} | {g['chrf']} | {b4['bleu']} | {b4['chrf']} |")
+    lines.append(f"| all | {metrics['test_pairs']} | {metrics['bleu_greedy']} | {metrics['chrf_greedy']} | "
+                 f"{metrics['bleu_beam4']} | {metrics['chrf_beam4']} |")
+    if metrics.get("baseline"):
+        b = metrics["baseline"]
+        lines += ["", f"The newest shipped version before this run (v{b['version']}) on the same test, beam 4: "
+                      f"BLEU {b['bleu']}, chrF {b['chrf']}."]
+    lines += ["", "## Stretches of training", "", "| started (UTC) | steps | validation loss at the end |",
+              "|---|---|---|"]
+    lines += [f"| {s['started']} | {s['from_step']:,} -> {s.get('to_step', s['from_step']):,} | "
+              f"{s.get('val_nll', '')} |" for s in stretches]
+    lines += ["", "## Everyday sentences (beam 4)", "", "| English | German |", "|---|---|"]
+    lines += [f"| {e} | {d} |" for e, d in everyday]
+    Path(path).write_text("\n".join(lines) + "\n", "utf-8")
 
 
 def baseline_scores(out_root: Path, name: str, test: list) -> dict | None:

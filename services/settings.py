@@ -1,0 +1,190 @@
+"""Every setting of the services and the gateway, typed, with its environment variable, default and meaning.
+
+A process reads its settings once when it starts (``ServiceSettings.load()``, ``GatewaySettings.from_env()``
+when the gateway app is made); nothing else reads the environment. ``python -m services.settings`` writes
+docs/configuration.md from these classes, and a test fails when the two differ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingError(ValueError):
+    """An environment variable that does not parse as its setting's type (the process refuses to start)."""
+
+
+def setting(env: str, default, doc: str, choices: tuple | None = None, shown: str | None = None):
+    """A dataclass field read from ``env``; ``shown`` is the default as the documentation states it."""
+    return field(default=default, metadata={"env": env, "doc": doc, "choices": choices, "shown": shown})
+
+
+def _parse(env: str, raw: str, typ, choices):
+    base = [t for t in typing.get_args(typ) if t is not type(None)][0] if typing.get_args(typ) else typ
+    try:
+        if base is bool:
+            if raw.lower() not in ("0", "1", "true", "false"):
+                raise ValueError(raw)
+            value = raw.lower() in ("1", "true")
+        else:
+            value = base(raw)
+    except ValueError:
+        raise SettingError(f"{env}={raw!r} is not a valid {base.__name__}") from None
+    if choices and value not in choices:
+        raise SettingError(f"{env} must be one of {', '.join(map(str, choices))}, not {raw!r}")
+    return value
+
+
+class _FromEnv:
+    @classmethod
+    def from_env(cls, env: typing.Mapping[str, str] | None = None):
+        env = os.environ if env is None else env
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if "env" not in f.metadata:
+                continue
+            raw = env.get(f.metadata["env"], "")
+            if raw != "":
+                values[f.name] = _parse(f.metadata["env"], raw, hints[f.name], f.metadata["choices"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class ProcessSettings(_FromEnv):
+    """Every process: the services and the gateway under gunicorn."""
+    host: str = setting("HOST", "0.0.0.0", "bind address (`python -m services NAME`; `make serve` binds 127.0.0.1)")
+    port: int | None = setting("PORT", None, "service port (`GATEWAY_PORT` for the gateway)",
+                               shown="mnist 9001 ... gan 9005")
+    gateway_port: int = setting("GATEWAY_PORT", 8080, "gateway port")
+    workers: int | None = setting("WEB_CONCURRENCY", None, "gunicorn workers; each has its own batchers and "
+                                  "ONNX Runtime sessions", shown="services: one per usable CPU, at most 4; gateway: 1")
+    threads: int = setting("GUNICORN_THREADS", 16, "request threads per worker (a stream holds one for its "
+                           "whole life)", shown="16, textgen 64")
+    graceful_timeout: int = setting("GUNICORN_GRACEFUL_TIMEOUT", 30, "seconds in-flight requests get to finish "
+                                    "after SIGTERM")
+    log_level: str = setting("LOG_LEVEL", "info", "JSON logs on stderr, with `request_id`",
+                             choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True)
+class ServiceSettings(_FromEnv):
+    """The model services."""
+    model_repository: Path = setting("MODEL_REPOSITORY", REPO_ROOT / "exported_models",
+                                     "model repository root (`NAME/VERSION/`)", shown="./exported_models")
+    model_device: str = setting("MODEL_DEVICE", "auto", "`auto` (CUDA when onnxruntime-gpu sees a GPU, else CPU), "
+                                "`cpu`, or `cuda` (refuses to start without one)", choices=("auto", "cpu", "cuda"))
+    model_poll_seconds: float = setting("MODEL_POLL_SECONDS", 5.0, "how often a service looks for new or removed "
+                                        "versions (0: never)")
+    cuda_tf32: bool = setting("CUDA_TF32", False, "`1` lets CUDA use TF32 (faster; answers then differ from the "
+                              "CPU's by more than the 1e-4 every export is checked to)", shown="`0`")
+    ort_threads: int | None = setting("ORT_INTRA_OP_THREADS", None, "ONNX Runtime threads per session",
+                                      shown="min(2, CPUs); textgen 1")
+    max_batch_size: int | None = setting("MAX_BATCH_SIZE", None, "dynamic batcher: rows per batch",
+                                         shown="the manifest's (e.g. 64)")
+    max_queue_delay_ms: float | None = setting("MAX_QUEUE_DELAY_MS", None, "dynamic batcher: longest wait for a "
+                                               "batch to fill", shown="the manifest's (e.g. 2)")
+    max_queue_size: int | None = setting("MAX_QUEUE_SIZE", None, "rows waiting per batcher before 429",
+                                         shown="the manifest's, else 1024")
+    decoder_max_rows: int = setting("DECODER_MAX_ROWS", 256, "rows per decoder step (continuous batching)")
+    max_active_sequences: int = setting("MAX_ACTIVE_SEQUENCES", 1024, "sequences in flight per process before 429")
+    decode_timeout_seconds: float = setting("DECODE_TIMEOUT_SECONDS", 60.0, "longest a translation or generation "
+                                            "may take")
+    prefill_min_tokens: int = setting("PREFILL_MIN_TOKENS", 16, "textgen: a prompt this long or longer is read "
+                                      "in one call before it joins the batch (0: always by the batched steps)")
+    sse_flush_ms: float = setting("SSE_FLUSH_MS", 10.0, "textgen streams: tokens made in this interval leave in "
+                                  "one write (the first token and the end at once; 0: a write per token)")
+    limit_batch_items: int = setting("LIMIT_BATCH_ITEMS", 64, "images, texts or instances per request")
+    limit_text_chars: int = setting("LIMIT_TEXT_CHARS", 20000, "characters per text (sentiment, translation)")
+    limit_prompt_chars: int = setting("LIMIT_PROMPT_CHARS", 2000, "characters per prompt (text generation)")
+    limit_beam_size: int = setting("LIMIT_BEAM_SIZE", 8, "largest translation beam")
+    limit_translation_tokens: int = setting("LIMIT_TRANSLATION_TOKENS", 128, "longest translation, in tokens")
+    limit_max_tokens: int = setting("LIMIT_MAX_TOKENS", 1000, "generated characters per request")
+    limit_gan_samples: int = setting("LIMIT_GAN_SAMPLES", 64, "GAN images per request")
+    limit_image_bytes: int = setting("LIMIT_IMAGE_BYTES", 5 * 1024 * 1024, "bytes per uploaded image",
+                                     shown="5 MiB")
+    limit_image_pixels: int = setting("LIMIT_IMAGE_PIXELS", 4096 * 4096, "pixels per uploaded image",
+                                      shown="4096²")
+    max_body_bytes: int = setting("MAX_BODY_BYTES", 16 * 1024 * 1024, "request body (413), on the services and "
+                                  "the gateway", shown="16 MiB")
+
+    def limits(self) -> dict[str, int]:
+        """Everything a client can make the server compute, by the names the services use."""
+        return {"max_batch_items": self.limit_batch_items, "max_text_chars": self.limit_text_chars,
+                "max_prompt_chars": self.limit_prompt_chars, "max_beam_size": self.limit_beam_size,
+                "max_translation_tokens": self.limit_translation_tokens, "max_new_tokens": self.limit_max_tokens,
+                "max_samples": self.limit_gan_samples, "max_image_bytes": self.limit_image_bytes,
+                "max_image_pixels": self.limit_image_pixels, "max_body_bytes": self.max_body_bytes}
+
+    @staticmethod
+    @functools.cache
+    def load() -> "ServiceSettings":
+        """This process's settings, read from the environment once, when it starts."""
+        return ServiceSettings.from_env()
+
+
+@dataclass(frozen=True)
+class GatewaySettings(_FromEnv):
+    """The gateway (read when its app is made)."""
+    backends_file: Path | None = setting("GATEWAY_BACKENDS_FILE", None, "YAML backend map (`url`, `models`, "
+                                         "`routes`, `streams`); `BACKEND_<NAME>_URL` overrides one backend's URL",
+                                         shown="built in: 127.0.0.1:9001-9005")
+    api_keys: str = setting("GATEWAY_API_KEYS", "", "Bearer keys, comma-separated (none: open)", shown="none")
+    api_keys_file: Path | None = setting("GATEWAY_API_KEYS_FILE", None, "Bearer keys, one per line", shown="none")
+    rate_limit: str = setting("GATEWAY_RATE_LIMIT", "", "e.g. `100/second`, per API key (else client address)",
+                              shown="off")
+    rate_limit_storage: str = setting("GATEWAY_RATE_LIMIT_STORAGE", "memory://", "where the counts live "
+                                      "(`redis://host:6379` to share them across gateway replicas)")
+    trusted_proxies: str = setting("GATEWAY_TRUSTED_PROXIES", "", "proxies in front of the gateway (addresses or "
+                                   "networks, comma-separated): from them, the client is the last "
+                                   "`X-Forwarded-For` address that is not a trusted proxy", shown="none")
+    upstream_timeout: float = setting("GATEWAY_UPSTREAM_TIMEOUT", 60.0, "seconds a backend may stay silent (504)")
+    connect_timeout: float = setting("GATEWAY_CONNECT_TIMEOUT", 0.5, "seconds to connect to a backend (503)")
+    breaker_failures: int = setting("GATEWAY_BREAKER_FAILURES", 3, "failed calls that open a backend's circuit")
+    breaker_reset_seconds: float = setting("GATEWAY_BREAKER_RESET_SECONDS", 5.0, "seconds before an open circuit "
+                                           "lets a trial call through")
+    cors_origins: str = setting("GATEWAY_CORS_ORIGINS", "", "allowed browser origins, comma-separated",
+                                shown="off")
+    max_body_bytes: int = setting("MAX_BODY_BYTES", 16 * 1024 * 1024, "request body (413), checked before it is "
+                                  "read", shown="16 MiB")
+    backend_urls: tuple[tuple[str, str], ...] = ()  # (backend, url) from BACKEND_<NAME>_URL
+
+    @classmethod
+    def from_env(cls, env: typing.Mapping[str, str] | None = None) -> "GatewaySettings":
+        env = os.environ if env is None else env
+        urls = tuple((k[len("BACKEND_"):-len("_URL")].lower(), v) for k, v in sorted(env.items())
+                     if k.startswith("BACKEND_") and k.endswith("_URL") and v)
+        return dataclasses.replace(super().from_env(env), backend_urls=urls)
+
+
+def markdown() -> str:
+    """docs/configuration.md."""
+    out = ["# Configuration", "",
+           "Every setting is an environment variable, read once when a process starts. This page is written by",
+           "`python -m services.settings` from `services/settings.py`.", ""]
+    for cls in (ProcessSettings, ServiceSettings, GatewaySettings):
+        title = (cls.__doc__ or cls.__name__).splitlines()[0].rstrip(".")
+        out += [f"## {title}", "", "| variable | default | what |", "|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            m = f.metadata
+            if "env" not in m:
+                continue
+            default = m["shown"] or ("none" if f.default is None else f"`{f.default}`")
+            listed = m["choices"] and not any(f"`{c}`" in m["doc"] for c in m["choices"])
+            doc = m["doc"] + (f" ({', '.join(f'`{c}`' for c in m['choices'])})" if listed else "")
+            out.append(f"| `{m['env']}` | {default} | {doc} |")
+        out.append("")
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    path = REPO_ROOT / "docs" / "configuration.md"
+    path.write_text(markdown(), "utf-8")
+    print(f"wrote {path}", file=sys.stderr)
