@@ -1,5 +1,7 @@
-"""``make loadtest``: start the local stack (unless LOADTEST_HOST names one), run Locust headless for a
-bounded time, write Locust's CSV and HTML report under bench/results/loadtest/, stop the stack."""
+"""``make loadtest``: start the local stack on free ports of its own (unless LOADTEST_HOST names one, such as a
+running ``make serve``), run Locust headless for a bounded time, stop the stack. Locust's CSV and HTML report
+and the stack's log go to loadtest/results/ (ignored by git); ``--save`` writes them to bench/results/loadtest/
+instead, for committing."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +14,8 @@ from pathlib import Path
 
 import requests
 
+from services.ports import free_port_block
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -20,16 +24,23 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--users", type=int, default=20)
     p.add_argument("--tags", default="")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "loadtest")
+    p.add_argument("--save", action="store_true", help="write the report to bench/results/loadtest/ (committed)")
     args = p.parse_args(argv)
+    out = ROOT / "bench" / "results" / "loadtest" if args.save else ROOT / "loadtest" / "results"
+    out.mkdir(parents=True, exist_ok=True)
     host = os.environ.get("LOADTEST_HOST")
     stack = None
     if not host:
-        port = os.environ.get("GATEWAY_PORT", "8080")
-        host = f"http://127.0.0.1:{port}"
-        stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", port], cwd=ROOT,
-                                 start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        base = free_port_block(6)  # never the ports of a stack already running
+        host = f"http://127.0.0.1:{base + 5}"
+        print(f"starting a stack of its own: services on ports {base}-{base + 4}, gateway {host} "
+              f"(log: {out / 'stack.log'})", flush=True)
+        stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
+                                  "--base-port", str(base)], cwd=ROOT, start_new_session=True,
+                                 stdout=open(out / "stack.log", "wb"), stderr=subprocess.STDOUT)
         for _ in range(300):
+            if stack.poll() is not None:
+                raise SystemExit(f"the stack exited: {(out / 'stack.log').read_text()[-2000:]}")
             try:
                 if requests.get(host + "/v2/health/ready", timeout=2).status_code == 200:
                     break
@@ -39,10 +50,9 @@ def main(argv=None) -> int:
         else:
             os.killpg(stack.pid, signal.SIGTERM)
             raise SystemExit("stack did not become ready")
-    args.out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(ROOT / "loadtest" / "locustfile.py"), "--headless",
            "--host", host, "-u", str(args.users), "-r", str(max(1, args.users // 4)), "-t", f"{args.seconds}s",
-           "--csv", str(args.out / "locust"), "--html", str(args.out / "locust.html"), "--only-summary"]
+           "--csv", str(out / "locust"), "--html", str(out / "locust.html"), "--only-summary"]
     if args.tags:
         cmd += ["--tags", *args.tags.split(",")]
     try:
@@ -51,7 +61,7 @@ def main(argv=None) -> int:
         if stack is not None:
             os.killpg(stack.pid, signal.SIGTERM)
             stack.wait(60)
-    print(f"reports: {args.out}/locust_stats.csv, {args.out}/locust.html")
+    print(f"reports: {out}/locust_stats.csv, {out}/locust.html")
     return rc
 
 

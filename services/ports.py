@@ -44,3 +44,23 @@ def ensure_free(host: str, port: int) -> None:
             who = listener(port)
             raise PortBusy(f"port {port} on {host} is in use ({who or exc.strerror}): stop what listens there, or "
                            f"choose other ports (GATEWAY_PORT, SERVICE_BASE_PORT)") from None
+
+
+def free_port_block(n: int, host: str = "127.0.0.1") -> int:
+    """The first of ``n`` consecutive free ports (a stack of its own for tests and load tests)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            base = s.getsockname()[1]
+        if base + n < 65000 and all(_bindable(host, base + i) for i in range(n)):
+            return base
+    raise RuntimeError(f"no {n} consecutive free ports found")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import requests
+
+from services import ports
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = ROOT / "exported_models"
@@ -24,25 +25,7 @@ def latest(name: str) -> Path:
     return REPO / name / str(max(int(p.name) for p in (REPO / name).iterdir() if p.name.isdigit()))
 
 
-def free_port_block(n: int) -> int:
-    """A base port with n free consecutive ports."""
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n >= 65000:
-            continue
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as t:
-                try:
-                    t.bind(("127.0.0.1", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
+free_port_block = ports.free_port_block  # one helper for tests, load tests and benchmarks
 
 
 @pytest.fixture(scope="session")
