@@ -1,8 +1,10 @@
 """Shared fixtures: the shipped model repository, Flask test clients, and a real stack on free ports."""
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -102,6 +104,22 @@ def stack():
         s.stop()
 
 
+def pytest_collection_modifyitems(items):
+    """The folder says what a test needs: integration/ and e2e/ start real servers (``-m "not integration"``
+    starts none), e2e/ drives a browser, deploy/ renders the Kubernetes manifests and lints the Dockerfile."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        if "integration" in parts or "e2e" in parts:
+            item.add_marker(pytest.mark.integration)
+        if "e2e" in parts:
+            item.add_marker(pytest.mark.e2e)
+        if "deploy" in parts:
+            item.add_marker(pytest.mark.deploy)
+        servers = {"stack", "gateway", "cuda_stack"} & set(getattr(item, "fixturenames", ()))
+        if servers and not item.get_closest_marker("integration"):
+            raise pytest.UsageError(f"{item.nodeid} starts servers ({', '.join(servers)}): move it to integration/")
+
+
 @pytest.fixture(autouse=True)
 def settings_read_in_each_test():
     """Services read their settings once per process (ServiceSettings.load); a test that sets an environment
@@ -110,3 +128,21 @@ def settings_read_in_each_test():
     ServiceSettings.load.cache_clear()
     yield
     ServiceSettings.load.cache_clear()
+
+
+def read_all(sock: socket.socket, timeout: float = 2.0) -> bytes:
+    sock.settimeout(timeout)
+    out = b""
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except TimeoutError:
+            return out
+        if not data:
+            return out
+        out += data
+        sock.settimeout(0.05)
+
+
+def sse_events(body: bytes) -> list[dict]:
+    return [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: ")]

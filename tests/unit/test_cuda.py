@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 from services.runtime.manifest import load_and_verify
 from services.runtime.sessions import create_session, device_of
 from services.settings import ServiceSettings
-from tests.conftest import MODELS, Stack, latest
+from tests.conftest import MODELS, latest
 
 # the tolerance every export is checked to; CUDA's kernels sum in another order than MLAS: measured on an H100
 # in full FP32, the largest difference over every shipped graph was 1.2e-5 (with TF32 allowed: 5.2e-3)
@@ -107,29 +107,4 @@ def test_derived_prefill_graph_runs_on_cuda(monkeypatch):
     assert s.device == "cuda" and s.model.prefill is not None and device_of(s.model.prefill) == "cuda"
     s.close()
 
-
-@pytest.fixture(scope="module")
-def cuda_stack():
-    s = Stack({"MODEL_DEVICE": "cuda"})
-    try:
-        s.wait_ready()
-        yield s
-    finally:
-        s.stop()
-
-
-@needs_gpu
-def test_stack_serves_every_model_on_the_gpu(cuda_stack, mnist_test_digits):
-    import requests
-    import tritonclient.http as httpclient
-    models = requests.get(cuda_stack.url + "/api/models", timeout=10).json()["models"]
-    devices = {(m["name"], m["version"]): m.get("device") for m in models}
-    assert {m["name"] for m in models} >= set(MODELS) and set(devices.values()) == {"cuda"}, devices
-    x, y = mnist_test_digits
-    client = httpclient.InferenceServerClient(cuda_stack.url.removeprefix("http://"))
-    inp = httpclient.InferInput("image", [64, 28, 28, 1], "FP32")
-    inp.set_data_from_numpy((x[:64].astype(np.float32) / 255.0)[..., None], binary_data=True)
-    probs = client.infer("mnist", [inp], outputs=[httpclient.InferRequestedOutput("probabilities")]).as_numpy(
-        "probabilities")
-    assert (probs.argmax(1) == y[:64]).mean() >= 0.98
 

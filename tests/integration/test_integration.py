@@ -15,9 +15,9 @@ import pytest
 import requests
 import tritonclient.http as httpclient
 
+from bench import loadgen
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +250,11 @@ def test_a_stack_names_its_demo_page_and_leaves_no_temporary_folder(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(90)
     assert not list(tmp_path.glob("model-stack-*")) and not list(tmp_path.glob("prometheus-*"))
+
+
+def test_bench_stream_client_counts_every_token(stack):
+    body = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 40, "seed": 3, "stream": True}).encode()
+    r = loadgen.stream(stack.url + "/api/generate", body, streams=3, seconds=0.5)
+    assert r["errors"] == 0 and r["requests"] >= 3
+    assert r["tokens"] == 40 * r["requests"]  # every generation ran to its 40 tokens, each counted once
+    assert 0 < r["ttft_p50_ms"] <= r["ttft_p99_ms"]

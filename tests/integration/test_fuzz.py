@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import requests
 
-pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(400)

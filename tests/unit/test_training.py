@@ -75,7 +75,7 @@ def test_fixed_seed_splits_are_reproducible():
 
 
 def test_parity_gate_refuses_a_mismatch(tmp_path):
-    from tests.test_decoding import tiny_step_graph
+    from tests.unit.test_decoding import tiny_step_graph
     from training.export import ExportRefused, parity
     tiny_step_graph(tmp_path / "g.onnx")
     feed = {"token": np.array([1, 2], np.int64), "h": np.zeros((2, 4), np.float32)}

@@ -9,7 +9,6 @@ import pytest
 
 from tests.conftest import ROOT
 
-pytestmark = pytest.mark.integration
 NEWMAN = ROOT / "tests" / ".node" / "node_modules" / ".bin" / "newman"
 
 

@@ -1,56 +1,14 @@
-"""Server-sent events from the textgen service: every token once and in order through Flask's streaming response,
-a row freed when its reader leaves, and HTTP framing on the real gunicorn service with HTTP/1.1 (chunks, then a
-second request on the same connection) and HTTP/1.0."""
+"""Server-sent events on the real gunicorn service: HTTP/1.1 chunks (then a second request on the same
+connection) and HTTP/1.0, read by a strict HTTP parser."""
 from __future__ import annotations
 
 import json
 import socket
-import time
 from urllib.parse import urlsplit
 
 import h11
 
-
-
-def read_all(sock: socket.socket, timeout: float = 2.0) -> bytes:
-    sock.settimeout(timeout)
-    out = b""
-    while True:
-        try:
-            data = sock.recv(1 << 20)
-        except TimeoutError:
-            return out
-        if not data:
-            return out
-        out += data
-        sock.settimeout(0.05)
-
-
-def sse_events(body: bytes) -> list[dict]:
-    return [json.loads(line[6:]) for line in body.split(b"\n") if line.startswith(b"data: ")]
-
-
-def test_textgen_stream_sends_every_token_in_order_and_frees_its_row_when_the_reader_leaves(clients):
-    from services.runtime.generation import scheduler
-    r = clients["textgen"].post("/api/generate", json={"prompt": "ROMEO:", "max_tokens": 600, "seed": 4, "stream": True},
-                                buffered=False)
-    writes = list(r.response)
-    events = sse_events(b"".join(writes))
-    tokens = [e for e in events if "token" in e]
-    assert [e["index"] for e in tokens] == list(range(600)) and events[-1]["tokens"] == 600
-    assert "".join(e["token"] for e in tokens) == events[-1]["text"]
-    assert len(writes) < 600  # tokens made between two writes leave together
-
-    # a reader that leaves: the response is closed, the request ends and the scheduler drops the row
-    r = clients["textgen"].post("/api/generate", json={"prompt": "ROMEO:", "max_tokens": 4000, "seed": 4,
-                                                       "stream": True}, buffered=False)
-    it = iter(r.response)
-    next(it)
-    r.close()
-    t0 = time.monotonic()
-    while scheduler().active() and time.monotonic() - t0 < 5:
-        time.sleep(0.01)
-    assert scheduler().active() == 0
+from tests.conftest import read_all, sse_events
 
 
 def h11_exchange(conn: h11.Connection, sock: socket.socket, host: str, body: bytes) -> tuple[h11.Response, bytes]:

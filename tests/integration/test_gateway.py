@@ -13,7 +13,6 @@ import pytest
 import requests
 import uvicorn
 
-pytestmark = pytest.mark.integration
 
 
 class LiveGateway:
