@@ -8,6 +8,7 @@ ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build-cpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY modelcore ./modelcore
 COPY services ./services
 COPY training ./training
 RUN python -m venv /opt/venv \
@@ -20,6 +21,7 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --gid 10001 app && useradd --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 COPY --from=build-cpu /opt/venv /opt/venv
 WORKDIR /app
+COPY --chown=root:root modelcore ./modelcore
 COPY --chown=root:root services ./services
 # the shipped models; mount a volume on /models to serve others
 COPY --chown=root:root exported_models /models
@@ -44,6 +46,7 @@ RUN apt-get update \
  && groupadd --gid 10001 app && useradd --uid 10001 --gid app --no-create-home --shell /usr/sbin/nologin app
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY modelcore ./modelcore
 COPY services ./services
 COPY training ./training
 RUN python3 -m venv /opt/venv \
@@ -63,6 +66,7 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 DATA_CACHE=/work/data
 RUN groupadd --gid 10001 app && useradd --uid 10001 --gid app --create-home --shell /usr/sbin/nologin app
 WORKDIR /app
 COPY pyproject.toml README.md ./
+COPY modelcore ./modelcore
 COPY services ./services
 COPY training ./training
 RUN python -m venv /opt/venv \

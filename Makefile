@@ -26,14 +26,14 @@ serve-gpu:
 test: $(PY) chromium newman
 	$(PIP) -e '.[serve,train,dev]'
 	$(PY) -m ruff check .
-	$(PY) -m mypy services/runtime services/settings.py
+	$(PY) -m mypy modelcore services/runtime services/settings.py
 	$(PY) -m pytest -q
 
 # ruff on everything, mypy on the serving runtime (make test runs both first)
 lint: $(PY)
 	$(PIP) -e '.[serve,dev]'
 	$(PY) -m ruff check .
-	$(PY) -m mypy services/runtime services/settings.py
+	$(PY) -m mypy modelcore services/runtime services/settings.py
 
 # newman (Postman's runner, from the npm registry) for the Postman collection's test: into tests/.node.
 newman:

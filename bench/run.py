@@ -110,8 +110,8 @@ def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
 
     from services.__main__ import ORT_THREADS
     from services.runtime.config import web_workers
-    from services.runtime.decoding import Scheduler
-    from services.runtime.manifest import load_and_verify
+    from modelcore.decoding import Scheduler
+    from modelcore.manifest import load_and_verify
     from services.settings import ServiceSettings
     from services.textgen.model import Stream, TextgenServable
     saved = os.environ.get("ORT_INTRA_OP_THREADS")

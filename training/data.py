@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.runtime.manifest import sha256_file
+from modelcore.manifest import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

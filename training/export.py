@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from services.runtime.manifest import SCHEMA_VERSION, file_entries, load_and_verify, validate
+from modelcore.manifest import SCHEMA_VERSION, file_entries, load_and_verify, validate
 from training.graph_passes import apply_all
 
 OPSET = 17

@@ -90,7 +90,7 @@ def optimise_version(repo: Path, name: str, version: int | None = None) -> Path 
     the next version; None when no pass changes anything."""
     import onnx
 
-    from services.runtime.manifest import load_and_verify
+    from modelcore.manifest import load_and_verify
     from training.export import (PARITY_TOLERANCE, ExportRefused, next_version, ort_session, staging_dir,
                                  write_version)
 

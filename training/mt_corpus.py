@@ -24,7 +24,7 @@ import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
-from services.runtime.manifest import sha256_file
+from modelcore.manifest import sha256_file
 
 PACKAGE_LIST = Path(__file__).with_name("mt_packages.tsv")
 DING_PACKAGE = "trans-de-en"

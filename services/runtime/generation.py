@@ -5,7 +5,7 @@ import threading
 
 from services.runtime import metrics
 from services.runtime.config import settings
-from services.runtime.decoding import Job, Scheduler
+from modelcore.decoding import Job, Scheduler
 from services.runtime.errors import ApiError, Overloaded
 
 _scheduler: Scheduler | None = None

@@ -18,7 +18,7 @@ from typing import Callable
 from services.runtime import metrics
 from services.runtime.config import settings
 from services.runtime.errors import NotFound, Unavailable
-from services.runtime.manifest import ManifestError, load_and_verify
+from modelcore.manifest import ManifestError, load_and_verify
 from services.runtime.servable import Servable
 
 log = logging.getLogger("runtime.repository")

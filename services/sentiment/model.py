@@ -6,7 +6,7 @@ import numpy as np
 from services.runtime.config import LIMITS
 from services.runtime.native import texts_from_bytes
 from services.runtime.servable import Servable, TensorSpec
-from services.runtime.text import Vocabulary, review_tokens
+from modelcore.text import Vocabulary, review_tokens
 
 
 class SentimentServable(Servable):

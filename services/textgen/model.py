@@ -15,7 +15,7 @@ from services.runtime.native import texts_from_bytes
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.servable import Servable, TensorSpec
 from services.runtime.sessions import create_session
-from services.textgen.engine import CharModel
+from modelcore.textgen import CharModel
 
 MAX_SEED = 2**32 - 1
 log = logging.getLogger("textgen")

@@ -8,7 +8,7 @@ from services.runtime.errors import ApiError
 from services.runtime.generation import submit_all, wait_all
 from services.runtime.native import texts_from_bytes
 from services.runtime.servable import Servable, TensorSpec
-from services.translation.engine import TranslationModel
+from modelcore.translation import TranslationModel
 
 
 class TranslationServable(Servable):

@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from services.runtime.manifest import load_and_verify
+from modelcore.manifest import load_and_verify
 from services.runtime.sessions import create_session, device_of
 from services.settings import ServiceSettings
 from tests.conftest import MODELS, latest

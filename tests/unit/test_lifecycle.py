@@ -9,7 +9,7 @@ import threading
 import time
 
 
-from services.runtime.manifest import file_entries
+from modelcore.manifest import file_entries
 from tests.conftest import REPO
 
 

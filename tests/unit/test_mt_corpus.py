@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from services.runtime.decoding import BeamSearchJob, Row, repeating_tokens
+from modelcore.decoding import BeamSearchJob, Row, repeating_tokens
 from training import mt_corpus
 
 
@@ -55,7 +55,7 @@ class _Loop:
 
 
 def test_greedy_and_beam_never_repeat_a_trigram():
-    from services.runtime.decoding import Scheduler
+    from modelcore.decoding import Scheduler
     for beam in (1, 3):
         job = BeamSearchJob(_Loop(), Row(None, 2, 0), beam, 20, 3, banned=(0, 1, 2), no_repeat_ngram=3)
         Scheduler(max_rows=8).run_until_done([job])

@@ -7,11 +7,11 @@ import onnx
 import pytest
 
 from bench.run import LONG_PROMPT as PROMPT  # the benchmark's passage (Romeo and Juliet, II.2)
-from services.runtime.manifest import load_and_verify
+from modelcore.manifest import load_and_verify
 from services.settings import ServiceSettings
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.sessions import create_session
-from services.textgen.engine import CharModel
+from modelcore.textgen import CharModel
 from tests.conftest import ROOT
 
 TEXTGEN = ROOT / "exported_models" / "textgen" / "2"
@@ -52,7 +52,7 @@ def test_a_prefill_graph_that_differs_from_the_steps_is_refused(sessions):
 
 
 def test_a_generation_is_the_same_whether_its_prompt_is_stepped_or_prefilled(sessions):
-    from services.runtime.decoding import Scheduler
+    from modelcore.decoding import Scheduler
     step, prefill = sessions
     manifest = load_and_verify(TEXTGEN)
     stepped, prefilled = (CharModel(manifest, TEXTGEN, step, p, n) for p, n in ((None, 0), (prefill, 16)))

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from services.runtime.manifest import ManifestError, load_and_verify, validate
+from modelcore.manifest import ManifestError, load_and_verify, validate
 from tests.conftest import MODELS, latest
 
 BARS = {"mnist": ("test_accuracy", 0.99), "sentiment": ("test_accuracy", 0.87)}

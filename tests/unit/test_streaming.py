@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.runtime.text import Vocabulary
+from modelcore.text import Vocabulary
 from services.textgen.model import Stream
 
 

@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from services.runtime.manifest import load_and_verify
+from modelcore.manifest import load_and_verify
 from tests.conftest import ROOT
 
 FAMILIES = {"mnist": ["mnist"], "sentiment": ["sentiment"], "textgen": ["textgen"], "gan": ["gan"],

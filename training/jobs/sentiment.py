@@ -1,14 +1,14 @@
 """Sentiment: embedding (padding masked) -> bidirectional LSTM -> sigmoid, on 50k IMDB reviews.
 
 Exported graph: ``tokens`` int64 [N, T] (pre-padded word ids, T dynamic) -> ``score`` float32 [N, 1] =
-P(positive). The vocabulary (``vocab.json``) and the tokenizer rules live in ``services.runtime.text``.
+P(positive). The vocabulary (``vocab.json``) and the tokenizer rules live in ``modelcore.text``.
 Bar: >= 87% accuracy on the held-out IMDB test split; also measured on Rotten Tomatoes snippets.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from services.runtime.text import Vocabulary, pad_pre, review_tokens
+from modelcore.text import Vocabulary, pad_pre, review_tokens
 from training import data
 from training.common import (JobOptions, Timer, log, plot_curves, read_history, resumable_callbacks,
                              seed_everything, write_json)

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from services.runtime.text import PAD, UNK, Vocabulary
+from modelcore.text import PAD, UNK, Vocabulary
 from training import data
 from training.common import (JobOptions, Timer, log, plot_curves, read_history, resumable_callbacks,
                              seed_everything, write_json)
@@ -54,7 +54,7 @@ def windows(ids: np.ndarray, seq: int, stride: int):
 
 def sample(char_model, prompts: list[str], n: int, temperature: float, seed: int) -> list[str]:
     """Sample with the serving code itself (scheduler + sampling jobs over the exported step graph)."""
-    from services.runtime.decoding import Scheduler
+    from modelcore.decoding import Scheduler
     jobs = [char_model.job(p, n, temperature, 0, 1.0, seed + i) for i, p in enumerate(prompts)]
     Scheduler().run_until_done(jobs)
     return [p + char_model.text(j.tokens) for p, j in zip(prompts, jobs)]
@@ -108,7 +108,7 @@ def run(opts: JobOptions) -> dict:
     par = parity(keras_fn, onnx_path, feeds, ["logits", "h_out", "c_out"])
     sess = ort_session(onnx_path)
     inputs, outputs = tensor_meta(sess)
-    from services.textgen.engine import CharModel
+    from modelcore.textgen import CharModel
     char_model = CharModel({"name": NAME, "preprocessing": {"vocabulary": "vocab.json", "state": {"h": units},
                                                             "banned_ids": [vocab.pad_id, vocab.unk_id]}}, stage, sess)
     prompts = ["ROMEO:\n", "To be, or not to be", "KING HENRY:\nMy lords, "]

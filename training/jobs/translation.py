@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from services.runtime.manifest import load_and_verify
-from services.runtime.text import SubwordTokenizer
-from services.translation.engine import TranslationModel, translate_batch
+from modelcore.manifest import load_and_verify
+from modelcore.text import SubwordTokenizer
+from modelcore.translation import TranslationModel, translate_batch
 from training import mt_corpus
 from training.common import JobOptions, Timer, log, seed_everything, write_json
 from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.runtime.decoding import SamplingJob, batched_inputs
-from services.runtime.text import Vocabulary
+from modelcore.decoding import SamplingJob, batched_inputs
+from modelcore.text import Vocabulary
 
 
 class CharModel:

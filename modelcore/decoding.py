@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -416,7 +416,7 @@ class Scheduler:
         self.batch: SampledBatch | None = None  # while every job is a stream of one array-stepped adapter
 
     # -- synchronous use (training evaluation, tests)
-    def run_until_done(self, jobs: list[Job]) -> None:
+    def run_until_done(self, jobs: Sequence[Job]) -> None:
         self.jobs.extend(jobs)
         while self.jobs:
             self.tick()

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.runtime.decoding import BeamSearchJob, Row, Scheduler, pad_stack
-from services.runtime.text import SubwordTokenizer, Vocabulary, detokenize, word_tokens
+from modelcore.decoding import BeamSearchJob, Row, Scheduler, pad_stack
+from modelcore.text import SubwordTokenizer, Vocabulary, detokenize, word_tokens
 
 NO_REPEAT_NGRAM = 3  # no output repeats a 3-gram of pieces (nor a piece three times in a row)
 
@@ -21,11 +21,13 @@ class TranslationModel:
     def __init__(self, manifest: dict, version_dir: Path, encoder_sess, decoder_sess):
         pre = manifest["preprocessing"]
         self.kind = pre["architecture"]
+        self.subwords: SubwordTokenizer | None = None
+        self.src_vocab: SubwordTokenizer | Vocabulary
+        self.tgt_vocab: SubwordTokenizer | Vocabulary
         if pre.get("tokenizer") == "sentencepiece":  # one subword model for both languages
             self.subwords = SubwordTokenizer(Path(version_dir) / pre["sentencepiece_model"])
             self.src_vocab = self.tgt_vocab = self.subwords
         else:  # version 1: word-level vocabularies
-            self.subwords = None
             self.src_vocab = Vocabulary.load(Path(version_dir) / pre["source_vocabulary"])
             self.tgt_vocab = Vocabulary.load(Path(version_dir) / pre["target_vocabulary"])
         self.max_source = int(pre["max_source_tokens"])
@@ -44,12 +46,17 @@ class TranslationModel:
 
     # ------------------------------------------------------------------ text <-> ids
     def source_ids(self, text: str) -> list[int]:
-        ids = self.subwords.encode(text) if self.subwords else self.src_vocab.encode(word_tokens(text))
+        if self.subwords is not None:
+            ids = self.subwords.encode(text)
+        else:
+            assert isinstance(self.src_vocab, Vocabulary)
+            ids = self.src_vocab.encode(word_tokens(text))
         return ids[: self.max_source] or [self.src_vocab.unk_id]
 
     def target_text(self, ids: list[int]) -> str:
-        if self.subwords:
+        if self.subwords is not None:
             return self.subwords.decode(ids)
+        assert isinstance(self.tgt_vocab, Vocabulary)
         return detokenize(self.tgt_vocab.decode(ids))
 
     # ------------------------------------------------------------------ encoder
@@ -66,6 +73,7 @@ class TranslationModel:
         return ctx
 
     def first_row(self, context: dict) -> Row:
+        state: tuple
         if self.kind == "seq2seq":
             state = (context["h"], context["c"])
         else:
