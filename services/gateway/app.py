@@ -186,8 +186,18 @@ class Gateway:
         if missing is not None:
             raise missing
         if backend is None:
-            return await self.control.handle(req)
+            return await self.answer_here(req)
         await self.forward(req, backend)
+
+    async def answer_here(self, req: Request) -> None:
+        """The gateway's own routes (``control``, on Starlette's routing), with this request's status and headers
+        recorded as for a proxied call."""
+        async def send(message) -> None:
+            if message["type"] == "http.response.start":
+                req.status, req.started = message["status"], True
+                message = {**message, "headers": list(message.get("headers", [])) + req.extra_headers}
+            await req.send(message)
+        await self.control.app({**req.scope, "gateway.request": req}, req.receive, send)
 
     async def forward(self, req: Request, backend) -> None:
         body = await req.body(self.settings.max_body_bytes) if req.method not in ("GET", "HEAD") else b""

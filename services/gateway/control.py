@@ -1,12 +1,19 @@
-"""The gateway's own routes (not proxied): liveness, readiness and the model lists gathered from every
-backend, server metadata, Prometheus metrics, the OpenAPI document, Swagger UI and the demo page."""
+"""The gateway's own routes (not proxied), on Starlette's routing: its own health, readiness and the model lists
+gathered from every backend, server metadata, Prometheus metrics, the OpenAPI document, Swagger UI and the demo
+page. Errors are JSON like everywhere else: 404 lists the route families, 405 the allowed methods."""
 from __future__ import annotations
 
 import asyncio
-import mimetypes
 from pathlib import Path
 
 import orjson
+import swagger_ui_bundle
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from services import __version__
 from services.gateway import openapi
@@ -14,53 +21,57 @@ from services.runtime.errors import ApiError
 from services.runtime.metrics import exposition
 
 STATIC = Path(__file__).resolve().parent / "static"
-SWAGGER_HTML = b"""<!doctype html><html><head><meta charset="utf-8"><title>Model gateway API</title>
+SWAGGER_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Model gateway API</title>
 <link rel="stylesheet" href="/docs/swagger-ui.css"></head><body><div id="ui"></div>
 <script src="/docs/swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
-
-
 ROUTE_FAMILIES = ("POST /api/{mnist/predict,sentiment/predict,translate,generate,gan/sample}, GET /api/models, "
                   "/v1/models/NAME[:predict|/metadata], /v2/models/NAME[/infer|/ready], /v2/health/{live,ready}, "
                   "/healthz, /metrics, /openapi.json, /docs, / (demo page)")
 
 
-def file_under(root: Path, rel: str) -> Path | None:
-    """``root/rel`` when it is a file inside ``root`` (no ``..`` escapes), else None."""
-    try:
-        p = (root / rel).resolve()
-    except (OSError, ValueError):
-        return None
-    return p if p.is_file() and root.resolve() in p.parents else None
+def json_response(obj, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status, media_type="application/json")
 
 
 class Control:
     def __init__(self, gateway):
         self.gw = gateway
-        self.routes = {("GET", "/healthz"): self.healthz,
-                       ("GET", "/v2/health/live"): self.live, ("GET", "/v2/health/ready"): self.ready,
-                       ("GET", "/v2"): self.server_meta, ("GET", "/api/models"): self.models,
-                       ("POST", "/v2/repository/index"): self.repo_index, ("GET", "/metrics"): self.metrics,
-                       ("GET", "/openapi.json"): self.openapi, ("GET", "/docs"): self.docs, ("GET", "/"): self.index}
+        routes = [Route("/healthz", self.healthz), Route("/v2/health/live", self.live),
+                  Route("/v2/health/ready", self.ready), Route("/v2", self.server_meta),
+                  Route("/api/models", self.models), Route("/v2/repository/index", self.repo_index, methods=["POST"]),
+                  Route("/metrics", self.metrics), Route("/openapi.json", self.openapi),
+                  Route("/docs", self.docs), Route("/", self.index),
+                  Route("/favicon.ico", lambda _: FileResponse(STATIC / "favicon.ico")),
+                  Mount("/docs", StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)),
+                  Mount("/static", StaticFiles(directory=STATIC))]
+        self.app = Starlette(routes=routes, exception_handlers={HTTPException: self.http_error,
+                                                                ApiError: self.api_error})
 
-    async def handle(self, req) -> None:
-        method = "GET" if req.method == "HEAD" else req.method
-        fn = self.routes.get((method, req.path))
-        if fn is None and method == "GET" and (req.path.startswith(("/docs/", "/static/"))
-                                               or req.path == "/favicon.ico"):
-            fn = self.asset
-        if fn is None:
-            allowed = sorted(m for m, path in self.routes if path == req.path)
-            if allowed:
-                req.extra_headers.append((b"allow", ", ".join(allowed).encode()))
-                raise ApiError(f"method {req.method} not allowed on {req.path}; use {' or '.join(allowed)}",
-                               status=405, limit=allowed)
-            raise ApiError(f"no such route: {req.method} {req.path}; routes: {ROUTE_FAMILIES}", status=404)
-        await fn(req)
+    @staticmethod
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 405:
+            allowed = sorted(set((exc.headers or {}).get("Allow", "").split(", ")) - {"HEAD", ""})
+            body = {"error": f"method {request.method} not allowed on {request.url.path}; use "
+                             f"{' or '.join(allowed)}", "limit": allowed}
+            return Response(orjson.dumps(body), 405, headers={"Allow": ", ".join(allowed)},
+                            media_type="application/json")
+        if exc.status_code == 404:
+            return json_response({"error": f"no such route: {request.method} {request.url.path}; routes: "
+                                           f"{ROUTE_FAMILIES}"}, 404)
+        return json_response({"error": exc.detail}, exc.status_code)
 
-    async def fan_out(self, req, method: str, path: str, timeout: float = 1.0) -> list[tuple[str, int, object]]:
+    @staticmethod
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return json_response(exc.body(), exc.status)
+
+    async def fan_out(self, request: Request, method: str, path: str,
+                      timeout: float = 1.0) -> list[tuple[str, int, object]]:
         """The same call to every backend at once -> [(backend, status, JSON body or error)]."""
-        headers = [(b"X-Request-ID", req.request_id.encode())]
+        rid = request.scope["gateway.request"].request_id
+        headers = [(b"X-Request-ID", rid.encode())]
 
         async def one(b):
             try:
@@ -75,30 +86,30 @@ class Control:
                 return b.name, 504, {"error": f"backend failed: {exc or type(exc).__name__}"}
         return list(await asyncio.gather(*(one(b) for b in self.gw.router.backends.values())))
 
-    async def healthz(self, req) -> None:
+    async def healthz(self, request: Request) -> Response:
         """The gateway itself (its probes in Kubernetes): up whatever its backends are doing, so one model's
         crash loop never takes the other models' gateway pods out of their Service."""
-        req.route = "health"
-        await req.json({"ok": True})
+        request.scope["gateway.request"].route = "health"
+        return json_response({"ok": True})
 
-    async def live(self, req) -> None:
-        await req.json({"live": True})
+    async def live(self, request: Request) -> Response:
+        return json_response({"live": True})
 
-    async def ready(self, req) -> None:
-        req.route = "health"
-        results = await self.fan_out(req, "GET", "/v2/health/ready")
+    async def ready(self, request: Request) -> Response:
+        request.scope["gateway.request"].route = "health"
+        results = await self.fan_out(request, "GET", "/v2/health/ready")
         ok = all(status == 200 for _, status, _ in results)
-        await req.json({"ready": ok, "backends": {n: {"ready": s == 200, "status": s} for n, s, _ in results}},
-                       200 if ok else 503)
+        return json_response({"ready": ok, "backends": {n: {"ready": s == 200, "status": s} for n, s, _ in results}},
+                             200 if ok else 503)
 
-    async def server_meta(self, req) -> None:
-        await req.json({"name": "keras-onnx-serving-gateway", "version": __version__,
-                        "extensions": ["binary_tensor_data", "model_repository"]})
+    async def server_meta(self, request: Request) -> Response:
+        return json_response({"name": "keras-onnx-serving-gateway", "version": __version__,
+                              "extensions": ["binary_tensor_data", "model_repository"]})
 
-    async def models(self, req) -> None:
-        req.route = "native"
+    async def models(self, request: Request) -> Response:
+        request.scope["gateway.request"].route = "native"
         out, down = [], {}
-        for name, status, body in await self.fan_out(req, "GET", "/api/models", timeout=5.0):
+        for name, status, body in await self.fan_out(request, "GET", "/api/models", timeout=5.0):
             if status == 200 and isinstance(body, dict):
                 out.extend(body.get("models", []))
             else:
@@ -106,51 +117,28 @@ class Control:
                     f"status {status}"
                 for m in self.gw.router.backends[name].models:
                     out.append({"name": m, "service": name, "state": "UNAVAILABLE", "error": down[name]})
-        await req.json({"models": out, "unavailable_backends": down})
+        return json_response({"models": out, "unavailable_backends": down})
 
-    async def repo_index(self, req) -> None:
-        await req.body(self.gw.settings.max_body_bytes)  # an optional {"ready": bool} filter, not needed
+    async def repo_index(self, request: Request) -> Response:
+        await request.scope["gateway.request"].body(self.gw.settings.max_body_bytes)  # an unused filter
         out = []
-        for name, status, body in await self.fan_out(req, "POST", "/v2/repository/index", timeout=5.0):
+        for name, status, body in await self.fan_out(request, "POST", "/v2/repository/index", timeout=5.0):
             if status == 200 and isinstance(body, list):
                 out.extend(body)
             else:
                 out.extend({"name": m, "state": "UNAVAILABLE", "reason": f"backend {name}: status {status}"}
                            for m in self.gw.router.backends[name].models)
-        await req.json(out)
+        return json_response(out)
 
-    async def metrics(self, req) -> None:
+    async def metrics(self, request: Request) -> Response:
         body, ctype = exposition()
-        await req.respond(200, body, [(b"content-type", ctype.encode())])
+        return Response(body, 200, headers={"Content-Type": ctype})
 
-    async def openapi(self, req) -> None:
-        await req.json(openapi.spec())
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi.spec())
 
-    async def docs(self, req) -> None:
-        await req.respond(200, SWAGGER_HTML, [(b"content-type", b"text/html; charset=utf-8")])
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(SWAGGER_HTML)
 
-    async def index(self, req) -> None:
-        page = STATIC / "index.html"
-        if page.exists():
-            return await self.send_file(req, page)
-        await req.json({"service": "gateway", "docs": "/docs", "openapi": "/openapi.json"})
-
-    async def asset(self, req) -> None:
-        if req.path.startswith("/docs/"):
-            import swagger_ui_bundle
-            p = file_under(Path(swagger_ui_bundle.swagger_ui_path), req.path[len("/docs/"):])
-        elif req.path == "/favicon.ico":
-            p = STATIC / "favicon.ico"
-        else:
-            p = file_under(STATIC, req.path[len("/static/"):])
-        if p is None:
-            raise ApiError(f"no such file: {req.path}", status=404)
-        await self.send_file(req, p)
-
-    @staticmethod
-    async def send_file(req, path: Path) -> None:
-        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if ctype.startswith("text/") or ctype in ("application/javascript", "application/json"):
-            ctype += "; charset=utf-8"
-        await req.respond(200, path.read_bytes(), [(b"content-type", ctype.encode()),
-                                                   (b"cache-control", b"no-cache")])
+    async def index(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})

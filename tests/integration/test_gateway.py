@@ -281,3 +281,16 @@ def test_rate_limit_keys_on_forwarded_for_only_behind_a_trusted_proxy(gateway):
     codes = [untrusted.post("/api/sentiment/predict", json=body,
                             headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code for i in range(3)]
     assert codes == [200, 200, 429]
+
+
+def test_gateway_routes_answer_json_errors_and_serve_their_files(gateway):
+    c = gateway()
+    r = c.get("/v2/repository/index")
+    assert r.status_code == 405 and "use POST" in r.json()["error"] and r.headers["Allow"] == "POST"
+    r = c.get("/nowhere")
+    assert r.status_code == 404 and "/api/models" in r.json()["error"] and "X-Request-ID" in r.headers
+    assert c.get("/favicon.ico").headers["Content-Type"] in ("image/vnd.microsoft.icon", "image/x-icon")
+    assert c.get("/docs/swagger-ui.css").status_code == 200 and "<html>" in c.get("/docs").text
+    assert c.get("/static/demo.js").status_code == 200 and c.get("/").text.startswith("<!doctype html>")
+    assert c.get("/static/../app.py").status_code == 404  # nothing outside the static folder
+    assert c.post("/v2/repository/index", json={}).status_code == 200
