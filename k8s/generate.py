@@ -1,4 +1,5 @@
-"""Writes k8s/base, k8s/overlays and k8s/jobs from one table of services (ports, models, resources), so the
+"""Writes k8s/base, k8s/overlays and k8s/jobs from the service table (services/catalog.py: ports, models,
+routes) and the resources below, so the
 five near-identical Deployments are kept in one place. Run: python k8s/generate.py (the tests check that
 the committed files match)."""
 from __future__ import annotations
@@ -8,17 +9,22 @@ from pathlib import Path
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from anywhere
+from services import catalog  # noqa: E402 - the service table, after the path
+from services.gateway.backends import backend_map  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 NS = "model-serving"
 IMAGE = "ghcr.io/example/keras-onnx-serving"
-SERVICES = {  # name: (port, models, cpu request, memory request, memory limit, max replicas)
-    "mnist": (9001, ["mnist"], "500m", "512Mi", "1Gi", 8),
-    "sentiment": (9002, ["sentiment"], "500m", "512Mi", "1Gi", 8),
-    "translation": (9003, ["translation_transformer", "translation_seq2seq"], "1", "768Mi", "1536Mi", 8),
-    "textgen": (9004, ["textgen"], "1", "512Mi", "1Gi", 8),
-    "gan": (9005, ["gan"], "500m", "512Mi", "1Gi", 4),
+RESOURCES = {  # name: (cpu request, memory request, memory limit, max replicas); ports and models: catalog
+    "mnist": ("500m", "512Mi", "1Gi", 8),
+    "sentiment": ("500m", "512Mi", "1Gi", 8),
+    "translation": ("1", "768Mi", "1536Mi", 8),
+    "textgen": ("1", "512Mi", "1Gi", 8),
+    "gan": ("500m", "512Mi", "1Gi", 4),
 }
-GATEWAY_PORT = 8080
+SERVICES = {s.name: (s.port, list(s.models), *RESOURCES[s.name]) for s in catalog.SERVICES}
+GATEWAY_PORT = catalog.GATEWAY_PORT
 GRACE = 30  # GUNICORN_GRACEFUL_TIMEOUT; pods get GRACE + 15 s to drain
 
 
@@ -130,12 +136,7 @@ def network_policies():
 def base():
     docs = [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "model-serving"},
              "automountServiceAccountToken": False}]
-    backends = {"backends": {n: {"url": f"http://{n}:{p}", "models": m,
-                                 "routes": {"mnist": ["/api/mnist/"], "sentiment": ["/api/sentiment/"],
-                                            "translation": ["/api/translate"], "textgen": ["/api/generate"],
-                                            "gan": ["/api/gan/"]}[n],
-                                 **({"streams": True} if n == "textgen" else {})}
-                             for n, (p, m, *_) in SERVICES.items()}}
+    backends = backend_map(lambda s: f"{s.name}:{s.port}")
     docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gateway-backends"},
                  "data": {"backends.yaml": yaml.safe_dump(backends, sort_keys=False)}})
     for n, (port, _m, cpu, mem, lim, mx) in SERVICES.items():

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import sys
 
-SERVICES = {"mnist": 9001, "sentiment": 9002, "translation": 9003, "textgen": 9004, "gan": 9005, "gateway": 8080}
+from services import catalog
+
+SERVICES = {**{s.name: s.port for s in catalog.SERVICES}, "gateway": catalog.GATEWAY_PORT}  # name -> port
 # request threads per worker where the default (16) is too few: a stream holds its thread for its whole life,
 # and connections past the threads of the worker the kernel gave them to wait for a whole generation
 THREADS = {"textgen": 64}

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from services import ports
+from services import catalog, ports
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = ROOT / "exported_models"
-MODELS = ["mnist", "sentiment", "translation_transformer", "translation_seq2seq", "textgen", "gan"]
+MODELS = list(catalog.MODELS)
 
 os.environ.setdefault("MODEL_POLL_SECONDS", "0")
 
@@ -57,7 +57,7 @@ class Stack:
         self.gateway_port = self.base + 5
         self.url = f"http://127.0.0.1:{self.gateway_port}"
         self.service_url = {n: f"http://127.0.0.1:{self.base + i}"
-                            for i, n in enumerate(["mnist", "sentiment", "translation", "textgen", "gan"])}
+                            for i, n in enumerate(s.name for s in catalog.SERVICES)}
         self.workdir = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"stack-{self.base}"
         env = {**os.environ, "GATEWAY_BREAKER_RESET_SECONDS": "2", **(env_extra or {})}
         self.log = open(self.workdir.with_suffix(".log"), "wb")

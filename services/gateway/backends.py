@@ -1,7 +1,8 @@
 """The gateway's backend map: which service owns which models and native routes.
 
-Read from the YAML file named by ``GATEWAY_BACKENDS_FILE`` (the Kubernetes ConfigMap mounts one), else the
-built-in local map below; ``BACKEND_<NAME>_URL`` overrides one backend's address.
+Read from the YAML file named by ``GATEWAY_BACKENDS_FILE`` (the Kubernetes ConfigMap mounts one), else built
+from the service table (``services/catalog.py``) on 127.0.0.1; ``BACKEND_<NAME>_URL`` overrides one backend's
+address.
 """
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ from dataclasses import dataclass
 
 import yaml
 
+from services import catalog
 from services.settings import GatewaySettings
 
-DEFAULT = """
-backends:
-  mnist:       {url: "http://127.0.0.1:9001", models: [mnist], routes: ["/api/mnist/"]}
-  sentiment:   {url: "http://127.0.0.1:9002", models: [sentiment], routes: ["/api/sentiment/"]}
-  translation: {url: "http://127.0.0.1:9003", models: [translation_transformer, translation_seq2seq], routes: ["/api/translate"]}
-  textgen:     {url: "http://127.0.0.1:9004", models: [textgen], routes: ["/api/generate"], streams: true}
-  gan:         {url: "http://127.0.0.1:9005", models: [gan], routes: ["/api/gan/"]}
-"""
+
+
+def backend_map(host_of=lambda s: f"127.0.0.1:{s.port}") -> dict:
+    """The map as the YAML file holds it, from the service table (``host_of``: a service's host:port)."""
+    return {"backends": {s.name: {"url": f"http://{host_of(s)}", "models": list(s.models), "routes": list(s.routes),
+                                  **({"streams": True} if s.streams else {})} for s in catalog.SERVICES}}
 
 
 @dataclass(frozen=True)
@@ -32,8 +32,7 @@ class Backend:
 
 def load(settings: GatewaySettings) -> dict[str, Backend]:
     path = settings.backends_file
-    text = open(path, encoding="utf-8").read() if path else DEFAULT
-    raw = yaml.safe_load(text)
+    raw = yaml.safe_load(open(path, encoding="utf-8").read()) if path else backend_map()
     if not isinstance(raw, dict) or not isinstance(raw.get("backends"), dict):
         raise ValueError(f"backend map {path or '(built-in)'} needs a 'backends' mapping")
     out = {}

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from services import __version__
+from services import catalog
 from services.runtime import schemas
 from services.runtime.config import LIMITS
 
 ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-MODEL_NAMES = ["mnist", "sentiment", "translation_transformer", "translation_seq2seq", "textgen", "gan"]
+MODEL_NAMES = list(catalog.MODELS)
 
 
 def _json(schema: dict, example=None) -> dict:
