@@ -1,8 +1,8 @@
 """Recompute BLEU through the API from the held-out pairs shipped next to the manifest.
 
     python -m bench.bleu --url http://127.0.0.1:8080 --model transformer --beam 4
-Reads exported_models/translation_MODEL/VERSION/test.tsv (English TAB German), translates every English
-sentence with POST /api/translate (64 per request), and scores with sacrebleu (needs the train extra)."""
+Reads exported_models/translation_MODEL/VERSION/test.tsv (English TAB German [TAB domain]), translates every English
+sentence with POST /api/translate (64 per request), and scores BLEU and chrF with sacrebleu, per domain too."""
 from __future__ import annotations
 
 import argparse
@@ -24,7 +24,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     root = ROOT / "exported_models" / f"translation_{args.model}"
     version = args.version or max(int(d.name) for d in root.iterdir() if d.name.isdigit())
-    pairs = [line.rstrip("\n").split("\t") for line in open(root / str(version) / "test.tsv", encoding="utf-8")]
+    rows = [line.rstrip("\n").split("\t") for line in open(root / str(version) / "test.tsv", encoding="utf-8")]
+    pairs = [(r[0], r[1]) for r in rows]
+    domains = [r[2] if len(r) > 2 else "all" for r in rows]  # version 1's file has no domain column
     hyps, t0 = [], time.time()
     for i in range(0, len(pairs), 64):
         body = {"texts": [e for e, _ in pairs[i:i + 64]], "model": args.model, "beam_size": args.beam,
@@ -32,9 +34,14 @@ def main(argv=None) -> int:
         r = requests.post(args.url + "/api/translate", json=body, timeout=300)
         r.raise_for_status()
         hyps += r.json()["translations"]
-    bleu = sacrebleu.corpus_bleu(hyps, [[d for _, d in pairs]])
-    print(f"translation_{args.model} v{version} beam {args.beam}: {bleu}  ({len(pairs)} pairs, "
-          f"{time.time() - t0:.1f}s through the API)")
+    refs = [d for _, d in pairs]
+    print(f"translation_{args.model} v{version} beam {args.beam}: {sacrebleu.corpus_bleu(hyps, [refs])}, "
+          f"{sacrebleu.corpus_chrf(hyps, [refs])}  ({len(pairs)} pairs, {time.time() - t0:.1f}s through the API)")
+    for dom in sorted(set(domains)):
+        h = [x for x, d in zip(hyps, domains) if d == dom]
+        r = [x for x, d in zip(refs, domains) if d == dom]
+        print(f"  {dom}: {len(h)} pairs, BLEU {sacrebleu.corpus_bleu(h, [r]).score:.2f}, "
+              f"chrF {sacrebleu.corpus_chrf(h, [r]).score:.2f}")
     return 0
 
 
