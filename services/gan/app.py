@@ -2,25 +2,21 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, Response, current_app, g
+from flask import Blueprint, Response
 
 from services.gan.model import GanServable, png_grid, to_uint8
 from services.runtime import native
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 from services.runtime.app import create_app as runtime_app
-from services.runtime.http import json_body, json_response
+from services.runtime.http import json_response
 
 api = Blueprint("gan_api", __name__)
 MAX_SEED = 2**32 - 1
 
 
-@api.post("/api/gan/sample")
-def sample():
-    body = json_body()
-    native.known_fields(body, "/api/gan/sample")
-    s = current_app.extensions["repository"].get("gan", body.get("version"))
-    g.model, g.model_version = s.name, str(s.version)
+@native.endpoint(api, "/api/gan/sample", "gan")
+def sample(s, body):
     limit = LIMITS["max_samples"]
     fmt = native.choice(body, "format", "json", ["json", "png"])
     given = [k for k in ("latent", "interpolate") if k in body]
@@ -61,7 +57,7 @@ def sample():
         cols = native.integer(body, "columns", None, 1, limit)
         return Response(png_grid(images, cols), 200, mimetype="image/png", headers=headers)
     return json_response({"images": images.tolist(), "n": len(images), "seed": seed, "model": s.name,
-                          "version": str(s.version), "device": s.device}, headers=headers)
+                          "version": str(s.version), "device": s.device}, headers=headers)  # with its headers
 
 
 def create_app(**kw):

@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, request
 
 from services.mnist.model import IMAGE_MAGIC, MnistServable, decode_item, image_to_mnist, raw_image
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
-from services.runtime.http import json_body, json_response
+from services.runtime.http import json_body
 
 api = Blueprint("mnist_api", __name__)
 
@@ -19,15 +19,17 @@ ACCEPTED = ("a JSON object ({\"image\": ...} or {\"images\": [...]}), a multipar
             "image/webp body")
 
 
-@api.post("/api/mnist/predict")
-def predict():
-    single, x, version = _uploaded() if _is_upload() else _from_json()
-    s = current_app.extensions["repository"].get("mnist", version)
-    g.model, g.model_version = s.name, str(s.version)
-    probs = s.infer({"image": x}, {})["probabilities"]
-    preds = [{"digit": int(p.argmax()), "confidence": float(p.max()), "probabilities": [round(float(v), 6) for v in p]}
-             for p in probs]
-    return json_response({"predictions": preds, "model": s.name, "version": str(s.version), "device": s.device})
+def _images() -> dict:
+    """The request as {"x": images [N,28,28,1], "version": ...}: JSON, a multipart upload or a raw image."""
+    x, version = _uploaded() if _is_upload() else _from_json()
+    return {"x": x, "version": version}
+
+
+@native.endpoint(api, "/api/mnist/predict", "mnist", parse=_images)
+def predict(s, body):
+    probs = s.infer({"image": body["x"]}, {})["probabilities"]
+    return {"predictions": [{"digit": int(p.argmax()), "confidence": float(p.max()),
+                             "probabilities": [round(float(v), 6) for v in p]} for p in probs]}
 
 
 def _is_upload() -> bool:
@@ -35,7 +37,7 @@ def _is_upload() -> bool:
         request.get_data(cache=True)[:8].startswith(IMAGE_MAGIC)
 
 
-def _uploaded() -> tuple[bool, np.ndarray, str | None]:
+def _uploaded() -> tuple[np.ndarray, str | None]:
     """Image files: multipart fields 'image' (one) or 'images' (several), or the whole body as one image."""
     if request.mimetype == "multipart/form-data":
         native.unknown_in({**request.form, **request.files}, ["image", "images", "version"], {}, "form field")
@@ -46,15 +48,15 @@ def _uploaded() -> tuple[bool, np.ndarray, str | None]:
         _check_count(len(files))
         x = np.stack([image_to_mnist(raw_image(f.read(LIMITS["max_image_bytes"] + 1), name), name)
                       for name, f in files])
-        return len(files) == 1 and files[0][0] == "image", x[..., None], request.form.get("version")
+        return x[..., None], request.form.get("version")
     if request.mimetype.startswith("image/") and request.mimetype not in ("image/png", "image/jpeg", "image/webp"):
         raise ApiError(f"Content-Type {request.mimetype} is not accepted; send {ACCEPTED}", status=415,
                        field="Content-Type")
     x = image_to_mnist(raw_image(request.get_data(cache=False), "image"), "image")
-    return True, x[None, ..., None], request.args.get("version")
+    return x[None, ..., None], request.args.get("version")
 
 
-def _from_json() -> tuple[bool, np.ndarray, str | None]:
+def _from_json() -> tuple[np.ndarray, str | None]:
     try:
         body = json_body()
     except ApiError as exc:
@@ -71,7 +73,7 @@ def _from_json() -> tuple[bool, np.ndarray, str | None]:
         raise ApiError("'images' must be a non-empty list", field="images", limit=LIMITS["max_batch_items"])
     _check_count(len(items))
     x = np.stack([decode_item(it, "image" if single else f"images[{i}]") for i, it in enumerate(items)])[..., None]
-    return single, x, body.get("version")
+    return x, body.get("version")
 
 
 def _check_count(n: int) -> None:

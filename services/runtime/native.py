@@ -1,11 +1,39 @@
-"""Checks for the friendly native JSON API: each failure names the field and the limit."""
+"""The friendly native JSON API: one way to declare a route, and checks whose failures name the field and the
+limit."""
 from __future__ import annotations
 
 import difflib
 import math
+from typing import Callable
+
+from flask import Blueprint, Response, current_app, g
 
 from services.runtime import schemas
 from services.runtime.errors import ApiError
+from services.runtime.http import json_body, json_response
+
+
+def endpoint(blueprint: Blueprint, path: str, model: str | Callable[[dict], str],
+             parse: Callable[[], dict] | None = None):
+    """A native ``POST`` route. The body is read (JSON, or ``parse()``, which then checks its own fields), its
+    fields checked against the route's schema, the model's servable looked up (the body's ``version``, else the
+    newest) and recorded for metrics and logs. The handler gets ``(servable, body)`` and returns a dict, sent as
+    JSON with the model, version and device, or a Response."""
+    def wrap(handler: Callable[..., dict | Response]):
+        def view():
+            body = parse() if parse else json_body()
+            if parse is None:
+                known_fields(body, path)
+            s = current_app.extensions["repository"].get(model(body) if callable(model) else model,
+                                                         body.get("version"))
+            g.model, g.model_version = s.name, str(s.version)
+            out = handler(s, body)
+            if isinstance(out, Response):
+                return out
+            return json_response({**out, "model": s.name, "version": str(s.version), "device": s.device})
+        blueprint.add_url_rule(path, handler.__name__, view, methods=["POST"])
+        return handler
+    return wrap
 
 
 def known_fields(body: dict, route: str) -> None:
@@ -59,10 +87,13 @@ def text(value, field: str, max_chars: int, allow_empty: bool = False) -> str:
     return value
 
 
-def integer(body: dict, field: str, default, lo: int, hi: int) -> int:
+def integer(body: dict, field: str, default, lo: int, hi: int, text_ok: bool = False) -> int:
+    """``text_ok``: v1/v2 request parameters, which some clients send as strings ("4")."""
     v = body.get(field, default)
     if v is None:
         return default
+    if text_ok and isinstance(v, str) and v.lstrip("-").isdigit():
+        v = int(v)
     if isinstance(v, bool) or not isinstance(v, int):
         if isinstance(v, float) and v.is_integer():
             v = int(v)

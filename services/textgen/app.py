@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 
 import orjson
-from flask import Blueprint, Response, current_app, g, stream_with_context
+from flask import Blueprint, Response, stream_with_context
 
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS, settings
-from services.runtime.http import json_body, json_response
 from services.textgen.model import TextgenServable, options
 
 api = Blueprint("textgen_api", __name__)
@@ -54,20 +53,16 @@ def _sse(event: str | None, data: dict) -> bytes:
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-@api.post("/api/generate")
-def generate():
-    body = json_body()
-    native.known_fields(body, "/api/generate")
+@native.endpoint(api, "/api/generate", "textgen")
+def generate(s, body):
     prompt = native.text(body.get("prompt", ""), "prompt", LIMITS["max_prompt_chars"], allow_empty=True)
     opts = options(body)
     stream = native.boolean(body, "stream", False)
-    s = current_app.extensions["repository"].get("textgen", body.get("version"))
     s.check_prompt(prompt, "prompt")
-    g.model, g.model_version = s.name, str(s.version)
-    meta = {"model": s.name, "version": str(s.version), "device": s.device, "seed": opts["seed"]}
     if not stream:
         text, n, reason = s.generate([prompt], opts)[0]
-        return json_response({"text": text, "tokens": n, "finish_reason": reason, "prompt": prompt, **meta})
+        return {"text": text, "tokens": n, "finish_reason": reason, "prompt": prompt, "seed": opts["seed"]}
+    meta = {"model": s.name, "version": str(s.version), "device": s.device, "seed": opts["seed"]}
     streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=_flush_seconds())
     st, job = streams[0], jobs[0]
     out = _Events(st, job, meta)

@@ -190,20 +190,16 @@ def options(body: dict, param: bool = False) -> dict:
     """Sampling knobs with their limits (native body or v1/v2 parameters)."""
     from services.runtime import native
     src = dict(body)
-    if param:  # v2 parameters may arrive as strings from some clients
-        for k in ("max_tokens", "top_k", "seed"):
-            if isinstance(src.get(k), str) and src[k].isdigit():
-                src[k] = int(src[k])
-    seed = native.integer(src, "seed", None, 0, MAX_SEED)
+    seed = native.integer(src, "seed", None, 0, MAX_SEED, text_ok=param)
     stop = src.get("stop", [])
     if isinstance(stop, str):
         stop = [stop]
     if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and 0 < len(s) <= 64 for s in stop):
         raise ApiError("'stop' must be a string or a list of up to 4 strings of 1..64 characters", field="stop",
                        limit=4)
-    return {"max_tokens": native.integer(src, "max_tokens", 200, 1, LIMITS["max_new_tokens"]),
+    return {"max_tokens": native.integer(src, "max_tokens", 200, 1, LIMITS["max_new_tokens"], text_ok=param),
             "temperature": native.number(src, "temperature", 0.8, 0.0, 5.0),
-            "top_k": native.integer(src, "top_k", 0, 0, 100000),
+            "top_k": native.integer(src, "top_k", 0, 0, 100000, text_ok=param),
             "top_p": native.number(src, "top_p", 1.0, 0.0, 1.0) or 1.0,
             "seed": seed if seed is not None else int(np.random.default_rng().integers(0, MAX_SEED)),
             "stop": stop}

@@ -2,30 +2,28 @@
 and ``translation_seq2seq``."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g
+from flask import Blueprint
 
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
-from services.runtime.http import json_body, json_response
 from services.translation.model import TranslationServable
 
 api = Blueprint("translation_api", __name__)
 
 
-@api.post("/api/translate")
-def translate():
-    body = json_body()
-    native.known_fields(body, "/api/translate")
+def _model(body: dict) -> str:
+    return "translation_" + native.choice(body, "model", "transformer", ["transformer", "seq2seq"])
+
+
+@native.endpoint(api, "/api/translate", _model)
+def translate(s, body):
     texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
-    kind = native.choice(body, "model", "transformer", ["transformer", "seq2seq"])
     beam = native.integer(body, "beam_size", 1, 1, LIMITS["max_beam_size"])
     max_len = native.integer(body, "max_length", LIMITS["max_translation_tokens"], 1, LIMITS["max_translation_tokens"])
     scores = native.boolean(body, "return_scores", False)
-    s = current_app.extensions["repository"].get(f"translation_{kind}", body.get("version"))
-    g.model, g.model_version = s.name, str(s.version)
     nbest = s.translate(texts, beam, max_len)
-    out = {"model": s.name, "version": str(s.version), "device": s.device, "beam_size": beam}
+    out: dict = {"beam_size": beam}
     if single:
         out["translation"] = nbest[0][0][0]
     else:
@@ -34,7 +32,7 @@ def translate():
         hyps = [[{"text": t, "score": round(sc, 5)} for t, sc in n] for n in nbest]
         out["hypotheses"] = hyps[0] if single else hyps
         out["score" if single else "scores"] = hyps[0][0]["score"] if single else [h[0]["score"] for h in hyps]
-    return json_response(out)
+    return out
 
 
 def create_app(**kw):

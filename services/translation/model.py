@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from services.runtime.config import LIMITS, settings
-from services.runtime.errors import ApiError
 from services.runtime.generation import submit_all, wait_all
+from services.runtime import native
 from services.runtime.native import texts_from_bytes
 from services.runtime.servable import Servable, TensorSpec
 from modelcore.translation import TranslationModel
@@ -40,18 +40,11 @@ class TranslationServable(Servable):
                 for j in jobs]
 
     def infer(self, inputs, parameters):
-        beam = _param_int(parameters, "beam_size", 1, 1, LIMITS["max_beam_size"])
-        max_len = _param_int(parameters, "max_length", self.model.max_target, 1, LIMITS["max_translation_tokens"])
+        beam = native.integer(parameters, "beam_size", 1, 1, LIMITS["max_beam_size"], text_ok=True)
+        max_len = native.integer(parameters, "max_length", self.model.max_target, 1,
+                                 LIMITS["max_translation_tokens"], text_ok=True)
         nbest = self.translate(texts_from_bytes(inputs["text"], "text", LIMITS["max_text_chars"]), beam, max_len)
         out = np.empty(len(nbest), dtype=object)
         out[:] = [n[0][0].encode("utf-8") for n in nbest]
         return {"translation": out, "score": np.array([n[0][1] for n in nbest], np.float32)}
 
-
-def _param_int(params: dict, name: str, default: int, lo: int, hi: int) -> int:
-    v = params.get(name, default)
-    if isinstance(v, str) and v.lstrip("-").isdigit():
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ApiError(f"parameter '{name}' must be an integer in {lo}..{hi}", field=name, limit=[lo, hi])
-    return v
