@@ -37,6 +37,8 @@ def _parse(env: str, raw: str, typ, choices):
             value = base(raw)
     except ValueError:
         raise SettingError(f"{env}={raw!r} is not a valid {base.__name__}") from None
+    if choices and isinstance(value, str):
+        value = value.lower()  # LOG_LEVEL=WARNING, MODEL_DEVICE=CPU
     if choices and value not in choices:
         raise SettingError(f"{env} must be one of {', '.join(map(str, choices))}, not {raw!r}")
     return value

@@ -340,5 +340,6 @@ def test_a_setting_that_does_not_parse_stops_the_process_with_its_name():
         ServiceSettings.from_env({"LIMIT_BEAM_SIZE": "many"})
     with pytest.raises(SettingError, match="MODEL_DEVICE must be one of auto, cpu, cuda"):
         ServiceSettings.from_env({"MODEL_DEVICE": "tpu"})
+    assert ServiceSettings.from_env({"MODEL_DEVICE": "CPU"}).model_device == "cpu"  # any case
     s = GatewaySettings.from_env({"BACKEND_MNIST_URL": "http://10.0.0.1:9001", "GATEWAY_UPSTREAM_TIMEOUT": "5"})
     assert s.backend_urls == (("mnist", "http://10.0.0.1:9001"),) and s.upstream_timeout == 5.0
