@@ -258,3 +258,28 @@ def test_bench_stream_client_counts_every_token(stack):
     assert r["errors"] == 0 and r["requests"] >= 3
     assert r["tokens"] == 40 * r["requests"]  # every generation ran to its 40 tokens, each counted once
     assert 0 < r["ttft_p50_ms"] <= r["ttft_p99_ms"]
+
+
+def test_curl_uploads_answer_as_base64_through_the_gateway(stack, mnist_test_digits, tmp_path):
+    """`curl -F image=@one.png` and `-F images=@a.png -F images=@b.png -F images=@c.png`, as a user would."""
+    import base64
+    import io
+
+    from PIL import Image
+    x, y = mnist_test_digits
+    files = []
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(255 - x[i]).resize((112, 112)).save(buf, "PNG")
+        (tmp_path / f"d{i}.png").write_bytes(buf.getvalue())
+        files.append(buf.getvalue())
+    url = stack.url + "/api/mnist/predict"
+    want = requests.post(url, json={"images": [base64.b64encode(f).decode() for f in files]},
+                         timeout=30).json()["predictions"]
+
+    def curl(*args):
+        out = subprocess.run(["curl", "-s", url, *args], cwd=tmp_path, capture_output=True, timeout=30)
+        return json.loads(out.stdout)["predictions"]
+    assert curl("-F", "image=@d0.png") == want[:1]
+    assert curl(*[a for i in range(3) for a in ("-F", f"images=@d{i}.png")]) == want
+    assert [p["digit"] for p in want] == [int(v) for v in y[:3]]
