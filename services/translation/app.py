@@ -7,7 +7,7 @@ from flask import Blueprint
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
-from services.translation.model import TranslationServable
+from services.translation.model import DEFAULT_BEAM, TranslationServable
 
 api = Blueprint("translation_api", __name__)
 
@@ -19,7 +19,7 @@ def _model(body: dict) -> str:
 @native.endpoint(api, "/api/translate", _model)
 def translate(s, body):
     texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
-    beam = native.integer(body, "beam_size", 1, 1, LIMITS["max_beam_size"])
+    beam = native.integer(body, "beam_size", DEFAULT_BEAM, 1, LIMITS["max_beam_size"])
     max_len = native.integer(body, "max_length", LIMITS["max_translation_tokens"], 1, LIMITS["max_translation_tokens"])
     scores = native.boolean(body, "return_scores", False)
     nbest = s.translate(texts, beam, max_len)

@@ -11,11 +11,15 @@ from services.runtime.servable import Servable, TensorSpec
 from modelcore.translation import TranslationModel
 
 
+# the best on the shipped Transformer's held-out test: beam 4 BLEU 11.3 / chrF 39.8, greedy 10.6 / 39.6
+# (reports/translation_transformer/report.md)
+DEFAULT_BEAM = 4
+
 class TranslationServable(Servable):
     inputs = [TensorSpec("text", "BYTES", (-1,), "English sentences")]
     outputs = [TensorSpec("translation", "BYTES", (-1,), "German translations"),
                TensorSpec("score", "FP32", (-1,), "length-normalised log-probability of the translation")]
-    parameters = {"beam_size": f"1 (greedy) .. {LIMITS['max_beam_size']}, default 1",
+    parameters = {"beam_size": f"1 (greedy) .. {LIMITS['max_beam_size']}, default {DEFAULT_BEAM}",
                   "max_length": f"1 .. {LIMITS['max_translation_tokens']} target tokens"}
 
     def __init__(self, manifest, version_dir):
@@ -29,7 +33,7 @@ class TranslationServable(Servable):
     def warm_up(self):
         self.translate(["Good morning."], beam_size=2, max_length=5)
 
-    def translate(self, texts: list[str], beam_size: int = 1, max_length: int | None = None):
+    def translate(self, texts: list[str], beam_size: int = DEFAULT_BEAM, max_length: int | None = None):
         """-> list of n-best lists [(text, score)], best first."""
         max_length = max_length or self.model.max_target
         contexts = self.model.encode([self.model.source_ids(t) for t in texts])
@@ -40,7 +44,7 @@ class TranslationServable(Servable):
                 for j in jobs]
 
     def infer(self, inputs, parameters):
-        beam = native.integer(parameters, "beam_size", 1, 1, LIMITS["max_beam_size"], text_ok=True)
+        beam = native.integer(parameters, "beam_size", DEFAULT_BEAM, 1, LIMITS["max_beam_size"], text_ok=True)
         max_len = native.integer(parameters, "max_length", self.model.max_target, 1,
                                  LIMITS["max_translation_tokens"], text_ok=True)
         nbest = self.translate(texts_from_bytes(inputs["text"], "text", LIMITS["max_text_chars"]), beam, max_len)

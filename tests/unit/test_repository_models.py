@@ -20,7 +20,9 @@ def test_shipped_model_verifies_and_answers(name):
     m = load_and_verify(vdir)
     assert m["name"] == name
     assert m["parity"]["max_abs_diff"] <= m["parity"]["tolerance"] <= 1e-4
-    assert m["data"]["sha256"] and m["training"]["seed"] is not None and not m["training"].get("quick")
+    corpus = m["data"].get("corpus")  # translation: every package the corpus came from, with its sha256
+    assert (all(p["sha256"] for p in corpus["packages"]) if corpus else m["data"]["sha256"])
+    assert m["training"]["seed"] is not None and not m["training"].get("quick")
     assert m["metrics"], "held-out metrics are recorded"
     if name in BARS:
         key, bar = BARS[name]
