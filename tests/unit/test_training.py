@@ -154,3 +154,28 @@ def test_graph_passes_publish_the_shipped_text_generator_as_a_new_version(tmp_pa
     for x, y in zip(a, b):
         np.testing.assert_allclose(x, y, atol=1e-4)
     assert optimise_version(tmp_path, "textgen", 2) is None  # nothing left to fold
+
+
+def test_a_transposed_copy_of_a_constant_is_stored_once(tmp_path):
+    """An embedding E and the output layer's E transposed (one tied matrix) end up as E and Transpose(E): same
+    answers, one copy in the file."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from training.graph_passes import share_transposed_constants
+    emb = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["E", "ids"], ["x"], axis=0), helper.make_node("MatMul", ["x", "ET"], ["logits"])],
+        "tied", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 50])],
+        [numpy_helper.from_array(emb, "E"), numpy_helper.from_array(np.ascontiguousarray(emb.T), "ET")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    ids = {"ids": np.array([3, 7, 49], np.int64)}
+    before = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    assert share_transposed_constants(model) == [{"pass": "share_transposed_constant", "embedding": [50, 8],
+                                                  "weights": [8, 50]}]
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.initializer] == ["E"]
+    after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ids)[0]
+    assert np.array_equal(before, after)
