@@ -155,20 +155,25 @@ def _read_member(name: str, cache: Path | None = None) -> bytes:
 
 
 def _read_deb_member(path: Path, member: str) -> bytes:
-    """Read one file from a .deb (an ar archive holding data.tar.*) without dpkg."""
-    data = path.read_bytes()
-    assert data[:8] == b"!<arch>\n", f"{path} is not a Debian package"
+    f = deb_data(path).extractfile(member)
+    if f is None:
+        raise DataSourceError(f"{path} has no file {member}")
+    return f.read()
+
+
+def deb_data(path: Path) -> tarfile.TarFile:
+    """The data archive of a .deb (an ar archive holding data.tar.*), read without dpkg."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"!<arch>\n":
+        raise DataSourceError(f"{path} is not a Debian package")
     pos = 8
     while pos < len(data):
         header = data[pos:pos + 60]
         fname = header[:16].decode().strip().rstrip("/")
         size = int(header[48:58].decode().strip())
-        body = data[pos + 60: pos + 60 + size]
-        pos += 60 + size + (size % 2)
         if fname.startswith("data.tar"):
-            with tarfile.open(fileobj=io.BytesIO(body)) as tf:
-                f = tf.extractfile(member)
-                return f.read()
+            return tarfile.open(fileobj=io.BytesIO(data[pos + 60: pos + 60 + size]))
+        pos += 60 + size + (size % 2)
     raise DataSourceError(f"{path} has no data archive")
 
 
@@ -270,56 +275,6 @@ def load_shakespeare() -> dict:
             "test": "".join(plays[n] for n in test),
             "provenance": {**provenance("shakespeare"), "plays": len(names),
                            "split": {"train": train, "validation": val, "test": test}}}
-
-
-# ----------------------------------------------------------------------------------------------- English-German
-_BAD = re.compile(r"[{}\[\]<>/~|]")
-
-
-def _clean_side(s: str) -> str:
-    s = re.sub(r"\s*\{[^}]*\}", "", s)
-    s = re.sub(r"\s*\[[^\]]*\]", "", s)
-    s = re.sub(r"\s*\([^)]*\)", "", s)
-    return re.sub(r"\s+", " ", s).strip().replace("’", "'")
-
-
-def load_de_en(seed: int = 1234, n_test: int = 1000, n_val: int = 1000) -> dict:
-    """English->German pairs from the Ding dictionary.
-
-    ``sentences``: full-sentence pairs (both sides start upper-case and end in . ? !), split
-    train/validation/test with a fixed seed; ``phrases``: the short aligned phrase pairs, used only as
-    extra training data (never in validation or test, and never overlapping a test sentence).
-    """
-    text = _read_member("de_en").decode("utf-8")
-    sentences, phrases = [], []
-    for line in text.splitlines():
-        if line.startswith("#") or "::" not in line:
-            continue
-        de, en = line.split("::", 1)
-        ds, es = de.split("|"), en.split("|")
-        if len(ds) != len(es):
-            continue
-        for d, e in zip(ds, es):
-            d_alts = [_clean_side(x) for x in d.split(";")]
-            e_alts = [_clean_side(x) for x in e.split(";")]
-            d0, e0 = d_alts[0], e_alts[0]
-            if not d0 or not e0 or _BAD.search(d0 + e0):
-                continue
-            if (d0[0].isupper() and e0[0].isupper() and d0[-1] in ".?!" and e0[-1] in ".?!"
-                    and len(e0.split()) >= 3):
-                sentences.append((e0, d0))
-            elif len(e0.split()) <= 6 and len(d0.split()) <= 6:
-                phrases.append((e0, d0))
-    sentences = sorted(set(sentences))
-    phrases = sorted(set(phrases))
-    idx = split_indices(len(sentences), (n_val / len(sentences), n_test / len(sentences)), seed)
-    out = {k: [sentences[i] for i in v] for k, v in idx.items()}
-    held = {e for k in ("test", "validation") for e, _ in out[k]}
-    out["phrases"] = [p for p in phrases if p[0] not in held]
-    out["provenance"] = {**provenance("de_en"), "split": f"seed {seed}",
-                         "counts": {**{k: len(out[k]) for k in ("train", "validation", "test")},
-                                    "phrases": len(out["phrases"])}}
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

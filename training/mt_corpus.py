@@ -12,19 +12,17 @@ side with a held-out pair. Output (outside the work tree, ``$MT_CACHE``):
 """
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import random
 import re
 import subprocess
-import tarfile
 import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
 from modelcore.manifest import sha256_file
+from training.data import deb_data
 
 PACKAGE_LIST = Path(__file__).with_name("mt_packages.tsv")
 DING_PACKAGE = "trans-de-en"
@@ -90,20 +88,6 @@ def _deb_path(debs: Path, name: str) -> Path | None:
     return hits[-1] if hits else None
 
 
-def _deb_data(path: Path) -> tarfile.TarFile:
-    """The data archive of a .deb (ar archive), without dpkg."""
-    data = path.read_bytes()
-    pos = 8
-    while pos < len(data):
-        header = data[pos:pos + 60]
-        fname = header[:16].decode().strip().rstrip("/")
-        size = int(header[48:58].decode().strip())
-        if fname.startswith("data.tar"):
-            return tarfile.open(fileobj=io.BytesIO(data[pos + 60:pos + 60 + size]))
-        pos += 60 + size + (size % 2)
-    raise ValueError(f"{path} has no data archive")
-
-
 def _translation_list(lang: str) -> list[Path]:
     import glob
     return [Path(p) for p in glob.glob(TRANSLATION_LISTS.format(lang=lang))]
@@ -145,14 +129,14 @@ def sentence_like(en: str, de: str) -> bool:
 def gettext_pairs(path: Path) -> list[tuple[str, str]]:
     import polib
     out = []
-    tf = _deb_data(path)
+    tf = deb_data(path)
     for m in tf.getmembers():
         name = m.name.lstrip("./")
         if not (m.isfile() and name.startswith("usr/share/locale/de") and name.endswith(".mo")
                 and "/LC_MESSAGES/" in name):
             continue
         try:
-            mo = polib.mofile(_tmp_write(tf.extractfile(m).read()))
+            mo = polib.mofile(tf.extractfile(m).read())  # polib takes a catalog's bytes as well as a path
         except Exception:  # a damaged or non-UTF-8 catalog: skip it, the others are read
             continue
         for e in mo:
@@ -163,16 +147,17 @@ def gettext_pairs(path: Path) -> list[tuple[str, str]]:
     return out
 
 
-def _tmp_write(data: bytes) -> str:
-    tmp = cache_root() / "tmp.mo"
-    tmp.write_bytes(data)
-    return str(tmp)
+def _clean_side(s: str) -> str:
+    """A Ding side without its bracketed glosses ({f}, [Br.], (ugs.))."""
+    s = re.sub(r"\s*\{[^}]*\}", "", s)
+    s = re.sub(r"\s*\[[^\]]*\]", "", s)
+    s = re.sub(r"\s*\([^)]*\)", "", s)
+    return re.sub(r"\s+", " ", s).strip().replace("’", "'")
 
 
 def ding_pairs(path: Path) -> list[tuple[str, str, str]]:
     """(en, de, origin): every ';' alternative of a sentence entry crossed; '/' alternatives dropped."""
-    from training.data import _clean_side
-    tf = _deb_data(path)
+    tf = deb_data(path)
     text = tf.extractfile("./usr/share/trans/de-en").read().decode("utf-8")
     out = []
     for n, line in enumerate(text.splitlines()):
@@ -331,7 +316,3 @@ def _split(by_origin: dict[str, list]) -> dict[str, list]:
     train.sort()
     random.Random(SPLIT_SEED).shuffle(train)
     return {"train": train, **held}
-
-
-def file_digest(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -139,7 +140,6 @@ class Checkpoint:
             self.dir.rename(old)
         tmp.rename(self.dir)
         if old.exists():
-            import shutil
             shutil.rmtree(old)
 
     def load(self, model, optimizer) -> dict:
@@ -173,7 +173,8 @@ def build_model(kind: str, vocab: int, cfg: dict, dropout: float):
 
 
 def smoothed_loss(logits, labels):
-    """Label-smoothed cross-entropy per real target token (padding, id 0, excluded)."""
+    """Label-smoothed cross-entropy per real target token (padding, id 0, excluded) -> (that loss, the plain
+    cross-entropy per token, the number of real tokens)."""
     import tensorflow as tf
     logp = tf.nn.log_softmax(logits, axis=-1)
     nll = -tf.gather(logp, labels, batch_dims=2)
@@ -181,7 +182,7 @@ def smoothed_loss(logits, labels):
     mask = tf.cast(tf.not_equal(labels, 0), logp.dtype)
     per_token = (1 - LABEL_SMOOTHING) * nll + LABEL_SMOOTHING * uniform
     n = tf.reduce_sum(mask)
-    return tf.reduce_sum(per_token * mask) / n, tf.reduce_sum(nll * mask) / n
+    return tf.reduce_sum(per_token * mask) / n, tf.reduce_sum(nll * mask) / n, n
 
 
 def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordTokenizer, stretch_minutes: float | None,
@@ -225,17 +226,15 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     @tf.function(input_signature=spec)
     def train_step(s, ti, to):
         with tf.GradientTape() as tape:
-            loss, nll = smoothed_loss(model((s, ti), training=True), to)
+            loss, nll, _ = smoothed_loss(model((s, ti), training=True), to)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply(grads, model.trainable_variables)
         return nll
 
     @tf.function(input_signature=spec)
     def eval_step(s, ti, to):
-        logits = model((s, ti), training=False)
-        _, nll = smoothed_loss(logits, to)
-        return nll * tf.reduce_sum(tf.cast(tf.not_equal(to, 0), tf.float32)), tf.reduce_sum(
-            tf.cast(tf.not_equal(to, 0), tf.float32))
+        _, nll, n = smoothed_loss(model((s, ti), training=False), to)
+        return nll * n, n
 
     def validation_loss() -> float:
         total = count = 0.0
@@ -437,7 +436,6 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
     root = runs_root(opts)
     run_dir = root / kind
     if opts.fresh and run_dir.exists():
-        import shutil
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tok = tokenizer_for(run_dir, ds["train"], opts.quick)
@@ -445,7 +443,6 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
     model, cfg, state = train(kind, opts, run_dir, ds, tok, opts.stretch_minutes, opts.checkpoint_minutes,
                               0 if opts.export_now else passes)
     stage = staging_dir()
-    import shutil
     shutil.copy(tok.path, stage / "spm.model")
     par = export(kind, model, cfg, tok, stage, opts.seed)
     pre = preprocessing(kind, cfg)
