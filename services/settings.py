@@ -117,8 +117,9 @@ class ServiceSettings(_FromEnv):
     max_body_bytes: int = setting("MAX_BODY_BYTES", 16 * 1024 * 1024, "request body (413), on the services and "
                                   "the gateway", shown="16 MiB")
 
+    @functools.cached_property
     def limits(self) -> dict[str, int]:
-        """Everything a client can make the server compute, by the names the services use."""
+        """Everything a client can make the server compute, by the names the services use (made once)."""
         return {"max_batch_items": self.limit_batch_items, "max_text_chars": self.limit_text_chars,
                 "max_prompt_chars": self.limit_prompt_chars, "max_beam_size": self.limit_beam_size,
                 "max_translation_tokens": self.limit_translation_tokens, "max_new_tokens": self.limit_max_tokens,

@@ -61,13 +61,13 @@ class _Limits(Mapping):
     """Limits on everything a client can make the server compute, read from the settings when first used."""
 
     def __getitem__(self, key: str) -> int:
-        return settings().limits()[key]
+        return settings().limits[key]
 
     def __iter__(self):
-        return iter(settings().limits())
+        return iter(settings().limits)
 
     def __len__(self) -> int:
-        return len(settings().limits())
+        return len(settings().limits)
 
 
 LIMITS: Mapping[str, int] = _Limits()

@@ -3,7 +3,9 @@ name (``native.known_fields``), and the gateway's OpenAPI document is built from
 documentation and the validation cannot drift apart."""
 from __future__ import annotations
 
-from services.runtime.config import LIMITS
+import functools
+
+from services.settings import ServiceSettings
 
 MAX_SEED = 2**32 - 1
 # what users coming from the other routes write, and what they meant on this one
@@ -22,8 +24,15 @@ _VERSION = {"oneOf": [{"type": "string"}, {"type": "integer"}],
 
 
 def native() -> dict[str, dict]:
-    """Route -> the JSON schema of its request body (limits as configured now)."""
-    n = LIMITS["max_batch_items"]
+    """Route -> the JSON schema of its request body, with this process's limits (built once per settings: the
+    services check every request's fields against it)."""
+    return _native(ServiceSettings.load())
+
+
+@functools.lru_cache(maxsize=4)
+def _native(settings: ServiceSettings) -> dict[str, dict]:
+    limits = settings.limits
+    n = limits["max_batch_items"]
     pixel_grid = {"type": "array", "minItems": 28, "maxItems": 28,
                   "items": {"type": "array", "minItems": 28, "maxItems": 28,
                             "items": {"type": "number", "minimum": 0, "maximum": 255}}}
@@ -32,24 +41,24 @@ def native() -> dict[str, dict]:
     return {
         "/api/mnist/predict": _obj({"image": image_item, "images": {"type": "array", "items": image_item,
                                                                     "minItems": 1, "maxItems": n}}),
-        "/api/sentiment/predict": _obj({"text": {"type": "string", "maxLength": LIMITS["max_text_chars"]},
+        "/api/sentiment/predict": _obj({"text": {"type": "string", "maxLength": limits["max_text_chars"]},
                                         "texts": texts}),
         "/api/translate": _obj({
-            "text": {"type": "string", "maxLength": LIMITS["max_text_chars"]}, "texts": texts,
+            "text": {"type": "string", "maxLength": limits["max_text_chars"]}, "texts": texts,
             "model": {"type": "string", "enum": ["transformer", "seq2seq"]},
-            "beam_size": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_beam_size"]},
-            "max_length": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_translation_tokens"]},
+            "beam_size": {"type": "integer", "minimum": 1, "maximum": limits["max_beam_size"]},
+            "max_length": {"type": "integer", "minimum": 1, "maximum": limits["max_translation_tokens"]},
             "return_scores": {"type": "boolean"}}),
         "/api/generate": _obj({
-            "prompt": {"type": "string", "maxLength": LIMITS["max_prompt_chars"]},
-            "max_tokens": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_new_tokens"]},
+            "prompt": {"type": "string", "maxLength": limits["max_prompt_chars"]},
+            "max_tokens": {"type": "integer", "minimum": 1, "maximum": limits["max_new_tokens"]},
             "temperature": {"type": "number", "minimum": 0, "maximum": 5},
             "top_k": {"type": "integer", "minimum": 0}, "top_p": {"type": "number", "minimum": 0, "maximum": 1},
             "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
             "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}, "maxItems": 4}]},
             "stream": {"type": "boolean"}}),
         "/api/gan/sample": _obj({
-            "n": {"type": "integer", "minimum": 1, "maximum": LIMITS["max_samples"]},
+            "n": {"type": "integer", "minimum": 1, "maximum": limits["max_samples"]},
             "seed": {"type": "integer", "minimum": 0, "maximum": MAX_SEED},
             "latent": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
             "interpolate": {"type": "object", "additionalProperties": False,
