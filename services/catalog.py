@@ -11,14 +11,13 @@ class Service:
     port: int
     models: tuple[str, ...]
     routes: tuple[str, ...]  # native routes the gateway sends here (a prefix when it ends in /)
-    streams: bool = False  # answers may come as a stream (server-sent events)
 
 
 SERVICES = (
     Service("mnist", 9001, ("mnist",), ("/api/mnist/",)),
     Service("sentiment", 9002, ("sentiment",), ("/api/sentiment/",)),
     Service("translation", 9003, ("translation_transformer", "translation_seq2seq"), ("/api/translate",)),
-    Service("textgen", 9004, ("textgen",), ("/api/generate",), streams=True),
+    Service("textgen", 9004, ("textgen",), ("/api/generate",)),
     Service("gan", 9005, ("gan",), ("/api/gan/",)),
 )
 GATEWAY_PORT = 8080

@@ -137,7 +137,7 @@ class ServiceSettings(_FromEnv):
 class GatewaySettings(_FromEnv):
     """The gateway (read when its app is made)."""
     backends_file: Path | None = setting("GATEWAY_BACKENDS_FILE", None, "YAML backend map (`url`, `models`, "
-                                         "`routes`, `streams`); `BACKEND_<NAME>_URL` overrides one backend's URL",
+                                         "`routes`); `BACKEND_<NAME>_URL` overrides one backend's URL",
                                          shown="built in: 127.0.0.1:9001-9005")
     api_keys: str = setting("GATEWAY_API_KEYS", "", "Bearer keys, comma-separated (none: open)", shown="none")
     api_keys_file: Path | None = setting("GATEWAY_API_KEYS_FILE", None, "Bearer keys, one per line", shown="none")

@@ -17,8 +17,8 @@ from services.settings import GatewaySettings
 
 def backend_map(host_of=lambda s: f"127.0.0.1:{s.port}") -> dict:
     """The map as the YAML file holds it, from the service table (``host_of``: a service's host:port)."""
-    return {"backends": {s.name: {"url": f"http://{host_of(s)}", "models": list(s.models), "routes": list(s.routes),
-                                  **({"streams": True} if s.streams else {})} for s in catalog.SERVICES}}
+    return {"backends": {s.name: {"url": f"http://{host_of(s)}", "models": list(s.models), "routes": list(s.routes)}
+                         for s in catalog.SERVICES}}
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,6 @@ class Backend:
     url: str
     models: tuple[str, ...]
     routes: tuple[str, ...]
-    streams: bool = False  # answers may come as a stream (server-sent events)
 
 
 def load(settings: GatewaySettings) -> dict[str, Backend]:
@@ -35,11 +34,10 @@ def load(settings: GatewaySettings) -> dict[str, Backend]:
     raw = yaml.safe_load(open(path, encoding="utf-8").read()) if path else backend_map()
     if not isinstance(raw, dict) or not isinstance(raw.get("backends"), dict):
         raise ValueError(f"backend map {path or '(built-in)'} needs a 'backends' mapping")
-    out = {}
+    out, urls = {}, dict(settings.backend_urls)
     for name, spec in raw["backends"].items():
-        url = dict(settings.backend_urls).get(name, spec["url"]).rstrip("/")
-        out[name] = Backend(name, url, tuple(spec.get("models", [])), tuple(spec.get("routes", [])),
-                            bool(spec.get("streams", False)))
+        url = urls.get(name, spec["url"]).rstrip("/")
+        out[name] = Backend(name, url, tuple(spec.get("models", [])), tuple(spec.get("routes", [])))
     return out
 
 
