@@ -45,7 +45,7 @@ def _uploaded() -> tuple[np.ndarray, str | None]:
                  for i, f in enumerate(request.files.getlist(k))]
         if not files:
             raise ApiError("the upload has no file: send it as 'image' (curl -F image=@digit.png)", field="image")
-        _check_count(len(files))
+        native.check_count(len(files), "images", LIMITS["max_batch_items"])
         x = np.stack([image_to_mnist(raw_image(f.read(LIMITS["max_image_bytes"] + 1), name), name)
                       for name, f in files])
         return x[..., None], request.form.get("version")
@@ -59,27 +59,15 @@ def _uploaded() -> tuple[np.ndarray, str | None]:
 def _from_json() -> tuple[np.ndarray, str | None]:
     try:
         body = json_body()
-    except ApiError as exc:
+    except ApiError:
         if request.get_data(cache=True)[:1].strip() not in (b"{", b""):  # not JSON at all
             raise ApiError(f"this body is neither JSON nor an image; send {ACCEPTED}", status=415,
                            field="Content-Type") from None
-        raise exc
+        raise
     native.known_fields(body, "/api/mnist/predict")
-    if ("image" in body) == ("images" in body):
-        raise ApiError("send exactly one of 'image' (one item) or 'images' (a list)", field="image")
-    single = "image" in body
-    items = [body["image"]] if single else body["images"]
-    if not isinstance(items, list) or not items:
-        raise ApiError("'images' must be a non-empty list", field="images", limit=LIMITS["max_batch_items"])
-    _check_count(len(items))
+    items, single = native.one_or_many(body, "image", "images", LIMITS["max_batch_items"])
     x = np.stack([decode_item(it, "image" if single else f"images[{i}]") for i, it in enumerate(items)])[..., None]
     return x, body.get("version")
-
-
-def _check_count(n: int) -> None:
-    if n > LIMITS["max_batch_items"]:
-        raise ApiError(f"'images' has {n} items; the limit is {LIMITS['max_batch_items']}", field="images",
-                       limit=LIMITS["max_batch_items"])
 
 
 def create_app(**kw):

@@ -65,9 +65,13 @@ def one_or_many(body: dict, one: str, many: str, limit: int) -> tuple[list, bool
     items = body[many]
     if not isinstance(items, list) or not items:
         raise ApiError(f"'{many}' must be a non-empty list", field=many, limit=limit)
-    if len(items) > limit:
-        raise ApiError(f"'{many}' has {len(items)} items; the limit is {limit}", field=many, limit=limit)
+    check_count(len(items), many, limit)
     return items, False
+
+
+def check_count(n: int, field: str, limit: int) -> None:
+    if n > limit:
+        raise ApiError(f"'{field}' has {n} items; the limit is {limit}", field=field, limit=limit)
 
 
 def texts(body: dict, limit: int, max_chars: int) -> tuple[list[str], bool]:
