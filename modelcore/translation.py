@@ -6,6 +6,7 @@ Used by the translation service and by the training job's BLEU evaluation, so bo
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -21,15 +22,19 @@ class TranslationModel:
     def __init__(self, manifest: dict, version_dir: Path, encoder_sess, decoder_sess):
         pre = manifest["preprocessing"]
         self.kind = pre["architecture"]
-        self.subwords: SubwordTokenizer | None = None
         self.src_vocab: SubwordTokenizer | Vocabulary
         self.tgt_vocab: SubwordTokenizer | Vocabulary
+        self._encode: Callable[[str], list[int]]
+        self._decode: Callable[[list[int]], str]
         if pre.get("tokenizer") == "sentencepiece":  # one subword model for both languages
-            self.subwords = SubwordTokenizer(Path(version_dir) / pre["sentencepiece_model"])
-            self.src_vocab = self.tgt_vocab = self.subwords
+            subwords = SubwordTokenizer(Path(version_dir) / pre["sentencepiece_model"])
+            self.src_vocab = self.tgt_vocab = subwords
+            self._encode, self._decode = subwords.encode, subwords.decode
         else:  # version 1: word-level vocabularies
-            self.src_vocab = Vocabulary.load(Path(version_dir) / pre["source_vocabulary"])
-            self.tgt_vocab = Vocabulary.load(Path(version_dir) / pre["target_vocabulary"])
+            src = self.src_vocab = Vocabulary.load(Path(version_dir) / pre["source_vocabulary"])
+            tgt = self.tgt_vocab = Vocabulary.load(Path(version_dir) / pre["target_vocabulary"])
+            self._encode = lambda text: src.encode(word_tokens(text))
+            self._decode = lambda ids: detokenize(tgt.decode(ids))
         self.max_source = int(pre["max_source_tokens"])
         self.max_target = int(pre["max_target_tokens"])
         if "max_positions" in pre:  # a learned position table: step t reads position t, so no step may pass it
@@ -46,18 +51,10 @@ class TranslationModel:
 
     # ------------------------------------------------------------------ text <-> ids
     def source_ids(self, text: str) -> list[int]:
-        if self.subwords is not None:
-            ids = self.subwords.encode(text)
-        else:
-            assert isinstance(self.src_vocab, Vocabulary)
-            ids = self.src_vocab.encode(word_tokens(text))
-        return ids[: self.max_source] or [self.src_vocab.unk_id]
+        return self._encode(text)[: self.max_source] or [self.src_vocab.unk_id]
 
     def target_text(self, ids: list[int]) -> str:
-        if self.subwords is not None:
-            return self.subwords.decode(ids)
-        assert isinstance(self.tgt_vocab, Vocabulary)
-        return detokenize(self.tgt_vocab.decode(ids))
+        return self._decode(ids)
 
     # ------------------------------------------------------------------ encoder
     def encode(self, sources: list[list[int]]) -> list[dict]:
