@@ -34,16 +34,25 @@ def listener(port: int) -> str | None:
     return None
 
 
-def ensure_free(host: str, port: int) -> None:
-    """Raise PortBusy (exit status 1, with a message) when ``host:port`` cannot be bound."""
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be bound now, or None when it can (SO_REUSEADDR, as gunicorn binds: a port in
+    TIME_WAIT is no conflict)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn binds: TIME_WAIT is no conflict
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError as exc:
-            who = listener(port)
-            raise PortBusy(f"port {port} on {host} is in use ({who or exc.strerror}): stop what listens there, or "
-                           f"choose other ports (GATEWAY_PORT, SERVICE_BASE_PORT)") from None
+            return exc
+    return None
+
+
+def ensure_free(host: str, port: int) -> None:
+    """Raise PortBusy (exit status 1, with a message) when ``host:port`` cannot be bound."""
+    exc = bind_error(host, port)
+    if exc is not None:
+        who = listener(port)
+        raise PortBusy(f"port {port} on {host} is in use ({who or exc.strerror}): stop what listens there, or "
+                       f"choose other ports (GATEWAY_PORT, SERVICE_BASE_PORT)")
 
 
 def free_port_block(n: int, host: str = "127.0.0.1") -> int:
@@ -52,15 +61,6 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
         with socket.socket() as s:
             s.bind((host, 0))
             base = s.getsockname()[1]
-        if base + n < 65000 and all(_bindable(host, base + i) for i in range(n)):
+        if base + n < 65000 and all(bind_error(host, base + i) is None for i in range(n)):
             return base
     raise RuntimeError(f"no {n} consecutive free ports found")
-
-
-def _bindable(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-            return True
-        except OSError:
-            return False
