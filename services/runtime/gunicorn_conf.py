@@ -2,7 +2,7 @@
 
 Services: gthread workers, whose request threads hand work to the in-process batcher / scheduler threads.
 Python request handling holds the GIL, so one worker per usable CPU (WEB_CONCURRENCY; see
-config.web_workers), each with its own batcher and its own listening socket (below). The gateway
+config.web_workers), each with its own batcher and its own listening socket (reuse_port, below). The gateway
 overrides the worker class with its uvicorn worker (``python -m services gateway``). On SIGTERM gunicorn stops
 accepting, lets in-flight requests finish within GUNICORN_GRACEFUL_TIMEOUT, then exits.
 """
@@ -62,25 +62,7 @@ def child_exit(server, worker):
 
 
 # Balance: keep-alive clients open their connections at once, and on one shared socket the first worker to wake
-# keeps most of them (MNIST c=32 lost 25-45% in rounds, bench/results/vm/FINDINGS.md). So each worker also listens
-# on its own SO_REUSEPORT socket (gunicorn's reuse_port setting on the master's), and the kernel spreads new
-# connections evenly; a second stack cannot join, because `python -m services` refuses a port already bound.
+# keeps most of them (MNIST c=32 lost 25-45% in rounds, bench/results/vm/FINDINGS.md). With reuse_port, gunicorn
+# gives each worker its own SO_REUSEPORT listener and the kernel spreads new connections evenly; a second stack
+# cannot join, because `python -m services` refuses a port already bound.
 reuse_port = True
-
-
-def post_worker_init(worker):
-    if workers < 2:
-        return
-    import socket
-    for listener in list(worker.sockets):
-        addr = listener.getsockname()
-        if not isinstance(addr, tuple):  # unix sockets cannot be shared this way
-            continue
-        own = socket.socket(listener.family, socket.SOCK_STREAM)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        own.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        own.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as gunicorn sets on its own listener
-        own.bind(addr)
-        own.listen(backlog)
-        own.setblocking(False)
-        worker.sockets.append(own)
