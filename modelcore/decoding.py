@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -348,10 +349,11 @@ class SampledBatch:
             for job in cancelled:
                 job._finish("cancelled")
             return False
+        t0 = time.perf_counter()
         logits, self.states = self.adapter.step_arrays(self.tokens, self.states)
         self.steps += 1
         if on_step:
-            on_step(self.adapter, len(self.jobs))
+            on_step(self.adapter, len(self.jobs), time.perf_counter() - t0)
         replan = False
         for i in self.reading:
             forced = self.jobs[i].forced
@@ -404,6 +406,7 @@ class Scheduler:
     """
 
     def __init__(self, max_rows: int = 128, name: str = "scheduler", on_step: Callable | None = None):
+        """``on_step(adapter, rows, seconds)``: called after every step-graph call (metrics)."""
         self.max_rows = max_rows
         self.jobs: list[Job] = []
         self.incoming: list[Job] = []
@@ -497,13 +500,14 @@ class Scheduler:
         for key, (adapter, entries) in by_adapter.items():
             flat = [r for _, rows in entries for r in rows]
             try:
+                t0 = time.perf_counter()
                 logprobs, states = adapter.step(flat)
             except Exception as exc:  # noqa: BLE001 - a failed step fails its jobs, not the scheduler
                 for job, _ in entries:
                     job.fail(exc)
                 continue
             if self.on_step:
-                self.on_step(adapter, len(flat))
+                self.on_step(adapter, len(flat), time.perf_counter() - t0)
             i = 0
             sampling: list[tuple[Job, int]] = []  # one-row sampling jobs advance together below
             for job, rows in entries:

@@ -30,7 +30,7 @@ class CharModel:
         # prompts of at least this many tokens are read by one prefill call in the caller's thread; shorter
         # ones ride the scheduler's batched steps, where a token costs a row of a shared call
         self.prefill, self.prefill_min_tokens = prefill_sess, prefill_min_tokens
-        self.model_name = manifest["name"]
+        self.model_name, self.model_version = manifest["name"], str(manifest.get("version", ""))  # metrics labels
 
     def prompt_ids(self, prompt: str) -> list[int]:
         # an empty prompt starts from a newline, like the start of a speech

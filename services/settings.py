@@ -85,6 +85,9 @@ class ServiceSettings(_FromEnv):
                                 "`cpu`, or `cuda` (refuses to start without one)", choices=("auto", "cpu", "cuda"))
     model_poll_seconds: float = setting("MODEL_POLL_SECONDS", 5.0, "how often a service looks for new or removed "
                                         "versions (0: never)")
+    model_control_file: Path | None = setting("MODEL_CONTROL_FILE", None, "where a service's workers share "
+                                              "explicit model loads and unloads (`/v2/repository/models/NAME/load`)",
+                                              shown="a new temporary file at each start")
     cuda_tf32: bool = setting("CUDA_TF32", False, "`1` lets CUDA use TF32 (faster; answers then differ from the "
                               "CPU's by more than the 1e-4 every export is checked to)", shown="`0`")
     ort_threads: int | None = setting("ORT_INTRA_OP_THREADS", None, "ONNX Runtime threads per session",

@@ -31,7 +31,7 @@ from services.settings import GatewaySettings, ProcessSettings
 log = logging.getLogger("gateway")
 PUBLIC = ("/healthz", "/v2/health/", "/metrics", "/docs", "/openapi.json", "/static/", "/favicon.ico")
 _V1 = re.compile(r"^/v1/models/([^/:]+)")
-_V2 = re.compile(r"^/v2/models/([^/]+)")
+_V2 = re.compile(r"^/v2/(?:repository/)?models/([^/]+)")
 JSON = [(b"content-type", b"application/json")]
 
 
@@ -167,7 +167,9 @@ class Gateway:
                 return "native", "", None, ApiError(f"no such route: {method} {path}; routes: "
                                                     f"{control.ROUTE_FAMILIES}", status=404)
             return "native", backend.name, backend, None
-        if path.startswith(("/v1/models/", "/v2/models/")):
+        if path == "/v2/models/stats":  # every model's, gathered from every backend (``control``)
+            return "v2", "", None, None
+        if path.startswith(("/v1/models/", "/v2/models/", "/v2/repository/models/")):
             route = "v1" if path[2] == "1" else "v2"
             m = (_V1 if route == "v1" else _V2).match(path)
             model = m.group(1) if m else ""

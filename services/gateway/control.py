@@ -26,7 +26,8 @@ SWAGGER_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Model 
 <script src="/docs/swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
 ROUTE_FAMILIES = ("POST /api/{mnist/predict,sentiment/predict,translate,generate,gan/sample}, GET /api/models, "
-                  "/v1/models/NAME[:predict|/metadata], /v2/models/NAME[/infer|/ready], /v2/health/{live,ready}, "
+                  "/v1/models/NAME[:predict|/metadata], /v2/models/NAME[/infer|/ready|/stats], /v2/models/stats, "
+                  "/v2/repository/{index,models/NAME/load,models/NAME/unload}, /v2/health/{live,ready}, "
                   "/healthz, /metrics, /openapi.json, /docs, / (demo page)")
 
 
@@ -40,6 +41,7 @@ class Control:
         routes = [Route("/healthz", self.healthz), Route("/v2/health/live", self.live),
                   Route("/v2/health/ready", self.ready), Route("/v2", self.server_meta),
                   Route("/api/models", self.models), Route("/v2/repository/index", self.repo_index, methods=["POST"]),
+                  Route("/v2/models/stats", self.stats),
                   Route("/metrics", self.metrics), Route("/openapi.json", self.openapi),
                   Route("/docs", self.docs), Route("/", self.index),
                   Route("/favicon.ico", lambda _: FileResponse(STATIC / "favicon.ico")),
@@ -67,15 +69,15 @@ class Control:
         assert isinstance(exc, ApiError)
         return json_response(exc.body(), exc.status)
 
-    async def fan_out(self, request: Request, method: str, path: str,
-                      timeout: float = 1.0) -> list[tuple[str, int, object]]:
+    async def fan_out(self, request: Request, method: str, path: str, timeout: float = 1.0,
+                      body: bytes = b"") -> list[tuple[str, int, object]]:
         """The same call to every backend at once -> [(backend, status, JSON body or error)]."""
         rid = request.scope["gateway.request"].request_id
         headers = [(b"X-Request-ID", rid.encode())]
 
         async def one(b):
             try:
-                r = await self.gw.upstream.request(b, method, path.encode(), headers, b"", timeout=timeout)
+                r = await self.gw.upstream.request(b, method, path.encode(), headers, body, timeout=timeout)
                 data = await asyncio.wait_for(r.read(), timeout)
                 return b.name, r.status, (orjson.loads(data) if data else None)
             except ApiError as exc:
@@ -104,7 +106,7 @@ class Control:
 
     async def server_meta(self, request: Request) -> Response:
         return json_response({"name": "keras-onnx-serving-gateway", "version": __version__,
-                              "extensions": ["binary_tensor_data", "model_repository"]})
+                              "extensions": ["binary_tensor_data", "model_repository", "statistics"]})
 
     async def models(self, request: Request) -> Response:
         request.scope["gateway.request"].route = "native"
@@ -120,15 +122,30 @@ class Control:
         return json_response({"models": out, "unavailable_backends": down})
 
     async def repo_index(self, request: Request) -> Response:
-        await request.scope["gateway.request"].body(self.gw.settings.max_body_bytes)  # an unused filter
+        sent = await request.scope["gateway.request"].body(self.gw.settings.max_body_bytes)  # {"ready": true}
         out = []
-        for name, status, body in await self.fan_out(request, "POST", "/v2/repository/index", timeout=5.0):
+        for name, status, body in await self.fan_out(request, "POST", "/v2/repository/index", timeout=5.0,
+                                                     body=sent):
+            if status == 400 and isinstance(body, dict):
+                raise ApiError(body.get("error", "bad request"), field=body.get("field"), limit=body.get("limit"))
             if status == 200 and isinstance(body, list):
                 out.extend(body)
             else:
                 out.extend({"name": m, "state": "UNAVAILABLE", "reason": f"backend {name}: status {status}"}
                            for m in self.gw.router.backends[name].models)
         return json_response(out)
+
+    async def stats(self, request: Request) -> Response:
+        """Triton's statistics of every model, from the backends that own them."""
+        out, down = [], []
+        for name, status, body in await self.fan_out(request, "GET", "/v2/models/stats", timeout=5.0):
+            if status == 200 and isinstance(body, dict):
+                out.extend(body.get("model_stats", []))
+            else:
+                down.append(name)
+        if down:
+            raise ApiError(f"statistics unavailable from backend(s) {', '.join(down)}", status=503)
+        return json_response({"model_stats": out})
 
     async def metrics(self, request: Request) -> Response:
         body, ctype = exposition()

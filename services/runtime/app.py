@@ -42,7 +42,7 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    repo = repository or ModelRepository(settings.model_repository, factories)
+    repo = repository or ModelRepository(settings.model_repository, factories, settings.model_control_file)
     if not repository:
         repo.refresh()
         if poll:
@@ -66,8 +66,11 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
         dt = time.perf_counter() - g.get("t0", time.perf_counter())
         model = g.get("model")
         if model:
-            metrics.REQUESTS.labels(model, g.get("model_version", ""), proto, str(resp.status_code)).inc()
-            metrics.REQUEST_LATENCY.labels(model, proto).observe(dt)
+            version, status = g.get("model_version", ""), resp.status_code
+            metrics.child(metrics.REQUESTS, model, version, proto, str(status)).inc()
+            metrics.child(metrics.REQUEST_LATENCY, model, version, proto,
+                          "success" if status < 400 else "fail").observe(dt)
+            metrics.child(metrics.LAST_REQUEST, model, version).set(time.time())
         log_access(resp, dt, model=model, protocol=proto)
         return resp
 

@@ -32,13 +32,13 @@ class _Pending:
 
 class DynamicBatcher:
     def __init__(self, run: Callable[[dict], dict], *, max_batch_size: int, max_queue_delay_ms: float,
-                 max_queue_size: int = 1024, pad: dict | None = None, model: str = "", graph: str = "model"):
+                 max_queue_size: int = 1024, pad: dict | None = None, model: str = "", version: str = "", graph: str = "model"):
         """``run(feeds) -> outputs`` calls the session; ``pad`` maps an input name to (axis, value, side) for
         inputs whose non-batch length may differ between requests (e.g. token sequences)."""
         self.run_fn, self.max_batch, self.delay = run, max_batch_size, max_queue_delay_ms / 1000.0
         self.max_queue = max_queue_size
         self.pad = pad or {}
-        self.labels = {"model": model, "graph": graph}
+        self.labels = {"model": model, "version": version, "graph": graph}
         self.queue: deque[_Pending] = deque()
         self.queued_rows = 0
         self.last_batch_requests = 1
@@ -143,8 +143,8 @@ class DynamicBatcher:
             for p in batch:
                 p.future.set_exception(exc)
             return
-        metrics.COMPUTE_TIME.labels(**self.labels).observe(time.perf_counter() - start)
-        metrics.BATCH_SIZE.labels(**self.labels).observe(sum(p.rows for p in batch))
+        metrics.observe_batch(self.labels["model"], self.labels["version"], self.labels["graph"],
+                              sum(p.rows for p in batch), time.perf_counter() - start)
         offset = 0
         for p in batch:
             p.future.set_result({k: v[offset:offset + p.rows] for k, v in outputs.items()})

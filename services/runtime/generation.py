@@ -16,8 +16,9 @@ def scheduler() -> Scheduler:
     global _scheduler
     with _lock:
         if _scheduler is None:
-            def on_step(adapter, rows):
-                metrics.child(metrics.BATCH_SIZE, getattr(adapter, "model_name", "decoder"), "decoder").observe(rows)
+            def on_step(adapter, rows, seconds):
+                metrics.observe_batch(getattr(adapter, "model_name", "decoder"), getattr(adapter, "model_version", ""),
+                                      "decoder", rows, seconds)
             _scheduler = Scheduler(max_rows=settings().decoder_max_rows, name="decoder-scheduler",
                                    on_step=on_step).start()
         return _scheduler

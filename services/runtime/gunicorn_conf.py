@@ -19,6 +19,9 @@ if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # several workers: /metrics must sum them, through prometheus_client's multiprocess files (the variable is
     # prometheus_client's own)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+if not os.environ.get("MODEL_CONTROL_FILE"):
+    # explicit model loads and unloads (Triton's model control), seen by every worker; afresh at each start
+    os.environ["MODEL_CONTROL_FILE"] = os.path.join(tempfile.mkdtemp(prefix="model-control-"), "unloaded.json")
 worker_class = "gthread"
 threads = _process.threads
 timeout = 120  # a worker silent this long is restarted

@@ -15,9 +15,11 @@ def json_response(obj, status: int = 200, headers: dict | None = None) -> Respon
                     mimetype="application/json")
 
 
-def json_body() -> dict:
-    """The request body as a JSON object, whatever the Content-Type (curl -d sends form-urlencoded)."""
-    return codec.parse_json(codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding")))
+def json_body(optional: bool = False) -> dict:
+    """The request body as a JSON object, whatever the Content-Type (curl -d sends form-urlencoded); ``optional``:
+    an empty body is ``{}``."""
+    raw = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
+    return {} if optional and not raw.strip() else codec.parse_json(raw)
 
 
 _access = logging.getLogger("access")

@@ -9,21 +9,28 @@ if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # must exist before the first me
     os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
 
 from prometheus_client import (  # noqa: E402
-    CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
+    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 REQUESTS = Counter("model_requests_total", "Requests by model, version, protocol and status",
                    ["model", "version", "protocol", "status"])
-REQUEST_LATENCY = Histogram("model_request_seconds", "Request latency", ["model", "protocol"],
+# by outcome (success: status below 400) as well, for Triton's statistics (services/runtime/statistics.py)
+REQUEST_LATENCY = Histogram("model_request_seconds", "Request latency", ["model", "version", "protocol", "outcome"],
                             buckets=LATENCY_BUCKETS)
-QUEUE_TIME = Histogram("model_queue_seconds", "Time a request waited in the batcher", ["model", "graph"],
+LAST_REQUEST = Gauge("model_last_request_timestamp_seconds", "When the model last answered an inference request",
+                     ["model", "version"], multiprocess_mode="max")
+QUEUE_TIME = Histogram("model_queue_seconds", "Time a request waited in the batcher", ["model", "version", "graph"],
                        buckets=LATENCY_BUCKETS)
-COMPUTE_TIME = Histogram("model_compute_seconds", "ONNX Runtime call time per batch", ["model", "graph"],
+COMPUTE_TIME = Histogram("model_compute_seconds", "ONNX Runtime call time per batch", ["model", "version", "graph"],
                          buckets=LATENCY_BUCKETS)
-BATCH_SIZE = Histogram("model_batch_size", "Rows per ONNX Runtime call", ["model", "graph"],
+BATCH_SIZE = Histogram("model_batch_size", "Rows per ONNX Runtime call", ["model", "version", "graph"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
-QUEUE_DEPTH = Gauge("model_queue_depth", "Rows waiting in the batcher", ["model", "graph"],
+# every exact batch size, with its compute time: Triton's batch_stats
+BATCHES = Counter("model_batches_total", "ONNX Runtime calls by rows in the call", ["model", "version", "graph", "size"])
+BATCH_SECONDS = Counter("model_batch_seconds_total", "ONNX Runtime call time by rows in the call",
+                        ["model", "version", "graph", "size"])
+QUEUE_DEPTH = Gauge("model_queue_depth", "Rows waiting in the batcher", ["model", "version", "graph"],
                     multiprocess_mode="livesum")
 LOADED = Gauge("model_loaded", "1 when a model version is loaded and serving", ["model", "version", "device"],
                multiprocess_mode="max")
@@ -44,10 +51,23 @@ def child(metric, *values):
     return c
 
 
-def exposition() -> tuple[bytes, str]:
+def registry():
+    """Every metric of this service: summed over its workers' files when there are several."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)
+        return summed
+    return REGISTRY
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(registry()), CONTENT_TYPE_LATEST
+
+
+def observe_batch(model: str, version: str, graph: str, rows: int, seconds: float) -> None:
+    """One ONNX Runtime call of a batcher or decoder step."""
+    child(COMPUTE_TIME, model, version, graph).observe(seconds)
+    child(BATCH_SIZE, model, version, graph).observe(rows)
+    child(BATCHES, model, version, graph, str(rows)).inc()
+    child(BATCH_SECONDS, model, version, graph, str(rows)).inc(seconds)

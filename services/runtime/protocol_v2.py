@@ -7,15 +7,15 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, request
 
 from services import __version__
-from services.runtime import codec, native, schemas
+from services.runtime import codec, native, schemas, statistics
 from services.runtime.config import LIMITS
-from services.runtime.errors import NotFound
-from services.runtime.http import json_response
+from services.runtime.errors import ApiError, NotFound
+from services.runtime.http import json_body, json_response
 from services.runtime.servable import check_inputs
 
 bp = Blueprint("v2", __name__)
 SERVER = {"name": "keras-onnx-serving", "version": __version__,
-          "extensions": ["binary_tensor_data", "model_repository"]}
+          "extensions": ["binary_tensor_data", "model_repository", "statistics"]}
 
 
 def repo():
@@ -82,12 +82,63 @@ def model_config(name, version=None):
 
 @bp.post("/v2/repository/index")
 def repository_index():
+    body = json_body(optional=True)
+    native.unknown_in(body, ["ready"], {}, "field")
     out = []
     for n in repo().names():
         for st in repo().status(n):
-            out.append({"name": n, "version": st["version"], "state": "READY" if st["state"] == "AVAILABLE"
-                        else "UNAVAILABLE", "reason": st.get("error", "")})
+            ready = st["state"] == "AVAILABLE"
+            if body.get("ready") and not ready:
+                continue
+            out.append({"name": n, "version": st["version"], "state": "READY" if ready else "UNAVAILABLE",
+                        "reason": st.get("error", "")})
     return json_response(out)
+
+
+@bp.post("/v2/repository/models/<name>/load")
+def repository_load(name):
+    _control_body()
+    repo().check_name(name)
+    repo().load(name)
+    return json_response({})
+
+
+@bp.post("/v2/repository/models/<name>/unload")
+def repository_unload(name):
+    _control_body()
+    repo().check_name(name)
+    repo().unload(name)
+    return json_response({})
+
+
+def _control_body() -> None:
+    """Triton's load and unload take optional parameters; a model's config or files cannot be sent here: the
+    repository on disk is what loads."""
+    body = json_body(optional=True)
+    native.unknown_in(body, ["parameters"], {}, "field")
+    params = body.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ApiError("'parameters' must be a JSON object", field="parameters")
+    native.unknown_in(params, ["unload_dependents"], {}, "parameter")
+
+
+@bp.get("/v2/models/stats")
+@bp.get("/v2/models/<name>/stats")
+@bp.get("/v2/models/<name>/versions/<version>/stats")
+def model_statistics(name=None, version=None):
+    names = [name] if name else repo().names()
+    if name:
+        repo().check_name(name)
+    pairs = []
+    for n in names:
+        versions = [st["version"] for st in repo().status(n) if st["state"] == "AVAILABLE"]
+        if version is not None:
+            if str(version) not in versions:
+                raise NotFound(f"version {version} of model '{n}' is not loaded (loaded: {versions or 'none'})",
+                               field="version")
+            versions = [str(version)]
+        pairs += [(n, v) for v in versions]
+    return json_response(statistics.model_stats(pairs))
 
 
 @bp.post("/v2/models/<name>/infer")

@@ -6,10 +6,17 @@ without a restart: the new one is loaded and warmed up before it becomes visible
 a load. A version whose manifest or checksums are wrong is refused with a log line and reported in the
 readiness/status endpoints, and the version already serving keeps serving. Versions removed from disk are
 unloaded after their in-flight requests finish (their batchers drain on close).
+
+Triton's model control: ``unload(name)`` unloads every version of a model until ``load(name)``, in every worker
+of the service (they share the set of unloaded models through ``MODEL_CONTROL_FILE``), and polling leaves an
+unloaded model alone.
 """
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -27,8 +34,13 @@ log = logging.getLogger("runtime.repository")
 MAX_VERSIONS = 2  # newest versions loaded side by side: the default and the one before it
 
 class ModelRepository:
-    def __init__(self, root: Path, factories: dict[str, Callable[[dict, Path], Servable]]):
+    def __init__(self, root: Path, factories: dict[str, Callable[[dict, Path], Servable]],
+                 control_file: Path | None = None):
         self.root = Path(root)
+        self.control_file = Path(control_file) if control_file else None  # None: this process alone
+        self.unloaded: set[str] = set()  # explicitly unloaded models, as last read from control_file
+        self._control_stamp: tuple = ()
+        self._sync_lock = threading.RLock()
         self.factories = factories          # model name -> Servable class
         self.loaded: dict[str, dict[int, Servable]] = {n: {} for n in factories}
         self.failed: dict[tuple[str, int], str] = {}     # (name, version) -> why it was refused
@@ -45,15 +57,20 @@ class ModelRepository:
             return []
         return sorted((int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
 
-    def refresh(self) -> None:
-        """Load new versions, unload removed ones. Safe to call from any thread."""
+    def refresh(self, only: str | None = None, read_control: bool = True) -> None:
+        """Load new versions, unload removed ones (and every version of an explicitly unloaded model). Safe to
+        call from any thread."""
+        if read_control:
+            self.sync()
         for name, factory in self.factories.items():
+            if only is not None and name != only:
+                continue
             wanted: list[int] = []
             on_disk = self._versions_on_disk(name)
             for key in [k for k in self.failed if k[0] == name and k[1] not in on_disk]:
                 self.failed.pop(key, None)  # a refused version that was removed is no longer reported
             for v in on_disk:
-                if len(wanted) >= self.max_versions:
+                if len(wanted) >= self.max_versions or name in self.unloaded:
                     break
                 if v in self.loaded[name]:
                     wanted.append(v)
@@ -120,9 +137,16 @@ class ModelRepository:
     def names(self) -> list[str]:
         return list(self.factories)
 
-    def get(self, name: str, version: str | int | None = None) -> Servable:
+    def check_name(self, name: str) -> None:
         if name not in self.factories:
             raise NotFound(f"model '{name}' is not served here", field="model")
+
+    def get(self, name: str, version: str | int | None = None) -> Servable:
+        self.check_name(name)
+        self.sync()
+        if name in self.unloaded:
+            raise Unavailable(f"model '{name}' is unloaded; load it with POST /v2/repository/models/{name}/load",
+                              field="model")
         with self.lock:
             versions = self.loaded[name]
             if version is None or version == "":
@@ -139,12 +163,19 @@ class ModelRepository:
             return versions[v]
 
     def is_ready(self, name: str | None = None) -> bool:
+        """A model: a version is loaded. The service: every model not explicitly unloaded has one."""
+        self.sync()
         with self.lock:
-            names = [name] if name else list(self.factories)
-            return all(self.loaded.get(n) for n in names)
+            if name:
+                return bool(self.loaded.get(name))
+            return all(self.loaded.get(n) for n in self.factories if n not in self.unloaded)
 
     def status(self, name: str) -> list[dict]:
-        """TF-Serving-like version states (AVAILABLE / the reason a version was refused)."""
+        """TF-Serving-like version states (AVAILABLE / UNLOADED / the reason a version was refused)."""
+        self.sync()
+        if name in self.unloaded:
+            return [{"version": str(v), "state": "UNLOADED", "error": "unloaded by request"}
+                    for v in self._versions_on_disk(name)[:self.max_versions]]
         with self.lock:
             out = [{"version": str(v), "state": "AVAILABLE", "device": s.device}
                    for v, s in sorted(self.loaded[name].items(), reverse=True)]
@@ -152,3 +183,58 @@ class ModelRepository:
             if key[0] == name:
                 out.append({"version": str(key[1]), "state": "FAILED", "error": err})
         return out
+
+    # ------------------------------------------------------------------------------ explicit load / unload
+    def load(self, name: str) -> None:
+        """Triton's load: the model serves again (a new version on disk is picked up now); raises Unavailable
+        when no version of it loads."""
+        self._change_control(name, unload=False)
+        self.refresh(only=name)
+        if not self.loaded[name]:
+            reasons = "; ".join(f"version {v}: {err}" for (n, v), err in self.failed.items() if n == name)
+            raise Unavailable(f"model '{name}' did not load: {reasons or 'no version on disk'}", field="model")
+
+    def unload(self, name: str) -> None:
+        """Triton's unload: every version goes once its in-flight requests finish, until ``load``."""
+        self._change_control(name, unload=True)
+        self.refresh(only=name)
+
+    def sync(self) -> None:
+        """Apply a load or unload that another worker of this service made (one stat call when none did)."""
+        if self.control_file is None or self._control_stamp == self._stamp():
+            return
+        with self._sync_lock:  # requests arriving meanwhile wait for the load rather than answer 503
+            stamp = self._stamp()
+            if stamp == self._control_stamp:
+                return
+            before, self.unloaded = self.unloaded, self._read_unloaded()
+            for name in before ^ self.unloaded:
+                self.refresh(only=name, read_control=False)
+            self._control_stamp = stamp
+
+    def _stamp(self) -> tuple:
+        try:
+            st = os.stat(self.control_file)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return ()
+        return st.st_ino, st.st_mtime_ns, st.st_size  # every write replaces the file: a new inode
+
+    def _read_unloaded(self) -> set[str]:
+        try:
+            return set(json.loads(self.control_file.read_text()))  # type: ignore[union-attr]
+        except FileNotFoundError:
+            return set()
+
+    def _change_control(self, name: str, unload: bool) -> None:
+        if self.control_file is None:
+            (self.unloaded.add if unload else self.unloaded.discard)(name)
+            return
+        self.sync()  # what other workers changed first, so that only ``name`` is left to apply
+        with self._sync_lock, open(self.control_file.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time across the workers
+            names = self._read_unloaded()
+            names = (names | {name}) if unload else (names - {name})
+            tmp = self.control_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(sorted(names)))
+            os.replace(tmp, self.control_file)
+            self.unloaded, self._control_stamp = names, self._stamp()

@@ -57,7 +57,8 @@ class Servable:
         b = DynamicBatcher(lambda feeds: dict(zip(outputs, sess.run(outputs, feeds))),
                            max_batch_size=self.batching["max_batch_size"],
                            max_queue_delay_ms=self.batching["max_queue_delay_ms"],
-                           max_queue_size=self.batching["max_queue_size"], pad=pad, model=self.name, graph=graph)
+                           max_queue_size=self.batching["max_queue_size"], pad=pad, model=self.name, version=str(self.version),
+                           graph=graph)
         self.batchers.append(b)
         return b
 

@@ -25,7 +25,7 @@ class TranslationServable(Servable):
     def __init__(self, manifest, version_dir):
         super().__init__(manifest, version_dir)
         self.model = TranslationModel(manifest, self.dir, self.sessions["encoder"], self.sessions["decoder"])
-        self.model.model_name = self.name
+        self.model.model_name, self.model.model_version = self.name, str(self.version)
         enc_out = [o.name for o in self.sessions["encoder"].get_outputs()]
         self.model.encoder_run = self.batcher("encoder", enc_out, pad={"src": (1, 0, "post")})
         self.timeout = settings().decode_timeout_seconds

@@ -81,6 +81,36 @@ def test_tritonclient_gan_versions(triton):
         triton.infer("gan", [inp], model_version="999")
 
 
+def test_tritonclient_model_control_and_statistics(stack, triton):
+    """load_model, unload_model and get_inference_statistics unchanged, through the gateway, on a service with
+    several workers: every worker of the service sees the unload (polling, in tests/unit/test_model_control)."""
+    def fresh():  # a new connection: the kernel spreads those over the service's workers
+        return httpclient.InferenceServerClient(stack.url.replace("http://", ""))
+    z = np.zeros((2, 100), np.float32)
+    inp = httpclient.InferInput("latent", [2, 100], "FP32")
+    inp.set_data_from_numpy(z)
+    triton.infer("gan", [inp])
+    stats = triton.get_inference_statistics("gan")["model_stats"]
+    assert stats and stats[0]["inference_stats"]["success"]["count"] >= 1
+    assert any(b["batch_size"] >= 2 for b in stats[0]["batch_stats"])
+    everyone = {s["name"] for s in triton.get_inference_statistics()["model_stats"]}
+    assert {"mnist", "gan", "textgen", "translation_transformer"} <= everyone
+    triton.unload_model("gan")
+    try:
+        assert not triton.is_model_ready("gan")
+        for _ in range(6):
+            with pytest.raises(Exception, match="unloaded"):
+                fresh().infer("gan", [inp])
+        index = {(m["name"], m["state"]) for m in triton.get_model_repository_index()}
+        assert ("gan", "UNAVAILABLE") in index and ("mnist", "READY") in index
+        assert triton.is_server_ready()
+    finally:
+        triton.load_model("gan")
+    assert triton.is_model_ready("gan")
+    for _ in range(6):
+        assert fresh().infer("gan", [inp]).as_numpy("image").shape == (2, 28, 28, 1)
+
+
 def test_curl_style_calls_through_gateway(stack, mnist_test_digits):
     x, y = mnist_test_digits
     u = stack.url
