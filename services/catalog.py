@@ -17,7 +17,7 @@ SERVICES = (
     Service("mnist", 9001, ("mnist",), ("/api/mnist/",)),
     Service("sentiment", 9002, ("sentiment",), ("/api/sentiment/",)),
     Service("translation", 9003, ("translation_transformer", "translation_seq2seq"), ("/api/translate",)),
-    Service("textgen", 9004, ("textgen",), ("/api/generate",)),
+    Service("textgen", 9004, ("textgen",), ("/api/generate", "/v1/completions", "/v1/models")),  # + OpenAI's API
     Service("gan", 9005, ("gan",), ("/api/gan/",)),
 )
 GATEWAY_PORT = 8080

@@ -167,6 +167,11 @@ class Gateway:
                 return "native", "", None, ApiError(f"no such route: {method} {path}; routes: "
                                                     f"{control.ROUTE_FAMILIES}", status=404)
             return "native", backend.name, backend, None
+        if path in ("/v1/completions", "/v1/models"):  # OpenAI's API, on the service whose routes name it
+            backend = self.router.native(path)
+            if backend is None:
+                return "openai", "", None, ApiError(f"no backend serves {path}", status=404)
+            return "openai", "", backend, None
         if path == "/v2/models/stats":  # every model's, gathered from every backend (``control``)
             return "v2", "", None, None
         if path.startswith(("/v1/models/", "/v2/models/", "/v2/repository/models/")):

@@ -49,7 +49,7 @@ class Router:
 
     def native(self, path: str) -> Backend | None:
         for prefix, b in self.prefixes:
-            if path == prefix.rstrip("/") or path.startswith(prefix):
+            if path == prefix.rstrip("/") or (prefix.endswith("/") and path.startswith(prefix)):
                 return b
         return None
 

@@ -29,6 +29,13 @@ def _op(summary, body=None, ok=None, tags=None, params=None, ok_content=None, co
     return op
 
 
+OPENAI_COMPLETION = {"type": "object", "required": ["model"], "properties": {
+    "model": {"type": "string"}, "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
+    "n": {"type": "integer"}, "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "seed": {"type": "integer"}, "stream": {"type": "boolean"}, "echo": {"type": "boolean"}}}
+
+
 def spec() -> dict:
     n = LIMITS["max_batch_items"]
     name_p = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": MODEL_NAMES}}
@@ -76,6 +83,11 @@ def spec() -> dict:
         "/v1/models/{name}/versions/{version}:predict": {"post": _op("TF Serving predict (one version)",
                                                                      _json(v1_req), None, ["tfserving"],
                                                                      [name_p, ver_p])},
+        "/v1/completions": {"post": _op("OpenAI completions for the text generator (stream: true for data: chunks "
+                                        "ending in data: [DONE])", _json(OPENAI_COMPLETION,
+                                        {"model": "textgen", "prompt": "ROMEO:\n", "max_tokens": 40, "seed": 1}),
+                                        None, ["openai"], codes=(400, 404, 429, 503))},
+        "/v1/models": {"get": _op("OpenAI model list", tags=["openai"], codes=())},
         "/v2": {"get": _op("Server metadata", tags=["v2"], codes=())},
         "/v2/health/live": {"get": _op("Liveness", tags=["v2"], codes=())},
         "/v2/health/ready": {"get": _op("Readiness: 200 only when every backend is ready", tags=["v2"], codes=(503,))},

@@ -25,6 +25,8 @@ log = logging.getLogger("runtime.app")
 
 
 def protocol_of(path: str) -> str:
+    if path in ("/v1/completions", "/v1/models"):
+        return "openai"
     if path.startswith("/v1/"):
         return "v1"
     if path.startswith("/v2"):

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, stream_with_context
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS, settings
+from services.textgen import openai_api
 from services.textgen.model import TextgenServable, options
 
 api = Blueprint("textgen_api", __name__)
@@ -115,4 +116,6 @@ class _Events:
 
 
 def create_app(**kw):
-    return runtime_app("textgen", {"textgen": TextgenServable}, api, **kw)
+    app = runtime_app("textgen", {"textgen": TextgenServable}, api, **kw)
+    app.register_blueprint(openai_api.bp)
+    return app

@@ -6,6 +6,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 
 
 from tests.conftest import ROOT
@@ -35,3 +36,15 @@ def test_readme_calls_give_right_answers(stack, tmp_path):
     assert json.loads(out["/api/translate"])["translation"] == "Die Datei konnte nicht gespeichert werden."
     assert len(json.loads(out["/api/generate"])["text"]) > 50
     assert (tmp_path / "digits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readme_python_examples_run(stack):
+    """Every Python block of the README (tritonclient, openai) runs as written, against this stack."""
+    text = (ROOT / "README.md").read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
+    assert len(blocks) >= 2
+    for code in blocks:
+        code = code.replace("http://127.0.0.1:8080", stack.url).replace('"127.0.0.1:8080"',
+                                                                       repr(stack.url.replace("http://", "")))
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.strip(), (code, proc.stderr[-2000:])
