@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: chromium newman lint serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
+.PHONY: chromium newman lint protos serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,6 +25,8 @@ serve-gpu:
 # Everything the suite needs (serving, training for the --quick jobs, tritonclient), then the whole suite.
 test: $(PY) chromium newman
 	$(PIP) -e '.[serve,train,dev]'
+	# TF Serving's own gRPC client for the tests; the tensorflow it asks for is there as tensorflow-cpu
+	$(PIP) --no-deps tensorflow-serving-api==2.21.0
 	$(PY) -m ruff check .
 	$(PY) -m mypy modelcore services/runtime services/settings.py
 	$(PY) -m pytest -q
@@ -78,3 +80,8 @@ loadtest: $(PY)
 
 clean:
 	rm -rf runs/ .pytest_cache
+
+# The gateway's gRPC messages (services/gateway/protos/*.proto) -> the *_pb2*.py modules next to them
+protos: $(PY)
+	$(PIP) -e '.[serve,dev]'
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. services/gateway/protos/*.proto

@@ -351,7 +351,7 @@ def every_service(seconds: float, logs: Path) -> dict:
     base = free_port()
     gw = base + 5
     stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(gw), "--base-port",
-                              str(base)], cwd=ROOT, start_new_session=True,
+                              str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", "0"], cwd=ROOT, start_new_session=True,
                              env={**os.environ, "LOG_LEVEL": "WARNING", "MODEL_POLL_SECONDS": "0"},
                              stdout=open(logs / "stack.log", "wb"), stderr=subprocess.STDOUT)
     out = {}

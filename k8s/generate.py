@@ -84,10 +84,12 @@ def deployment(name, port, env, cpu, mem, mem_limit, port_env="PORT", ready="/v2
     }
 
 
-def service(name, port):
+def service(name, port, grpc_ports=None):
+    ports = [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]
+    ports += [{"name": n, "port": p, "targetPort": n, "protocol": "TCP", "appProtocol": "grpc"}
+              for n, p in (grpc_ports or {}).items()]
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels(name)},
-            "spec": {"selector": {"app.kubernetes.io/name": name},
-                     "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}}
+            "spec": {"selector": {"app.kubernetes.io/name": name}, "ports": ports}}
 
 
 def hpa(name, max_replicas):
@@ -120,7 +122,8 @@ def network_policies():
                   "spec": {"podSelector": gw, "policyTypes": ["Ingress"],
                            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
                                "kubernetes.io/metadata.name": "ingress-nginx"}}}],
-                               "ports": [{"protocol": "TCP", "port": GATEWAY_PORT}]}]}}
+                               "ports": [{"protocol": "TCP", "port": p}
+                                         for p in (GATEWAY_PORT, *catalog.GRPC_PORTS.values())]}]}}
     gateway_out = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                    "metadata": {"name": "gateway-to-services-and-dns"},
                    "spec": {"podSelector": gw, "policyTypes": ["Egress"],
@@ -150,9 +153,11 @@ def base():
                     # the gateway's own health: one model's backend down must not take every model down
                     ready="/healthz", live="/healthz")
     spec = gw["spec"]["template"]["spec"]
+    spec["containers"][0]["ports"] += [{"name": n, "containerPort": p, "protocol": "TCP"}
+                                       for n, p in catalog.GRPC_PORTS.items()]  # probes stay HTTP
     spec["containers"][0]["volumeMounts"].append({"name": "backends", "mountPath": "/etc/gateway", "readOnly": True})
     spec["volumes"].append({"name": "backends", "configMap": {"name": "gateway-backends"}})
-    docs += [gw, service("gateway", GATEWAY_PORT), hpa("gateway", 6), pdb("gateway")]
+    docs += [gw, service("gateway", GATEWAY_PORT, catalog.GRPC_PORTS), hpa("gateway", 6), pdb("gateway")]
     docs.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {
         "name": "gateway", "annotations": {"nginx.ingress.kubernetes.io/proxy-body-size": "16m",
                                            "nginx.ingress.kubernetes.io/proxy-buffering": "off",

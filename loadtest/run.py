@@ -36,7 +36,7 @@ def main(argv=None) -> int:
         print(f"starting a stack of its own: services on ports {base}-{base + 4}, gateway {host} "
               f"(log: {out / 'stack.log'})", flush=True)
         stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
-                                  "--base-port", str(base)], cwd=ROOT, start_new_session=True,
+                                  "--base-port", str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", "0"], cwd=ROOT, start_new_session=True,
                                  stdout=open(out / "stack.log", "wb"), stderr=subprocess.STDOUT)
         for _ in range(300):
             if stack.poll() is not None:

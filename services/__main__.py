@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PORT"] = port
     from services.ports import ensure_free
     ensure_free(os.environ.get("HOST", "0.0.0.0"), int(port))
+    if name == "gateway":  # and its gRPC ports
+        from services.settings import GatewaySettings
+        grpc = GatewaySettings.from_env()
+        for grpc_port in (grpc.grpc_tfs_port, grpc.grpc_v2_port):
+            if grpc_port:
+                ensure_free(os.environ.get("HOST", "0.0.0.0"), grpc_port)
     if name in THREADS:
         os.environ.setdefault("GUNICORN_THREADS", str(THREADS[name]))
     if name in ORT_THREADS:

@@ -21,4 +21,5 @@ SERVICES = (
     Service("gan", 9005, ("gan",), ("/api/gan/",)),
 )
 GATEWAY_PORT = 8080
+GRPC_PORTS = {"grpc-tfs": 8500, "grpc-v2": 8001}  # on the gateway: TF Serving's and the v2 protocol's gRPC APIs
 MODELS = tuple(m for s in SERVICES for m in s.models)

@@ -14,6 +14,8 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services import catalog
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -156,6 +158,10 @@ class GatewaySettings(_FromEnv):
     breaker_failures: int = setting("GATEWAY_BREAKER_FAILURES", 3, "failed calls that open a backend's circuit")
     breaker_reset_seconds: float = setting("GATEWAY_BREAKER_RESET_SECONDS", 5.0, "seconds before an open circuit "
                                            "lets a trial call through")
+    grpc_tfs_port: int = setting("GRPC_TFS_PORT", catalog.GRPC_PORTS["grpc-tfs"], "TF Serving's gRPC API (PredictionService, "
+                                 "ModelService) on the gateway's host (0: off)")
+    grpc_v2_port: int = setting("GRPC_V2_PORT", catalog.GRPC_PORTS["grpc-v2"], "Open Inference Protocol v2 over gRPC (Triton's "
+                                "GRPCInferenceService) on the gateway's host (0: off)")
     cors_origins: str = setting("GATEWAY_CORS_ORIGINS", "", "allowed browser origins, comma-separated",
                                 shown="off")
     max_body_bytes: int = setting("MAX_BODY_BYTES", 16 * 1024 * 1024, "request body (413), checked before it is "

@@ -18,12 +18,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from services import catalog
 from services.__main__ import SERVICES
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def config(workdir: Path, gateway_port: int, base_port: int, host: str) -> str:
+def config(workdir: Path, gateway_port: int, base_port: int, host: str, grpc_ports: tuple[int, int]) -> str:
     py = sys.executable
     names = [n for n in SERVICES if n != "gateway"]
     ports = {n: base_port + i for i, n in enumerate(names)}
@@ -70,7 +71,8 @@ stdout_logfile_maxbytes=0
         out.append(program(n, f"{py} -m services {n}", f'PORT="{p}",HOST="{host}",PYTHONUNBUFFERED="1",'
                                                       f'PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"'))
     out.append(program("gateway", f"{py} -m services gateway",
-                       f'GATEWAY_PORT="{gateway_port}",HOST="{host}",PYTHONUNBUFFERED="1",{backend_env}'))
+                       f'GATEWAY_PORT="{gateway_port}",HOST="{host}",PYTHONUNBUFFERED="1",{backend_env},'
+                       f'GRPC_TFS_PORT="{grpc_ports[0]}",GRPC_V2_PORT="{grpc_ports[1]}"'))
     out.append(program("ready", f"{py} -m services.stack --wait-ready http://127.0.0.1:{gateway_port}", 'X="1"',
                        restart=False))
     return "".join(out)
@@ -97,6 +99,10 @@ def main(argv=None) -> int:
     p.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
     p.add_argument("--base-port", type=int, default=int(os.environ.get("SERVICE_BASE_PORT", "9001")),
                    help="first service port (mnist); the others follow")
+    p.add_argument("--grpc-tfs-port", type=int, default=int(os.environ.get("GRPC_TFS_PORT", catalog.GRPC_PORTS["grpc-tfs"])),
+                   help="TF Serving's gRPC API on the gateway (0: off)")
+    p.add_argument("--grpc-v2-port", type=int, default=int(os.environ.get("GRPC_V2_PORT", catalog.GRPC_PORTS["grpc-v2"])),
+                   help="the v2 protocol's gRPC API on the gateway (0: off)")
     p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--wait-ready", metavar="URL", help=argparse.SUPPRESS)
@@ -104,15 +110,18 @@ def main(argv=None) -> int:
     if args.wait_ready:
         return wait_ready(args.wait_ready)
     from services.ports import ensure_free
-    for port in [args.gateway_port] + [args.base_port + i for i in range(len(SERVICES) - 1)]:
-        ensure_free(args.host, port)
+    grpc_ports = (args.grpc_tfs_port, args.grpc_v2_port)
+    for port in [args.gateway_port, *grpc_ports] + [args.base_port + i for i in range(len(SERVICES) - 1)]:
+        if port:
+            ensure_free(args.host, port)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="model-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
     made_workdir = args.workdir is None
     conf = workdir / "supervisord.conf"
-    conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host))
+    conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host, grpc_ports))
     print(f"==> starting 5 services (ports {args.base_port}-{args.base_port + 4}) and the gateway "
-          f"(port {args.gateway_port}) under supervisord; config {conf}", flush=True)
+          f"(port {args.gateway_port}; gRPC: TF Serving {args.grpc_tfs_port or 'off'}, v2 {args.grpc_v2_port or 'off'})"
+          f" under supervisord; config {conf}", flush=True)
     sup = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
     for sig in (signal.SIGINT, signal.SIGTERM):  # supervisord stops every program, then this cleans up
         signal.signal(sig, lambda signum, _frame: sup.send_signal(signum))

@@ -53,8 +53,9 @@ def mnist_test_digits():
 
 class Stack:
     def __init__(self, env_extra=None):
-        self.base = free_port_block(6)
+        self.base = free_port_block(8)
         self.gateway_port = self.base + 5
+        self.grpc_tfs_port, self.grpc_v2_port = self.base + 6, self.base + 7
         self.url = f"http://127.0.0.1:{self.gateway_port}"
         self.service_url = {n: f"http://127.0.0.1:{self.base + i}"
                             for i, n in enumerate(s.name for s in catalog.SERVICES)}
@@ -62,7 +63,9 @@ class Stack:
         env = {**os.environ, "GATEWAY_BREAKER_RESET_SECONDS": "2", **(env_extra or {})}
         self.log = open(self.workdir.with_suffix(".log"), "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(self.gateway_port),
-                                      "--base-port", str(self.base), "--workdir", str(self.workdir)],
+                                      "--base-port", str(self.base), "--workdir", str(self.workdir),
+                                      "--grpc-tfs-port", str(self.grpc_tfs_port),
+                                      "--grpc-v2-port", str(self.grpc_v2_port)],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 

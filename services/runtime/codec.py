@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import base64
 import gzip
-import struct
 import zlib
 
 import numpy as np
 import orjson
 
 from services.runtime.errors import ApiError
-from services.runtime.servable import NP_TO_V2, V2_TO_NP
+from services.v2_tensors import NP_TO_V2, V2_TO_NP, deserialize_bytes, serialize_bytes
 
 
 def decompress(body: bytes, encoding: str | None) -> bytes:
@@ -42,33 +41,6 @@ def parse_json(body: bytes, what: str = "body") -> dict:
     if not isinstance(obj, dict):
         raise ApiError(f"request {what} must be a JSON object", field=what)
     return obj
-
-
-def serialize_bytes(arr: np.ndarray) -> bytes:
-    parts = []
-    for item in arr.reshape(-1):
-        b = item if isinstance(item, bytes) else str(item).encode("utf-8")
-        parts.append(struct.pack("<I", len(b)))
-        parts.append(b)
-    return b"".join(parts)
-
-
-def deserialize_bytes(buf: bytes, count: int, field: str) -> np.ndarray:
-    out, pos = [], 0
-    while pos < len(buf):
-        if pos + 4 > len(buf):
-            raise ApiError(f"input '{field}': truncated BYTES element length", field=field)
-        (n,) = struct.unpack_from("<I", buf, pos)
-        pos += 4
-        if pos + n > len(buf):
-            raise ApiError(f"input '{field}': BYTES element of {n} bytes runs past the data", field=field)
-        out.append(buf[pos:pos + n])
-        pos += n
-    if len(out) != count:
-        raise ApiError(f"input '{field}': {len(out)} BYTES elements for a shape of {count}", field=field)
-    arr = np.empty(len(out), dtype=object)
-    arr[:] = out
-    return arr
 
 
 def split_binary(body: bytes, header_length: str | None) -> tuple[dict, bytes]:

@@ -15,14 +15,10 @@ from services.runtime import metrics
 from services.runtime.batcher import DynamicBatcher
 from services.runtime.config import batching_override
 from services.runtime.sessions import create_session, device_of
+from services.v2_tensors import NP_TO_V2, V2_TO_NP
 
 log = logging.getLogger("runtime.servable")
 
-NP_TO_V2 = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
-            "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL", "string": "BYTES"}
-V2_TO_NP = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
-            "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-            "UINT64": np.uint64, "BOOL": np.bool_, "BYTES": np.object_}
 
 
 @dataclass(frozen=True)

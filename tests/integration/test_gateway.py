@@ -51,6 +51,8 @@ def gateway(stack, monkeypatch):
     made = []
 
     def make(**env):
+        monkeypatch.setenv("GRPC_TFS_PORT", "0")  # these gateways speak HTTP only (gRPC: test_grpc.py)
+        monkeypatch.setenv("GRPC_V2_PORT", "0")
         for name, url in stack.service_url.items():
             monkeypatch.setenv(f"BACKEND_{name.upper()}_URL", url)
         for k, v in env.items():

@@ -264,9 +264,10 @@ def test_a_second_stack_on_busy_ports_fails_at_once_and_the_first_keeps_serving(
 def test_a_stack_names_its_demo_page_and_leaves_no_temporary_folder(tmp_path):
     """`make serve`'s stack: the ready line names the demo page; SIGTERM stops it and removes its folder."""
     from tests.conftest import free_port_block
-    base = free_port_block(6)
+    base = free_port_block(8)
     proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
-                             "--base-port", str(base)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             "--base-port", str(base), "--grpc-tfs-port", str(base + 6),
+                             "--grpc-v2-port", str(base + 7)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ, "TMPDIR": str(tmp_path)}, start_new_session=True, text=True)
     lines = []
     try:

@@ -39,12 +39,15 @@ def test_readme_calls_give_right_answers(stack, tmp_path):
 
 
 def test_readme_python_examples_run(stack):
-    """Every Python block of the README (tritonclient, openai) runs as written, against this stack."""
+    """Every Python block of the README (tritonclient over HTTP and gRPC, TF Serving's stubs, openai) runs as
+    written, against this stack (only the ports changed)."""
     text = (ROOT / "README.md").read_text()
     blocks = [b.split("```", 1)[0] for b in text.split("```python\n")[1:]]
-    assert len(blocks) >= 2
+    assert len(blocks) >= 4
     for code in blocks:
         code = code.replace("http://127.0.0.1:8080", stack.url).replace('"127.0.0.1:8080"',
                                                                        repr(stack.url.replace("http://", "")))
+        code = code.replace("127.0.0.1:8001", f"127.0.0.1:{stack.grpc_v2_port}").replace(
+            "127.0.0.1:8500", f"127.0.0.1:{stack.grpc_tfs_port}")
         proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0 and proc.stdout.strip(), (code, proc.stderr[-2000:])

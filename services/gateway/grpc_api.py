@@ -1,0 +1,390 @@
+"""gRPC on the gateway's host, on grpcio's asyncio server in the gateway's event loop: TF Serving's
+PredictionService and ModelService (``GRPC_TFS_PORT``, 8500) and the Open Inference Protocol v2's
+GRPCInferenceService (``GRPC_V2_PORT``, 8001). The messages are our own minimal copies of those protocols
+(``protos/``), so serving needs no TensorFlow.
+
+Each RPC becomes the HTTP request that means the same and runs through the gateway's own ASGI app in this
+process: gRPC gets HTTP's API key check (the ``authorization`` metadata), size and rate limits, metrics, request
+ids, routing and error messages, with no second network hop. Tensors reach the services as v2's binary tensor
+extension, so raw bytes pass through untouched. HTTP statuses become gRPC status codes (``STATUS_CODES``); the
+call's deadline bounds the whole request and reaches the model as v2's ``timeout`` parameter.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from urllib.parse import quote
+
+import grpc
+import numpy as np
+import orjson
+from google.protobuf import json_format
+
+from services.gateway.protos import inference_pb2 as v2
+from services.gateway.protos import inference_pb2_grpc as v2_grpc
+from services.gateway.protos import tensorflow_serving_pb2 as tfs
+from services.gateway.protos import tensorflow_serving_pb2_grpc as tfs_grpc
+from services.v2_tensors import V2_TO_NP, deserialize_bytes, serialize_bytes
+
+log = logging.getLogger("gateway.grpc")
+Code = grpc.StatusCode
+STATUS_CODES = {400: Code.INVALID_ARGUMENT, 401: Code.UNAUTHENTICATED, 403: Code.PERMISSION_DENIED,
+                404: Code.NOT_FOUND, 405: Code.UNIMPLEMENTED, 413: Code.RESOURCE_EXHAUSTED,
+                415: Code.INVALID_ARGUMENT, 429: Code.RESOURCE_EXHAUSTED, 499: Code.CANCELLED,
+                502: Code.UNAVAILABLE, 503: Code.UNAVAILABLE, 504: Code.DEADLINE_EXCEEDED}
+FORWARDED_METADATA = ("authorization", "x-request-id")
+# where a v2 tensor's values sit in InferTensorContents
+CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
+            "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
+            "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
+            "FP64": "fp64_contents", "BYTES": "bytes_contents"}
+# TF Serving's DataType <-> v2 datatype, and where a TensorProto keeps each one's values without tensor_content
+TF_TO_V2 = {tfs.DT_FLOAT: "FP32", tfs.DT_DOUBLE: "FP64", tfs.DT_INT32: "INT32", tfs.DT_UINT8: "UINT8",
+            tfs.DT_INT16: "INT16", tfs.DT_INT8: "INT8", tfs.DT_STRING: "BYTES", tfs.DT_INT64: "INT64",
+            tfs.DT_BOOL: "BOOL", tfs.DT_HALF: "FP16", tfs.DT_UINT32: "UINT32", tfs.DT_UINT64: "UINT64"}
+V2_TO_TF = {v: k for k, v in TF_TO_V2.items()}
+TF_VALUES = {"FP32": "float_val", "FP64": "double_val", "INT32": "int_val", "UINT8": "int_val", "INT16": "int_val",
+             "INT8": "int_val", "INT64": "int64_val", "BOOL": "bool_val", "UINT32": "uint32_val",
+             "UINT64": "uint64_val", "BYTES": "string_val"}
+
+
+class Http:
+    """The gateway's ASGI app, called in-process with one whole request on behalf of a gRPC call."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def call(self, context, method: str, path: str, body: bytes = b"", headers: tuple = (),
+                   accept: tuple[int, ...] = ()) -> tuple[int, dict[bytes, bytes], bytes]:
+        """-> (status, headers, body); a status of 400 or more ends the call with its gRPC code and the HTTP
+        error's message, unless ``accept`` names it."""
+        sent = {k: v for k, v in (context.invocation_metadata() or ()) if k in FORWARDED_METADATA}
+        head = [(k.encode(), v.encode("latin-1")) for k, v in sent.items() if isinstance(v, str)]
+        head += [(b"content-length", str(len(body)).encode()), *headers]
+        path, _, query = path.partition("?")
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "2", "method": method,
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": query.encode(),
+                 "headers": head, "client": _peer(context.peer()), "server": None}
+        delivered = False
+
+        async def receive():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # no disconnect: cancelling the call cancels this request
+        answer: dict = {"status": 500, "headers": [], "body": []}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                answer["status"], answer["headers"] = message["status"], message.get("headers", [])
+            else:
+                answer["body"].append(message.get("body", b""))
+        remaining = context.time_remaining()
+        try:
+            await asyncio.wait_for(self.app(scope, receive, send), remaining)
+        except TimeoutError:
+            await context.abort(Code.DEADLINE_EXCEEDED, f"the call's deadline passed ({method} {path})")
+        out_headers = {k.lower(): v for k, v in answer["headers"]}
+        if b"x-request-id" in out_headers:
+            await context.send_initial_metadata((("x-request-id", out_headers[b"x-request-id"].decode()),))
+        data = b"".join(answer["body"])
+        status = answer["status"]
+        if status >= 400 and status not in accept:
+            await context.abort(STATUS_CODES.get(status, Code.INTERNAL), _message(data, status))
+        return status, out_headers, data
+
+    async def json(self, context, method: str, path: str, body: dict | None = None, accept=()):
+        status, _, data = await self.call(context, method, path, orjson.dumps(body) if body is not None else b"",
+                                          accept=accept)
+        return status, orjson.loads(data) if data else None
+
+    async def infer(self, context, path: str, inputs: list[tuple[str, str, list[int], bytes]],
+                    outputs: list[str], parameters: dict, request_id: str = "") -> tuple[dict, list[bytes]]:
+        """v2 inference with every tensor in binary: ``inputs`` (name, datatype, shape, raw bytes) ->
+        (the answer's JSON header, each output's raw bytes in order)."""
+        remaining = context.time_remaining()
+        if remaining is not None and "timeout" not in parameters:  # the deadline, for the decoder
+            parameters = {**parameters, "timeout": max(1, int(remaining * 1e6))}
+        header: dict = {"inputs": [{"name": n, "datatype": d, "shape": s, "parameters": {"binary_data_size": len(r)}}
+                                   for n, d, s, r in inputs],
+                        "parameters": {**parameters, "binary_data_output": True}}
+        if outputs:
+            header["outputs"] = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
+        if request_id:
+            header["id"] = request_id
+        head = orjson.dumps(header)
+        _, headers, data = await self.call(context, "POST", path, head + b"".join(r for *_, r in inputs),
+                                           headers=((b"inference-header-content-length", b"%d" % len(head)),))
+        n = int(headers.get(b"inference-header-content-length", len(data)))
+        answer, pos, raws = orjson.loads(data[:n]), n, []
+        for o in answer["outputs"]:
+            size = (o.get("parameters") or {}).get("binary_data_size")
+            if size is None:  # an output the service sent as JSON
+                raws.append(_raw(np.asarray(o["data"], V2_TO_NP[o["datatype"]]), o["datatype"]))
+            else:
+                raws.append(data[pos:pos + size])
+                pos += size
+        return answer, raws
+
+
+def _peer(peer: str | None):
+    """grpc's ``ipv4:1.2.3.4:5678`` / ``ipv6:[::1]:5678`` -> an ASGI client (host, port), for the rate limit."""
+    if not peer or ":" not in peer:
+        return None
+    host, _, port = peer.split(":", 1)[1].rpartition(":")
+    return host.strip("[]"), int(port) if port.isdigit() else 0
+
+
+def _message(data: bytes, status: int) -> str:
+    try:
+        err = orjson.loads(data).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        err = None
+    if isinstance(err, dict):  # OpenAI-shaped
+        err = err.get("message")
+    return str(err) if err else f"HTTP {status}"
+
+
+def _raw(arr: np.ndarray, datatype: str) -> bytes:
+    return serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+
+
+def _objects(values: list) -> np.ndarray:
+    """A 1-D object array of these bytes (numpy would make fixed-width bytes of them)."""
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def _model_path(name: str, version: str = "", prefix: str = "/v2/models/") -> str:
+    path = prefix + quote(name, safe="")
+    return path + "/versions/" + quote(version, safe="") if version else path
+
+
+def _value(param) -> object:
+    """An InferParameter or ModelRepositoryParameter's value."""
+    kind = param.WhichOneof("parameter_choice")
+    value = getattr(param, kind) if kind else None
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+class InferenceService(v2_grpc.GRPCInferenceServiceServicer):
+    """Open Inference Protocol v2 over gRPC (what tritonclient.grpc calls)."""
+
+    def __init__(self, http: Http):
+        self.http = http
+
+    async def ServerLive(self, request, context):
+        await self.http.call(context, "GET", "/v2/health/live")
+        return v2.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request, context):
+        status, _, _ = await self.http.call(context, "GET", "/v2/health/ready", accept=(503,))
+        return v2.ServerReadyResponse(ready=status == 200)
+
+    async def ModelReady(self, request, context):
+        # a model or version that is not there is not ready, as Triton answers
+        status, _ = await self.http.json(context, "GET", _model_path(request.name, request.version) + "/ready",
+                                         accept=(404, 503))
+        return v2.ModelReadyResponse(ready=status == 200)
+
+    async def ServerMetadata(self, request, context):
+        _, meta = await self.http.json(context, "GET", "/v2")
+        return json_format.ParseDict(meta, v2.ServerMetadataResponse(), ignore_unknown_fields=True)
+
+    async def ModelMetadata(self, request, context):
+        _, meta = await self.http.json(context, "GET", _model_path(request.name, request.version))
+        return json_format.ParseDict(meta, v2.ModelMetadataResponse(), ignore_unknown_fields=True)
+
+    async def ModelConfig(self, request, context):
+        _, config = await self.http.json(context, "GET", _model_path(request.name, request.version) + "/config")
+        return v2.ModelConfigResponse(config=json_format.ParseDict(config, v2.ModelConfig(),
+                                                                   ignore_unknown_fields=True))
+
+    async def ModelStatistics(self, request, context):
+        path = _model_path(request.name, request.version) + "/stats" if request.name else "/v2/models/stats"
+        _, stats = await self.http.json(context, "GET", path)
+        return json_format.ParseDict(stats, v2.ModelStatisticsResponse(), ignore_unknown_fields=True)
+
+    async def RepositoryIndex(self, request, context):
+        _, index = await self.http.json(context, "POST", "/v2/repository/index", {"ready": request.ready})
+        return json_format.ParseDict({"models": index}, v2.RepositoryIndexResponse(), ignore_unknown_fields=True)
+
+    async def RepositoryModelLoad(self, request, context):
+        await self._control(context, request, "load")
+        return v2.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request, context):
+        await self._control(context, request, "unload")
+        return v2.RepositoryModelUnloadResponse()
+
+    async def _control(self, context, request, action: str) -> None:
+        params = {k: _value(p) for k, p in request.parameters.items()}
+        await self.http.json(context, "POST", _model_path(request.model_name, prefix="/v2/repository/models/")
+                             + "/" + action, {"parameters": params})
+
+    async def ModelInfer(self, request, context):
+        raw = list(request.raw_input_contents)
+        if raw and len(raw) != len(request.inputs):
+            await context.abort(Code.INVALID_ARGUMENT, f"raw_input_contents has {len(raw)} entries for "
+                                                       f"{len(request.inputs)} inputs")
+        inputs = []
+        for i, t in enumerate(request.inputs):
+            if t.parameters:
+                await context.abort(Code.INVALID_ARGUMENT, f"input '{t.name}': tensor parameters (shared memory) "
+                                                           "are not supported")
+            if raw:
+                data = raw[i]
+            elif t.datatype in CONTENTS:
+                values = list(getattr(t.contents, CONTENTS[t.datatype]))
+                data = _raw(_objects(values) if t.datatype == "BYTES" else np.asarray(values, V2_TO_NP[t.datatype]),
+                            t.datatype)
+            else:
+                await context.abort(Code.INVALID_ARGUMENT, f"input '{t.name}': datatype {t.datatype!r} needs "
+                                                           "raw_input_contents")
+            inputs.append((t.name, t.datatype, list(t.shape), data))
+        for o in request.outputs:
+            if o.parameters:
+                await context.abort(Code.INVALID_ARGUMENT, f"output '{o.name}': output parameters (shared memory, "
+                                                           "classification) are not supported")
+        params = {k: _value(p) for k, p in request.parameters.items()}
+        answer, raws = await self.http.infer(context, _model_path(request.model_name, request.model_version)
+                                             + "/infer", inputs, [o.name for o in request.outputs], params,
+                                             request.id)
+        out = v2.ModelInferResponse(model_name=answer["model_name"], model_version=answer.get("model_version", ""),
+                                    id=request.id)
+        for o in answer["outputs"]:
+            out.outputs.add(name=o["name"], datatype=o["datatype"], shape=o["shape"])
+        out.raw_output_contents.extend(raws)
+        return out
+
+
+class PredictionService(tfs_grpc.PredictionServiceServicer):
+    """TF Serving's Predict and GetModelMetadata (what tensorflow-serving-api's stub calls)."""
+
+    def __init__(self, http: Http):
+        self.http = http
+
+    async def Predict(self, request, context):
+        version = await _spec_version(request.model_spec, context)
+        inputs = []
+        for alias in sorted(request.inputs):
+            datatype, shape, data = await _from_tensor_proto(request.inputs[alias], alias, context)
+            inputs.append((alias, datatype, shape, data))
+        answer, raws = await self.http.infer(context, _model_path(request.model_spec.name, version) + "/infer",
+                                             inputs, list(request.output_filter), {})
+        out = tfs.PredictResponse()
+        out.model_spec.name, out.model_spec.signature_name = answer["model_name"], "serving_default"
+        out.model_spec.version.value = int(answer.get("model_version") or 0)
+        for o, data in zip(answer["outputs"], raws):
+            out.outputs[o["name"]].CopyFrom(_to_tensor_proto(o["datatype"], o["shape"], data))
+        return out
+
+    async def GetModelMetadata(self, request, context):
+        version = await _spec_version(request.model_spec, context)
+        if list(request.metadata_field) != ["signature_def"]:
+            await context.abort(Code.INVALID_ARGUMENT, "metadata_field must be ['signature_def'] (the only one "
+                                                       f"served), not {list(request.metadata_field)}")
+        _, meta = await self.http.json(context, "GET", _model_path(request.model_spec.name, version,
+                                                                   "/v1/models/") + "/metadata")
+        signatures = tfs.SignatureDefMap()
+        for name, sig in meta["metadata"]["signature_def"]["signature_def"].items():
+            target = signatures.signature_def[name]
+            target.method_name = sig["method_name"]
+            for side in ("inputs", "outputs"):
+                for alias, info in sig[side].items():
+                    t = getattr(target, side)[alias]
+                    t.name, t.dtype = info["name"], tfs.DataType.Value(info["dtype"])
+                    t.tensor_shape.dim.extend(tfs.TensorShapeProto.Dim(size=int(d["size"]))
+                                              for d in info["tensor_shape"]["dim"])
+        out = tfs.GetModelMetadataResponse()
+        out.model_spec.name = meta["model_spec"]["name"]
+        out.model_spec.version.value = int(meta["model_spec"]["version"])
+        out.model_spec.signature_name = "serving_default"
+        out.metadata["signature_def"].Pack(signatures)
+        return out
+
+
+class ModelService(tfs_grpc.ModelServiceServicer):
+    """TF Serving's GetModelStatus."""
+
+    def __init__(self, http: Http):
+        self.http = http
+
+    async def GetModelStatus(self, request, context):
+        version = await _spec_version(request.model_spec, context)
+        _, status = await self.http.json(context, "GET", _model_path(request.model_spec.name, version, "/v1/models/"))
+        out = tfs.GetModelStatusResponse()
+        for st in status["model_version_status"]:
+            code = st["status"]["error_code"]
+            out.model_version_status.add(
+                version=int(st["version"]), state=tfs.ModelVersionStatus.State.Value(st["state"]),
+                status=tfs.StatusProto(error_code=Code[code].value[0] if code in Code.__members__ else 2,
+                                       error_message=st["status"]["error_message"]))
+        return out
+
+
+async def _spec_version(spec, context) -> str:
+    if spec.signature_name not in ("", "serving_default"):
+        await context.abort(Code.FAILED_PRECONDITION, f"Serving signature name: '{spec.signature_name}' not found "
+                                                      "in signature def (signatures: ['serving_default'])")
+    if spec.WhichOneof("version_choice") == "version_label":
+        await context.abort(Code.INVALID_ARGUMENT, "version labels are not supported; give a version number")
+    return str(spec.version.value) if spec.HasField("version") else ""
+
+
+async def _from_tensor_proto(t, alias: str, context) -> tuple[str, list[int], bytes]:
+    """A TensorProto -> (v2 datatype, shape, raw bytes)."""
+    datatype = TF_TO_V2.get(t.dtype)
+    if datatype is None:
+        await context.abort(Code.INVALID_ARGUMENT, f"input '{alias}': dtype {tfs.DataType.Name(t.dtype)} is not "
+                                                   f"supported (one of {sorted(tfs.DataType.Name(d) for d in TF_TO_V2)})")
+    shape = [d.size for d in t.tensor_shape.dim]
+    count = math.prod(shape)
+    if datatype != "BYTES" and t.tensor_content:
+        return datatype, shape, t.tensor_content  # already the raw little-endian values
+    if datatype == "FP16":
+        values = np.asarray(t.half_val, np.uint16).view(np.float16)
+    else:
+        found = list(getattr(t, TF_VALUES[datatype]))
+        values = _objects(found) if datatype == "BYTES" else np.asarray(found, V2_TO_NP[datatype])
+    if len(values) == 1 and count != 1:  # TensorFlow's shorthand: one value fills the tensor
+        values = np.repeat(values, count)
+    return datatype, shape, _raw(values, datatype)
+
+
+def _to_tensor_proto(datatype: str, shape: list[int], data: bytes):
+    t = tfs.TensorProto(dtype=V2_TO_TF.get(datatype, tfs.DT_INVALID))
+    t.tensor_shape.dim.extend(tfs.TensorShapeProto.Dim(size=d) for d in shape)
+    if datatype == "BYTES":
+        t.string_val.extend(deserialize_bytes(data, math.prod(shape), "output"))
+    else:
+        t.tensor_content = data
+    return t
+
+
+async def start(app, host: str, tfs_port: int, v2_port: int, max_message_bytes: int) -> list:
+    """The two gRPC servers (a port of 0: that one is off), bound and serving."""
+    http = Http(app)
+    servers = []
+    options = [("grpc.max_receive_message_length", max_message_bytes),
+               ("grpc.max_send_message_length", 4 * max_message_bytes)]
+    for port, add in ((tfs_port, _add_tfs), (v2_port, _add_v2)):
+        if port:
+            server = grpc.aio.server(options=options)
+            add(server, http)
+            server.add_insecure_port(f"{host}:{port}")
+            await server.start()
+            servers.append(server)
+    return servers
+
+
+def _add_tfs(server, http: Http) -> None:
+    tfs_grpc.add_PredictionServiceServicer_to_server(PredictionService(http), server)
+    tfs_grpc.add_ModelServiceServicer_to_server(ModelService(http), server)
+
+
+def _add_v2(server, http: Http) -> None:
+    v2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(http), server)

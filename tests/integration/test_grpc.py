@@ -1,0 +1,215 @@
+"""gRPC on the gateway's host, with the official clients unchanged: tritonclient.grpc (Open Inference Protocol
+v2, Triton's GRPCInferenceService) and tensorflow-serving-api's stubs (TF Serving's PredictionService and
+ModelService), against the running stack; and the HTTP gateway's protections (API key, rate limit, size limit)
+on a second gateway with those settings."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from tests.conftest import ROOT, free_port_block
+
+tf_serving = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc",
+                                 reason="tensorflow-serving-api is installed by `make test`")
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,  # noqa: E402
+                                     predict_pb2)
+
+
+@pytest.fixture(scope="module")
+def triton(stack):
+    return grpcclient.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
+
+
+@pytest.fixture(scope="module")
+def tfs_channel(stack):
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_tfs_port}") as channel:
+        yield channel
+
+
+def image_input(x: np.ndarray):
+    inp = grpcclient.InferInput("image", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x)
+    return inp
+
+
+def text_input(name: str, texts: list[str]):
+    inp = grpcclient.InferInput(name, [len(texts)], "BYTES")
+    inp.set_data_from_numpy(np.array([t.encode() for t in texts], dtype=object))
+    return inp
+
+
+# ------------------------------------------------------------------------------------------- v2 (tritonclient)
+def test_v2_health_metadata_and_config(triton):
+    assert triton.is_server_live() and triton.is_server_ready()
+    assert triton.is_model_ready("mnist") and not triton.is_model_ready("mnist", "999")
+    meta = triton.get_server_metadata()
+    assert {"model_repository", "statistics"} <= set(meta.extensions)
+    m = triton.get_model_metadata("mnist")
+    assert m.inputs[0].name == "image" and list(m.inputs[0].shape) == [-1, 28, 28, 1] and m.platform
+    cfg = triton.get_model_config("sentiment").config
+    assert cfg.input[0].name == "text" and cfg.max_batch_size > 0
+
+
+def test_v2_infer_real_digits_and_text(triton, mnist_test_digits):
+    x, y = mnist_test_digits
+    batch = (x[:32] / 255.0).astype(np.float32)[..., None]
+    res = triton.infer("mnist", [image_input(batch)], outputs=[grpcclient.InferRequestedOutput("probabilities")])
+    probs = res.as_numpy("probabilities")
+    assert probs.shape == (32, 10) and (probs.argmax(1) == y[:32]).mean() >= 0.9
+    assert res.get_response().model_version
+
+    res = triton.infer("sentiment", [text_input("text", ["A wonderful, moving film. I loved it.",
+                                                          "Terrible, boring and far too long."])])
+    assert [v.decode() for v in res.as_numpy("label")] == ["positive", "negative"]
+    res = triton.infer("translation_transformer", [text_input("text", ["The file could not be saved."])],
+                       parameters={"beam_size": 4})
+    assert res.as_numpy("translation")[0].decode() == "Die Datei konnte nicht gespeichert werden."
+    one = triton.infer("textgen", [text_input("prompt", ["ROMEO:\n"])], parameters={"max_tokens": 30, "seed": 3})
+    two = triton.infer("textgen", [text_input("prompt", ["ROMEO:\n"])], parameters={"max_tokens": 30, "seed": 3})
+    assert len(one.as_numpy("text")[0].decode()) == 30 and one.as_numpy("text")[0] == two.as_numpy("text")[0]
+
+
+def test_v2_errors_carry_the_http_message_and_the_right_code(triton):
+    with pytest.raises(InferenceServerException) as e:
+        triton.infer("nosuch", [image_input(np.zeros((1, 28, 28, 1), np.float32))])
+    assert e.value.status() == "StatusCode.NOT_FOUND" and "not served here" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        triton.infer("mnist", [image_input(np.zeros((1, 5), np.float32))])
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "image" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:
+        triton.infer("translation_transformer", [text_input("text", ["Hello."])], parameters={"beam_size": 99})
+    assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "beam_size" in e.value.message()
+    with pytest.raises(InferenceServerException) as e:  # the deadline passes while the text is generated
+        triton.infer("textgen", [text_input("prompt", ["ROMEO:\n"])], parameters={"max_tokens": 1000},
+                     client_timeout=0.05)
+    assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+
+
+def test_v2_repository_statistics_and_model_control(triton):
+    z = grpcclient.InferInput("latent", [2, 100], "FP32")
+    z.set_data_from_numpy(np.zeros((2, 100), np.float32))
+    triton.infer("gan", [z])
+    stats = triton.get_inference_statistics("gan").model_stats
+    assert stats[0].inference_stats.success.count >= 1 and stats[0].batch_stats
+    index = {(m.name, m.state) for m in triton.get_model_repository_index().models}
+    assert ("mnist", "READY") in index
+    triton.unload_model("gan")
+    try:
+        assert not triton.is_model_ready("gan")
+        with pytest.raises(InferenceServerException, match="unloaded"):
+            triton.infer("gan", [z])
+    finally:
+        triton.load_model("gan")
+    assert triton.is_model_ready("gan") and triton.infer("gan", [z]).as_numpy("image").shape == (2, 28, 28, 1)
+
+
+# ------------------------------------------------------------------------------- TF Serving (its own stubs)
+def test_tf_serving_predict_metadata_and_status(tfs_channel, mnist_test_digits):
+    import tensorflow as tf
+    stub = tf_serving.PredictionServiceStub(tfs_channel)
+    x, y = mnist_test_digits
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "mnist"
+    req.model_spec.signature_name = "serving_default"
+    req.inputs["image"].CopyFrom(tf.make_tensor_proto((x[:16] / 255.0).astype(np.float32)[..., None]))
+    resp = stub.Predict(req, timeout=30)
+    probs = tf.make_ndarray(resp.outputs["probabilities"])
+    assert probs.shape == (16, 10) and (probs.argmax(1) == y[:16]).mean() >= 0.9
+    assert resp.model_spec.name == "mnist" and resp.model_spec.version.value >= 1
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "sentiment"
+    req.inputs["text"].CopyFrom(tf.make_tensor_proto(["Great fun, superb acting.", "Dull and far too long."]))
+    req.output_filter.append("label")
+    resp = stub.Predict(req, timeout=30)
+    assert list(resp.outputs) == ["label"]
+    assert [v.decode() for v in tf.make_ndarray(resp.outputs["label"])] == ["positive", "negative"]
+
+    meta_req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    meta_req.model_spec.name = "mnist"
+    meta = stub.GetModelMetadata(meta_req, timeout=30)
+    sigs = get_model_metadata_pb2.SignatureDefMap()
+    assert meta.metadata["signature_def"].Unpack(sigs)
+    sig = sigs.signature_def["serving_default"]
+    assert sig.inputs["image"].dtype == tf.float32.as_datatype_enum
+    assert [d.size for d in sig.inputs["image"].tensor_shape.dim] == [-1, 28, 28, 1]
+
+    status_req = get_model_status_pb2.GetModelStatusRequest()
+    status_req.model_spec.name = "gan"
+    status = model_service_pb2_grpc.ModelServiceStub(tfs_channel).GetModelStatus(status_req, timeout=30)
+    versions = status.model_version_status
+    assert versions and versions[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
+    assert versions[0].status.error_code == 0
+
+
+def test_tf_serving_errors(tfs_channel):
+    import tensorflow as tf
+    stub = tf_serving.PredictionServiceStub(tfs_channel)
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "nosuch"
+    req.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28, 1), np.float32)))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(req, timeout=30)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    req.model_spec.name, req.model_spec.signature_name = "mnist", "classify_x"
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(req, timeout=30)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "classify_x" in e.value.details()
+    req.model_spec.signature_name = ""
+    req.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28, 1), np.int64)))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(req, timeout=30)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image" in e.value.details()
+
+
+# ----------------------------------------------------------------- the gateway's checks, on a gateway with them
+@pytest.fixture(scope="module")
+def guarded(stack):
+    """A second gateway on the stack's services, with an API key, a rate limit and a small body limit."""
+    base = free_port_block(3)
+    env = {**os.environ, "GATEWAY_PORT": str(base), "GRPC_TFS_PORT": str(base + 1), "GRPC_V2_PORT": str(base + 2),
+           "HOST": "127.0.0.1", "GATEWAY_API_KEYS": "k-1", "GATEWAY_RATE_LIMIT": "8/minute",
+           "MAX_BODY_BYTES": "100000",
+           **{f"BACKEND_{n.upper()}_URL": u for n, u in stack.service_url.items()}}
+    proc = subprocess.Popen([sys.executable, "-m", "services", "gateway"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{base + 2}")
+    deadline = time.time() + 60
+    while True:
+        try:
+            if client.is_server_live():
+                break
+        except InferenceServerException:
+            assert time.time() < deadline and proc.poll() is None, "guarded gateway did not start"
+            time.sleep(0.3)
+    yield client
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_grpc_goes_through_the_gateways_checks(guarded):
+    x = image_input(np.zeros((1, 28, 28, 1), np.float32))
+    with pytest.raises(InferenceServerException) as e:
+        guarded.infer("mnist", [x])
+    assert e.value.status() == "StatusCode.UNAUTHENTICATED" and "Bearer" in e.value.message()
+    key = {"authorization": "Bearer k-1"}
+    assert guarded.infer("mnist", [x], headers=key).as_numpy("probabilities").shape == (1, 10)
+    with pytest.raises(InferenceServerException) as e:  # 200,000 bytes of pixels, past MAX_BODY_BYTES
+        guarded.infer("mnist", [image_input(np.zeros((64, 28, 28, 1), np.float32))], headers=key)
+    assert e.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+    codes = []
+    for _ in range(10):
+        try:
+            guarded.infer("mnist", [x], headers=key)
+            codes.append("OK")
+        except InferenceServerException as exc:
+            codes.append(exc.status())
+    assert "StatusCode.RESOURCE_EXHAUSTED" in codes  # 8 a minute
