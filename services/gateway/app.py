@@ -229,6 +229,25 @@ class Gateway:
         if client:
             headers.append((b"X-Forwarded-For", client[0].encode()))
         method = "GET" if req.method == "HEAD" else req.method  # a HEAD answer has no body to frame
+        # a client that leaves cancels this call, which closes the backend connection: the service then stops
+        # decoding for nobody, streaming or not
+        left = asyncio.Event()
+        watcher = asyncio.ensure_future(self._cancel_on_disconnect(req, asyncio.current_task(), left))
+        try:
+            whole = await self._forward(req, backend, method, headers, body)
+        except asyncio.CancelledError:
+            if not left.is_set():
+                raise
+            raise ConnectionAbortedError("client disconnected") from None
+        finally:
+            watcher.cancel()  # before the answer ends: uvicorn reports a finished response as a disconnect
+        if whole is None:
+            await req.send({"type": "http.response.body", "body": b""})  # the end of a stream
+        else:
+            await req.respond(*whole)
+
+    async def _forward(self, req: Request, backend, method: str, headers, body: bytes):
+        """-> (status, body, headers) of a whole answer; None after passing on a stream but its end."""
         try:
             resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
         except ApiError as exc:
@@ -243,24 +262,21 @@ class Gateway:
                 raise ApiError(f"backend '{backend.name}' did not finish its answer in time", status=504) from None
             except ConnectionError as exc:
                 raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
-            return await req.respond(resp.status, data, out)
-        # server-sent events (or any chunked answer): pass each piece on as it comes, and drop the backend
-        # connection if the client leaves, so the service stops generating for nobody
+            return resp.status, data, out
+        # server-sent events (or any chunked answer): pass each piece on as it comes
         await req.start(resp.status, out)
-        watcher = asyncio.ensure_future(self._watch_disconnect(req, resp))
-        try:
-            async for chunk in resp.chunks_as_they_come():
-                await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await req.send({"type": "http.response.body", "body": b""})
-        finally:
-            watcher.cancel()
+        async for chunk in resp.chunks_as_they_come():
+            await req.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        return None
 
     @staticmethod
-    async def _watch_disconnect(req: Request, resp) -> None:
+    async def _cancel_on_disconnect(req: Request, task: asyncio.Task | None, left: asyncio.Event) -> None:
         while True:
             msg = await req.receive()
             if msg["type"] == "http.disconnect":
-                resp.abort()
+                left.set()
+                if task is not None:
+                    task.cancel()
                 return
 
 

@@ -153,7 +153,7 @@ class Response(Receiver):
         """No Content-Length: the body comes chunked, as server-sent events do."""
         return not any(k == b"content-length" for k, _ in self.headers)
 
-    async def chunks_as_they_come(self):
+    async def _chunks(self):
         while True:
             if self.chunks:
                 data = b"".join(self.chunks)
@@ -175,6 +175,14 @@ class Response(Receiver):
         if self.done and self.error is None:  # the usual case: the whole answer came with its headers
             return b"".join(self.chunks)
         return b"".join([c async for c in self.chunks_as_they_come()])
+
+    async def chunks_as_they_come(self):
+        try:
+            async for chunk in self._chunks():
+                yield chunk
+        except asyncio.CancelledError:  # the caller gave up (its client left): so does the backend
+            self.abort()
+            raise
 
     def abort(self) -> None:
         """The client went away: drop the backend connection (the service then frees the stream's row)."""
@@ -340,6 +348,9 @@ class Upstream:
                 try:
                     await resp.head
                     return resp
+                except asyncio.CancelledError:  # the caller gave up before the answer: drop the connection
+                    conn.abort()
+                    raise
                 except BackendDown:
                     if reused:
                         while pool:

@@ -12,7 +12,7 @@ import time
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from services.runtime import logs, metrics
+from services.runtime import deadlines, logs, metrics
 from services.runtime.config import LIMITS
 from services.settings import ProcessSettings, ServiceSettings
 from services.runtime.errors import ApiError
@@ -61,6 +61,16 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
         g.t0 = time.perf_counter()
         assign_request_id()
         g.model, g.model_version = None, ""
+        g.budget = deadlines.begin(settings.decode_timeout_seconds, request.environ)
+
+    @app.teardown_request
+    def _end(_exc):
+        if "budget" in g:
+            deadlines.current.reset(g.budget)
+
+    @app.errorhandler(ConnectionAbortedError)
+    def _client_gone(_exc):
+        return json_response({"error": "the client closed its connection"}, 499)
 
     @app.after_request
     def _finish(resp: Response):

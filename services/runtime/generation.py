@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import threading
+import time
 
-from services.runtime import metrics
+from services.runtime import deadlines, metrics
 from services.runtime.config import settings
 from modelcore.decoding import Job, Scheduler
 from services.runtime.errors import ApiError, Overloaded
 
 _scheduler: Scheduler | None = None
+POLL_SECONDS = 0.1  # how often a waiting request looks at its deadline and its client
 _lock = threading.Lock()
 
 
@@ -34,10 +36,24 @@ def submit_all(jobs: list[Job]) -> None:
 
 
 def wait_all(jobs: list[Job], timeout: float) -> None:
+    """Wait for every job, at most ``timeout`` seconds or the request's own deadline (``deadlines``); past it,
+    or once the client has closed its connection, the jobs are cancelled and leave the batch at the next step."""
+    budget = deadlines.current.get()
+    end = time.monotonic() + timeout
+    by_client = budget is not None and budget.set_by_client and budget.deadline < end
+    if by_client:
+        end = budget.deadline  # type: ignore[union-attr]
     for j in jobs:
-        if not j.finished.wait(timeout):
-            for k in jobs:
-                k.cancelled = True
-            raise ApiError(f"decoding did not finish within {timeout:.0f}s", status=503)
+        while not j.finished.wait(max(0.0, min(POLL_SECONDS, end - time.monotonic()))):
+            gone = budget is not None and budget.client_gone()
+            if gone or time.monotonic() >= end:
+                for k in jobs:
+                    k.cancelled = True
+                if gone:
+                    raise ConnectionAbortedError("the client closed its connection")
+                if by_client:
+                    raise ApiError("the request's deadline passed before decoding finished", status=504,
+                                   field="timeout")
+                raise ApiError(f"decoding did not finish within {timeout:.0f}s", status=503)
         if j.error is not None:
             raise j.error

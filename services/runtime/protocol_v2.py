@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, g, request
 
 from services import __version__
-from services.runtime import codec, native, schemas, statistics
+from services.runtime import codec, deadlines, native, schemas, statistics
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_body, json_response
@@ -150,6 +150,8 @@ def infer(name, version=None):
     req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
     params = codec.v2_check_request(req, [o.name for o in s.outputs])
     native.unknown_in(params, sorted(set(s.parameters) | schemas.V2_PROTOCOL_PARAMETERS), {}, "parameter")
+    if "timeout" in params:  # microseconds, as Triton's
+        deadlines.shorten(native.integer(params, "timeout", None, 1, 10**12, text_ok=True) / 1e6)
     inputs = check_inputs(s, codec.v2_decode_inputs(req, tail), LIMITS["max_batch_items"], strict_datatype=True)
     outputs = s.infer(inputs, {k: v for k, v in params.items() if k not in ("binary_data_output",)})
     payload, headers = codec.v2_encode_outputs(s.name, str(s.version), outputs, req,

@@ -9,9 +9,9 @@ import time
 
 import numpy as np
 import orjson
-from flask import Blueprint, Response, current_app, g, stream_with_context
+from flask import Blueprint, Response, current_app, g, request, stream_with_context
 
-from services.runtime import native
+from services.runtime import deadlines, native
 from services.runtime.config import LIMITS, settings
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_body, json_response
@@ -49,6 +49,11 @@ def models():
 
 def _request() -> tuple[object, dict]:
     body = json_body()
+    read_timeout = request.headers.get("x-stainless-read-timeout", "")  # the openai client's own timeout
+    try:
+        deadlines.shorten(float(read_timeout))
+    except ValueError:
+        pass  # absent or not a number: the server's limit alone
     for field in body:
         if field in NEUTRAL:
             if body[field] not in NEUTRAL[field]:

@@ -1,0 +1,81 @@
+"""A generation whose client has gone, or whose deadline passed, leaves the decoder: through the gateway, with
+v2's ``timeout`` parameter, a gRPC deadline, the openai client's timeout, and clients that hang up (streaming
+or not). Each starts 64 sequences of 1,000 tokens (several seconds of decoding), gives up after a fraction of a
+second, and then the textgen service's decoder must fall idle at once: its step count stops moving."""
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import openai
+import orjson
+import pytest
+import requests
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+PROMPTS = ["ROMEO:\n"] * 64
+
+
+def decoder_steps(stack) -> int:
+    return requests.get(stack.url + "/v2/models/textgen/stats", timeout=10).json()["model_stats"][0]["execution_count"]
+
+
+def assert_decoder_falls_idle(stack, within: float = 1.5) -> None:
+    """The step count stops moving within ``within`` seconds (64 sequences left would take several more)."""
+    deadline = time.time() + within
+    last = decoder_steps(stack)
+    while True:
+        time.sleep(0.3)
+        now = decoder_steps(stack)
+        if now == last:
+            return
+        assert time.time() < deadline, f"the decoder is still stepping ({now - last} steps in 0.3 s)"
+        last = now
+
+
+def test_v2_timeout_parameter(stack):
+    body = {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [64], "data": PROMPTS}],
+            "parameters": {"max_tokens": 1000, "timeout": 300_000}}  # microseconds, as Triton's
+    t0 = time.time()
+    r = requests.post(stack.url + "/v2/models/textgen/infer", data=orjson.dumps(body), timeout=60)
+    assert r.status_code == 504 and r.json()["field"] == "timeout" and time.time() - t0 < 2
+    assert_decoder_falls_idle(stack)
+    r = requests.post(stack.url + "/v2/models/textgen/infer", data=orjson.dumps(
+        {**body, "parameters": {"timeout": 0}}), timeout=10)
+    assert r.status_code == 400 and r.json()["field"] == "timeout"
+
+
+def test_grpc_deadline(stack):
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
+    inp = grpcclient.InferInput("prompt", [64], "BYTES")
+    inp.set_data_from_numpy(np.array([p.encode() for p in PROMPTS], dtype=object))
+    with pytest.raises(InferenceServerException) as e:
+        client.infer("textgen", [inp], parameters={"max_tokens": 1000}, client_timeout=0.3)
+    assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    assert_decoder_falls_idle(stack)
+
+
+def test_openai_client_timeout(stack):
+    client = openai.OpenAI(base_url=stack.url + "/v1", api_key="unused", max_retries=0, timeout=0.3)
+    with pytest.raises(openai.APITimeoutError):
+        client.completions.create(model="textgen", prompt="ROMEO:\n", n=64, max_tokens=1000)
+    assert_decoder_falls_idle(stack)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_that_hangs_up(stack, stream):
+    body = orjson.dumps({"model": "textgen", "prompt": "ROMEO:\n", "n": 64, "max_tokens": 1000, "stream": stream})
+    host, port = stack.url.replace("http://", "").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    if stream:
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # the stream has begun
+    time.sleep(0.3)
+    steps = decoder_steps(stack)
+    time.sleep(0.3)
+    assert decoder_steps(stack) > steps  # it was decoding
+    sock.close()
+    assert_decoder_falls_idle(stack)
