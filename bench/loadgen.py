@@ -54,6 +54,55 @@ async def _run(url: str, body: bytes, concurrency: int, seconds: float, warmup: 
     return summarize(lat, errors, seconds)
 
 
+async def _triton(protocol: str, target: str, inputs: list[tuple[str, str, np.ndarray]], model: str,
+                  concurrency: int, seconds: float, warmup: float) -> dict:
+    if protocol == "grpc":
+        import tritonclient.grpc.aio as lib
+        client = lib.InferenceServerClient(target)
+    else:
+        import tritonclient.http.aio as lib  # type: ignore[no-redef]
+        client = lib.InferenceServerClient(target, conn_limit=concurrency)
+    tensors = []
+    for name, datatype, arr in inputs:
+        t = lib.InferInput(name, list(arr.shape), datatype)
+        t.set_data_from_numpy(arr)  # binary tensor data, over HTTP as well
+        tensors.append(t)
+    lat: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + warmup + seconds
+    record_from = time.perf_counter() + warmup
+
+    async def caller():
+        nonlocal errors
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            try:
+                await client.infer(model, tensors)
+                ok = True
+            except Exception:  # noqa: BLE001 - counted as an error, whatever the client raised
+                ok = False
+            t1 = time.perf_counter()
+            if t0 >= record_from:
+                if ok:
+                    lat.append(t1 - t0)
+                else:
+                    errors += 1
+    try:
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    return summarize(lat, errors, seconds)
+
+
+def triton(protocol: str, target: str, inputs: list[tuple[str, str, np.ndarray]], model: str, concurrency: int,
+           seconds: float = 8.0, warmup: float = 1.0) -> dict:
+    """Requests/s of tritonclient's own asyncio client, ``protocol`` "grpc" or "http" (binary tensors): the same
+    client code for both, so their ratio compares the protocols."""
+    return asyncio.run(_triton(protocol, target, inputs, model, concurrency, seconds, warmup))
+
+
 def summarize(lat: list[float], errors: int, seconds: float) -> dict:
     a = np.array(lat) * 1000 if lat else np.array([np.nan])
     return {"requests": len(lat), "errors": errors, "rps": len(lat) / seconds,

@@ -241,7 +241,8 @@ def main(argv=None) -> int:
     from training.data import load_mnist_5k
     digit = load_mnist_5k()["test"][0][0].tolist()
     body = json.dumps({"image": digit}).encode()
-    ports = {k: free_port() for k in ("naive", "naive_2w", "service", "gateway", "textgen", "textgen_seq")}
+    ports = {k: free_port() for k in ("naive", "naive_2w", "service", "gateway", "gateway_grpc", "textgen",
+                                      "textgen_seq")}
     base_env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
     procs = []
     try:
@@ -256,6 +257,7 @@ def main(argv=None) -> int:
                            f"http://127.0.0.1:{ports['service']}/v2/health/ready", logs / "mnist.log"))
         procs.append(start([py, "-m", "services", "gateway"],
                            {**base_env, "GATEWAY_PORT": str(ports["gateway"]),
+                            "GRPC_V2_PORT": str(ports["gateway_grpc"]), "GRPC_TFS_PORT": "0",
                             "BACKEND_MNIST_URL": f"http://127.0.0.1:{ports['service']}"},
                            f"http://127.0.0.1:{ports['gateway']}/v2/health/live", logs / "gateway.log"))
         targets = {"naive_flask": f"http://127.0.0.1:{ports['naive']}/api/mnist/predict",
@@ -271,6 +273,17 @@ def main(argv=None) -> int:
             for name in rounds:
                 rounds[name].append(loadgen.run(targets[name], body, 32, args.seconds)["rps"])
         print("interleaved c=32 req/s: " + ", ".join(f"{k} {v}" for k, v in rounds.items()), flush=True)
+        # MNIST over the v2 protocol through the gateway, gRPC against HTTP with binary tensors: the same
+        # client (tritonclient's asyncio one) and the same single image, at c=32 in interleaved rounds
+        image = [("image", "FP32", (np.asarray(digit, np.float32) / 255.0).reshape(1, 28, 28, 1))]
+        v2 = results["v2_grpc_vs_http_c32"] = {"grpc": [], "http_binary": []}
+        for _ in range(args.rounds):
+            v2["grpc"].append(loadgen.triton("grpc", f"127.0.0.1:{ports['gateway_grpc']}", image, "mnist", 32,
+                                             args.seconds)["rps"])
+            v2["http_binary"].append(loadgen.triton("http", f"127.0.0.1:{ports['gateway']}", image, "mnist", 32,
+                                                    args.seconds)["rps"])
+        print("v2 through the gateway, c=32 req/s: " + ", ".join(f"{k} {[round(x) for x in v]}"
+                                                                 for k, v in v2.items()), flush=True)
         stop(procs)
         for name in [p_ for p_ in args.peers.split(",") if p_ and p_ != "none"]:
             peer = peer_envs.peer(name, latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
@@ -417,6 +430,9 @@ def ratios(r: dict) -> dict:
         out["interleaved_c32_gateway_vs_naive"] = paired_median(rounds["gateway"], rounds["naive_flask"])
         out["interleaved_c32_gateway_overhead"] = 1 - paired_median(rounds["gateway"], rounds["service"])
         out["interleaved_c32_gateway_overhead_of_medians"] = 1 - of_medians(rounds["gateway"], rounds["service"])
+    v2 = r.get("v2_grpc_vs_http_c32")
+    if v2:
+        out["v2_grpc_vs_http_binary_c32"] = paired_median(v2["grpc"], v2["http_binary"])
     inter = r.get("textgen_interleaved")
     if inter:
         top = max(int(k.rsplit("_", 1)[1]) for k in inter)
@@ -464,6 +480,10 @@ def markdown(r: dict) -> str:
                   "the target ratios below are the medians of the rounds' own ratios (`_of_medians`: the ratio of "
                   "the medians).\n"]
         lines += rounds_table("target", r["interleaved_c32"], " req/s", 1)
+    if r.get("v2_grpc_vs_http_c32"):
+        lines += ["", "## MNIST over the v2 protocol through the gateway: gRPC against HTTP (binary tensors), c=32\n",
+                  "tritonclient's asyncio client for both, one image per request, in interleaved rounds.\n"]
+        lines += rounds_table("protocol", r["v2_grpc_vs_http_c32"], " req/s", 1)
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
               f"Each client sends generations back to back for {r['seconds_per_point']:.0f} s. ",
               "`continuous`: one scheduler steps every active sequence together; `one_at_a_time`: "

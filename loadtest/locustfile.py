@@ -1,22 +1,30 @@
 """Locust scenarios for every model and protocol with realistic payloads (real held-out digits, IMDB reviews,
 English sentences, prompts from ``payloads.json``). Tags select subsets (``--tags mnist v2``), weights mimic
 a mixed workload. Against any deployment: ``locust -f loadtest/locustfile.py --host https://your-gateway``;
-set ``API_KEY`` to send ``Authorization: Bearer``."""
+set ``API_KEY`` to send ``Authorization: Bearer``. ``GrpcUser`` calls the v2 protocol over gRPC with
+tritonclient (``GRPC_V2_TARGET``, default the host's name on port 8001)."""
 from __future__ import annotations
 
 import base64
 import json
 import os
 import random
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from locust import FastHttpUser, between, tag, task
+import grpc.experimental.gevent as grpc_gevent
+import numpy as np
+from locust import FastHttpUser, User, between, tag, task
+
+grpc_gevent.init_gevent()  # grpcio's calls must yield to Locust's gevent loop
 
 P = json.loads((Path(__file__).parent / "payloads.json").read_text())
 
 
 class ModelUser(FastHttpUser):
     wait_time = between(0.05, 0.3)
+    weight = 4
 
     def on_start(self):
         key = os.environ.get("API_KEY")
@@ -117,3 +125,53 @@ class ModelUser(FastHttpUser):
     @task(1)
     def ready(self):
         self.client.get("/v2/health/ready", name="/v2/health/ready")
+
+
+class GrpcUser(User):
+    """The v2 protocol over gRPC, as Triton's own clients call it."""
+    wait_time = between(0.05, 0.3)
+    weight = 1
+
+    def on_start(self):
+        import tritonclient.grpc as grpcclient
+        self.lib = grpcclient
+        target = os.environ.get("GRPC_V2_TARGET") or f"{urlsplit(self.host).hostname}:8001"
+        self.client = grpcclient.InferenceServerClient(target)
+        key = os.environ.get("API_KEY")
+        self.headers = {"authorization": f"Bearer {key}"} if key else None
+
+    def on_stop(self):
+        self.client.close()
+
+    def infer(self, name: str, model: str, inputs: list, **kw) -> None:
+        tensors = []
+        for tensor, datatype, arr in inputs:
+            t = self.lib.InferInput(tensor, list(arr.shape), datatype)
+            t.set_data_from_numpy(arr)
+            tensors.append(t)
+        t0, error = time.perf_counter(), None
+        try:
+            self.client.infer(model, tensors, headers=self.headers, **kw)
+        except Exception as exc:  # noqa: BLE001 - reported to Locust as this call's failure
+            error = exc
+        self.environment.events.request.fire(request_type="grpc", name=name, response_length=0, exception=error,
+                                             response_time=(time.perf_counter() - t0) * 1000, context={})
+
+    @tag("mnist", "grpc")
+    @task(3)
+    def mnist_grpc(self):
+        g = np.asarray(random.choice(P["digits"])["grid"], np.float32) / 255.0
+        self.infer("grpc mnist", "mnist", [("image", "FP32", g.reshape(1, 28, 28, 1))])
+
+    @tag("sentiment", "grpc")
+    @task(2)
+    def sentiment_grpc(self):
+        text = np.array([random.choice(P["reviews"])["text"].encode()], dtype=object)
+        self.infer("grpc sentiment", "sentiment", [("text", "BYTES", text)])
+
+    @tag("translation", "grpc")
+    @task(1)
+    def translation_grpc(self):
+        text = np.array([random.choice(P["sentences"]).encode()], dtype=object)
+        self.infer("grpc translation", "translation_transformer", [("text", "BYTES", text)],
+                   parameters={"beam_size": 2})

@@ -31,12 +31,14 @@ def main(argv=None) -> int:
     host = os.environ.get("LOADTEST_HOST")
     stack = None
     if not host:
-        base = free_port_block(6)  # never the ports of a stack already running
+        base = free_port_block(7)  # never the ports of a stack already running
         host = f"http://127.0.0.1:{base + 5}"
+        os.environ["GRPC_V2_TARGET"] = f"127.0.0.1:{base + 6}"  # for the locust process's GrpcUser
         print(f"starting a stack of its own: services on ports {base}-{base + 4}, gateway {host} "
               f"(log: {out / 'stack.log'})", flush=True)
         stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
-                                  "--base-port", str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", "0"], cwd=ROOT, start_new_session=True,
+                                  "--base-port", str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", str(base + 6)],
+                                 cwd=ROOT, start_new_session=True,
                                  stdout=open(out / "stack.log", "wb"), stderr=subprocess.STDOUT)
         for _ in range(300):
             if stack.poll() is not None:

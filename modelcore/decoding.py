@@ -405,9 +405,12 @@ class Scheduler:
     do not fit wait for the next tick (oldest first).
     """
 
-    def __init__(self, max_rows: int = 128, name: str = "scheduler", on_step: Callable | None = None):
-        """``on_step(adapter, rows, seconds)``: called after every step-graph call (metrics)."""
+    def __init__(self, max_rows: int = 128, name: str = "scheduler", on_step: Callable | None = None,
+                 on_active: Callable[[int], None] | None = None):
+        """``on_step(adapter, rows, seconds)``: called after every step-graph call; ``on_active(jobs)``: when the
+        number of jobs in the batch changes (metrics)."""
         self.max_rows = max_rows
+        self.on_active, self.reported = on_active, 0
         self.jobs: list[Job] = []
         self.incoming: list[Job] = []
         self.lock = threading.Condition()
@@ -456,6 +459,9 @@ class Scheduler:
                 self.jobs.extend(self.incoming)
                 self.incoming.clear()
             self.tick()
+            if self.on_active is not None and len(self.jobs) != self.reported:
+                self.reported = len(self.jobs)
+                self.on_active(self.reported)
 
     def tick(self) -> None:
         jobs = tuple(self.jobs)

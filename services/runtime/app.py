@@ -61,12 +61,7 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
         g.t0 = time.perf_counter()
         assign_request_id()
         g.model, g.model_version = None, ""
-        g.budget = deadlines.begin(settings.decode_timeout_seconds, request.environ)
-
-    @app.teardown_request
-    def _end(_exc):
-        if "budget" in g:
-            deadlines.current.reset(g.budget)
+        deadlines.begin(settings.decode_timeout_seconds, request.environ)  # this thread's, until its next request
 
     @app.errorhandler(ConnectionAbortedError)
     def _client_gone(_exc):

@@ -41,8 +41,9 @@ class Budget:
 current: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("request_budget", default=None)
 
 
-def begin(seconds: float, environ: dict) -> contextvars.Token:
-    return current.set(Budget(time.monotonic() + seconds, sock=environ.get("gunicorn.socket")))
+def begin(seconds: float, environ: dict) -> None:
+    """A request starts (in the thread that handles it, and writes its stream if it has one)."""
+    current.set(Budget(time.monotonic() + seconds, sock=environ.get("gunicorn.socket")))
 
 
 def shorten(seconds: float) -> None:

@@ -22,7 +22,7 @@ def scheduler() -> Scheduler:
                 metrics.observe_batch(getattr(adapter, "model_name", "decoder"), getattr(adapter, "model_version", ""),
                                       "decoder", rows, seconds)
             _scheduler = Scheduler(max_rows=settings().decoder_max_rows, name="decoder-scheduler",
-                                   on_step=on_step).start()
+                                   on_step=on_step, on_active=metrics.ACTIVE_SEQUENCES.set).start()
         return _scheduler
 
 

@@ -77,6 +77,42 @@ def test_v2_infer_real_digits_and_text(triton, mnist_test_digits):
     assert len(one.as_numpy("text")[0].decode()) == 30 and one.as_numpy("text")[0] == two.as_numpy("text")[0]
 
 
+SIX_MODELS = {  # model -> (inputs as (name, datatype, array), parameters)
+    "mnist": ([("image", "FP32", np.linspace(0, 1, 2 * 784, dtype=np.float32).reshape(2, 28, 28, 1))], {}),
+    "sentiment": ([("text", "BYTES", np.array([b"A moving, beautifully acted film.", b"Dull."], dtype=object))], {}),
+    "translation_transformer": ([("text", "BYTES", np.array([b"Where is the station?"], dtype=object))],
+                                {"beam_size": 4}),
+    "translation_seq2seq": ([("text", "BYTES", np.array([b"Good morning."], dtype=object))], {"beam_size": 2}),
+    "textgen": ([("prompt", "BYTES", np.array([b"ROMEO:\n", b"JULIET:"], dtype=object))],
+                {"max_tokens": 40, "seed": 9, "temperature": 0.8}),
+    "gan": ([("latent", "FP32", np.random.default_rng(3).standard_normal((2, 100)).astype(np.float32))], {}),
+}
+
+
+@pytest.mark.parametrize("model", list(SIX_MODELS))
+def test_grpc_and_http_give_the_same_answers(stack, triton, model):
+    """tritonclient.grpc and tritonclient.http, the same inputs: the same outputs, on every model."""
+    import tritonclient.http as httpclient
+    http = httpclient.InferenceServerClient(stack.url.replace("http://", ""), network_timeout=60)
+    tensors, params = SIX_MODELS[model]
+    results = []
+    for client, lib in ((triton, grpcclient), (http, httpclient)):
+        inputs = []
+        for name, datatype, arr in tensors:
+            inp = lib.InferInput(name, list(arr.shape), datatype)
+            inp.set_data_from_numpy(arr)
+            inputs.append(inp)
+        results.append(client.infer(model, inputs, parameters=params))
+    names = [o["name"] for o in http.get_model_metadata(model)["outputs"]]
+    for name in names:
+        a, b = results[0].as_numpy(name), results[1].as_numpy(name)
+        assert a is not None and a.shape == b.shape
+        if a.dtype == object:
+            assert list(a.ravel()) == list(b.ravel())
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_v2_errors_carry_the_http_message_and_the_right_code(triton):
     with pytest.raises(InferenceServerException) as e:
         triton.infer("nosuch", [image_input(np.zeros((1, 28, 28, 1), np.float32))])
@@ -141,6 +177,13 @@ def test_tf_serving_predict_metadata_and_status(tfs_channel, mnist_test_digits):
     sig = sigs.signature_def["serving_default"]
     assert sig.inputs["image"].dtype == tf.float32.as_datatype_enum
     assert [d.size for d in sig.inputs["image"].tensor_shape.dim] == [-1, 28, 28, 1]
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = "translation_transformer"
+    req.inputs["text"].CopyFrom(tf.make_tensor_proto(["The file could not be saved."]))
+    resp = stub.Predict(req, timeout=60)
+    assert tf.make_ndarray(resp.outputs["translation"])[0].decode() == "Die Datei konnte nicht gespeichert werden."
+    assert tf.make_ndarray(resp.outputs["score"]).dtype == np.float32
 
     status_req = get_model_status_pb2.GetModelStatusRequest()
     status_req.model_spec.name = "gan"

@@ -89,10 +89,19 @@ def test_tritonclient_model_control_and_statistics(stack, triton):
     z = np.zeros((2, 100), np.float32)
     inp = httpclient.InferInput("latent", [2, 100], "FP32")
     inp.set_data_from_numpy(z)
-    triton.infer("gan", [inp])
-    stats = triton.get_inference_statistics("gan")["model_stats"]
-    assert stats and stats[0]["inference_stats"]["success"]["count"] >= 1
-    assert any(b["batch_size"] >= 2 for b in stats[0]["batch_stats"])
+    def counts():
+        s = triton.get_inference_statistics("gan")["model_stats"][0]
+        return s["inference_stats"]["success"]["count"], s["inference_stats"]["fail"]["count"], \
+            sum(b["compute_infer"]["count"] for b in s["batch_stats"] if b["batch_size"] == 2)
+    before = counts()
+    for _ in range(5):
+        triton.infer("gan", [inp])
+    bad = httpclient.InferInput("latent", [2, 7], "FP32")
+    bad.set_data_from_numpy(np.zeros((2, 7), np.float32))
+    with pytest.raises(Exception, match="latent"):
+        triton.infer("gan", [bad])
+    after = counts()  # exactly what was sent: 5 answered, 1 refused, and 5 runs of 2 rows
+    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (5, 1, 5)
     everyone = {s["name"] for s in triton.get_inference_statistics()["model_stats"]}
     assert {"mnist", "gan", "textgen", "translation_transformer"} <= everyone
     triton.unload_model("gan")

@@ -43,6 +43,16 @@ def test_streamed_completion_matches_the_plain_one(client):
     assert all(c.choices[0].finish_reason is None for c in chunks[:-1])
 
 
+def test_completion_equals_the_native_api(stack, client):
+    """The same seed and settings give the same text as /api/generate, plain and streamed."""
+    settings = {"prompt": "ROMEO:\n", "max_tokens": 80, "temperature": 0.7, "top_p": 0.9, "seed": 21}
+    native = requests.post(stack.url + "/api/generate", json=settings, timeout=30).json()["text"]
+    plain = client.completions.create(model="textgen", **settings).choices[0].text
+    streamed = "".join(c.choices[0].text for c in client.completions.create(model="textgen", stream=True,
+                                                                             **settings) if c.choices)
+    assert plain == streamed == native
+
+
 def test_stream_ends_with_done(stack):
     r = requests.post(stack.url + "/v1/completions", json={"model": "textgen", "prompt": "ROMEO:", "max_tokens": 5,
                                                            "stream": True, "n": 2}, timeout=30)
