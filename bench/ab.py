@@ -28,7 +28,8 @@ def start_tree(tree: Path, logs: Path, tag: str, extra_env: dict) -> tuple[list,
     """The MNIST service, a gateway in front of it, and the textgen service, from ``tree``."""
     py = sys.executable
     ports = {k: free_port() for k in ("mnist", "gateway", "textgen")}
-    env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(tree), **extra_env}
+    env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING", "PYTHONPATH": str(tree), "GRPC_TFS_PORT": "0",
+           "GRPC_V2_PORT": "0", **extra_env}  # no gRPC: both gateways run at once
     procs = [start([py, "-m", "services", "mnist"], {**env, "PORT": str(ports["mnist"])},
                    f"http://127.0.0.1:{ports['mnist']}/v2/health/ready", logs / f"{tag}-mnist.log", cwd=tree),
              start([py, "-m", "services", "gateway"], {**env, "GATEWAY_PORT": str(ports["gateway"]),

@@ -8,7 +8,7 @@ from services.mnist.model import IMAGE_MAGIC, MnistServable, decode_item, image_
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
-from services.runtime.errors import ApiError
+from services.runtime.errors import ApiError, UnsupportedMediaType
 from services.runtime.http import json_body
 
 api = Blueprint("mnist_api", __name__)
@@ -50,8 +50,8 @@ def _uploaded() -> tuple[np.ndarray, str | None]:
                       for name, f in files])
         return x[..., None], request.form.get("version")
     if request.mimetype.startswith("image/") and request.mimetype not in ("image/png", "image/jpeg", "image/webp"):
-        raise ApiError(f"Content-Type {request.mimetype} is not accepted; send {ACCEPTED}", status=415,
-                       field="Content-Type")
+        raise UnsupportedMediaType(f"Content-Type {request.mimetype} is not accepted; send {ACCEPTED}",
+                                   field="Content-Type")
     x = image_to_mnist(raw_image(request.get_data(cache=False), "image"), "image")
     return x[None, ..., None], request.args.get("version")
 
@@ -61,8 +61,8 @@ def _from_json() -> tuple[np.ndarray, str | None]:
         body = json_body()
     except ApiError:
         if request.get_data(cache=True)[:1].strip() not in (b"{", b""):  # not JSON at all
-            raise ApiError(f"this body is neither JSON nor an image; send {ACCEPTED}", status=415,
-                           field="Content-Type") from None
+            raise UnsupportedMediaType(f"this body is neither JSON nor an image; send {ACCEPTED}",
+                                       field="Content-Type") from None
         raise
     native.known_fields(body, "/api/mnist/predict")
     items, single = native.one_or_many(body, "image", "images", LIMITS["max_batch_items"])

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from services.runtime import metrics
-from services.runtime.errors import ApiError, Overloaded
+from services.runtime.errors import Overloaded, Unavailable
 
 
 @dataclass
@@ -59,7 +59,7 @@ class DynamicBatcher:
         item = _Pending(feeds, rows)
         with self.cond:
             if self.closed:
-                raise ApiError("server is shutting down", status=503)
+                raise Unavailable("server is shutting down")
             if self.queued_rows + rows > self.max_queue:
                 raise Overloaded(f"model {self.labels['model']} is overloaded: queue holds {self.queued_rows} rows "
                                  f"(limit {self.max_queue}); retry later", limit=self.max_queue)

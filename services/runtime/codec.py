@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 import orjson
 
-from services.runtime.errors import ApiError
+from services.runtime.errors import ApiError, UnsupportedMediaType
 from services.v2_tensors import NP_TO_V2, V2_TO_NP, deserialize_bytes, serialize_bytes
 
 
@@ -28,7 +28,7 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
             return zlib.decompress(body)
     except (OSError, zlib.error, EOFError) as exc:
         raise ApiError(f"body could not be decompressed as {encoding}: {exc}", field="Content-Encoding") from None
-    raise ApiError(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)", status=415, field="Content-Encoding")
+    raise UnsupportedMediaType(f"unsupported Content-Encoding {encoding!r} (gzip, deflate)", field="Content-Encoding")
 
 
 def parse_json(body: bytes, what: str = "body") -> dict:

@@ -1,5 +1,9 @@
 """Client-facing errors: every one becomes a JSON body with an ``error`` string (TF Serving and KServe
-clients read that key), plus ``field`` and ``limit`` where they help the caller fix the request."""
+clients read that key), plus ``field`` and ``limit`` where they help the caller fix the request.
+
+Model and runtime code raise the type that says what went wrong (bad input, not found, overloaded, unavailable,
+too slow, unsupported media type); the type alone decides the HTTP status (``status``), which the gateway's gRPC
+turns into a gRPC code. Only the gateway, which relays other servers' statuses, passes one explicitly."""
 from __future__ import annotations
 
 
@@ -32,6 +36,14 @@ class Overloaded(ApiError):
 
 class Unavailable(ApiError):
     status = 503
+
+
+class DeadlineExceeded(ApiError):
+    status = 504
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
 
 
 def require(cond: bool, message: str, field: str | None = None, limit=None) -> None:

@@ -7,7 +7,7 @@ import time
 from services.runtime import deadlines, metrics
 from services.runtime.config import settings
 from modelcore.decoding import Job, Scheduler
-from services.runtime.errors import ApiError, Overloaded
+from services.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
 
 _scheduler: Scheduler | None = None
 POLL_SECONDS = 0.1  # how often a waiting request looks at its deadline and its client
@@ -52,8 +52,7 @@ def wait_all(jobs: list[Job], timeout: float) -> None:
                 if gone:
                     raise ConnectionAbortedError("the client closed its connection")
                 if by_client:
-                    raise ApiError("the request's deadline passed before decoding finished", status=504,
-                                   field="timeout")
-                raise ApiError(f"decoding did not finish within {timeout:.0f}s", status=503)
+                    raise DeadlineExceeded("the request's deadline passed before decoding finished", field="timeout")
+                raise Unavailable(f"decoding did not finish within {timeout:.0f}s")
         if j.error is not None:
             raise j.error

@@ -70,7 +70,7 @@ def predict(path):
     if action not in ("predict", "classify", "regress"):
         raise NotFound(f"unknown action '{action}' (supported: predict)")
     if action != "predict":
-        raise ApiError(f"':{action}' is not supported for these models; use ':predict'", status=404)
+        raise NotFound(f"':{action}' is not supported for these models; use ':predict'")
     s = current_app.extensions["repository"].get(name, version)
     g.model, g.model_version = s.name, str(s.version)
     body = codec.parse_json(codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding")))
