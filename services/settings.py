@@ -100,6 +100,9 @@ class ServiceSettings(_FromEnv):
                                                "batch to fill", shown="the manifest's (e.g. 2)")
     max_queue_size: int | None = setting("MAX_QUEUE_SIZE", None, "rows waiting per batcher before 429",
                                          shown="the manifest's, else 1024")
+    batches_in_flight: int | None = setting("BATCHES_IN_FLIGHT", None, "dynamic batcher: batches one graph may "
+                                            "run at once (on a GPU the next one forms and starts while one runs)",
+                                            shown="2 on CUDA, 1 on CPU")
     decoder_max_rows: int = setting("DECODER_MAX_ROWS", 256, "rows per decoder step (continuous batching)")
     max_active_sequences: int = setting("MAX_ACTIVE_SEQUENCES", 1024, "sequences in flight per process before 429")
     decode_timeout_seconds: float = setting("DECODE_TIMEOUT_SECONDS", 60.0, "longest a translation or generation "

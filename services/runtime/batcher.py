@@ -5,6 +5,10 @@ rows). A worker thread takes the oldest request, then keeps taking requests unti
 are gathered or ``max_queue_delay_ms`` has passed since the first one, concatenates them (padding
 variable-length axes where the caller says how), runs the session once and hands each request its slice.
 An error in a batch fails only the requests in that batch; a full queue refuses new work with 429.
+
+``in_flight`` batches may run at once (a runner thread each): on a GPU, while one batch runs (ONNX Runtime
+releases the GIL and a session may be called from several threads), the next one forms and starts. On a CPU
+one is enough: the session's own threads already use the cores.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ class _Pending:
 
 class DynamicBatcher:
     def __init__(self, run: Callable[[dict], dict], *, max_batch_size: int, max_queue_delay_ms: float,
-                 max_queue_size: int = 1024, pad: dict | None = None, model: str = "", version: str = "", graph: str = "model"):
+                 max_queue_size: int = 1024, pad: dict | None = None, model: str = "", version: str = "",
+                 graph: str = "model", in_flight: int = 1):
         """``run(feeds) -> outputs`` calls the session; ``pad`` maps an input name to (axis, value, side) for
         inputs whose non-batch length may differ between requests (e.g. token sequences)."""
         self.run_fn, self.max_batch, self.delay = run, max_batch_size, max_queue_delay_ms / 1000.0
@@ -42,11 +47,14 @@ class DynamicBatcher:
         self.queue: deque[_Pending] = deque()
         self.queued_rows = 0
         self.last_batch_requests = 1
-        self.busy = False  # a session call is running (in the batcher thread or inline in a request thread)
+        self.in_flight = max(1, in_flight)
+        self.running = 0  # session calls under way (in runner threads, or inline in request threads)
         self.cond = threading.Condition()
         self.closed = False
-        self.thread = threading.Thread(target=self._loop, name=f"batcher-{model}-{graph}", daemon=True)
-        self.thread.start()
+        self.threads = [threading.Thread(target=self._loop, name=f"batcher-{model}-{graph}-{i}", daemon=True)
+                        for i in range(self.in_flight)]
+        for t in self.threads:
+            t.start()
 
     # ---------------------------------------------------------------------------------------- client side
     def submit(self, feeds: dict) -> Future:
@@ -63,22 +71,22 @@ class DynamicBatcher:
             if self.queued_rows + rows > self.max_queue:
                 raise Overloaded(f"model {self.labels['model']} is overloaded: queue holds {self.queued_rows} rows "
                                  f"(limit {self.max_queue}); retry later", limit=self.max_queue)
-            inline = not self.busy and not self.queue
+            inline = self.running < self.in_flight and not self.queue
             if inline:
-                self.busy = True
+                self.running += 1
             else:
                 self.queue.append(item)
                 self.queued_rows += rows
                 metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
                 self.cond.notify()
         if inline:
-            # nothing queued and nothing running: run it in the caller's thread (no hand-off to the batcher
-            # thread and back, about 0.2 ms); whatever arrives meanwhile queues up and goes as one batch next
+            # nothing queued and a runner free: run it in the caller's thread (no hand-off to a runner thread
+            # and back, about 0.2 ms); whatever arrives meanwhile queues up and goes as one batch next
             try:
                 self._run([item])
             finally:
                 with self.cond:
-                    self.busy = False
+                    self.running -= 1
                     self.cond.notify()
         return item.future
 
@@ -90,16 +98,17 @@ class DynamicBatcher:
         with self.cond:
             self.closed = True
             self.cond.notify_all()
-        self.thread.join(timeout=30)
+        for t in self.threads:
+            t.join(timeout=30)
 
     # ---------------------------------------------------------------------------------------- worker
     def _take(self) -> list[_Pending]:
         with self.cond:
-            while not self.queue or self.busy:
+            while not self.queue or self.running >= self.in_flight:
                 if self.closed and not self.queue:
                     return []
                 self.cond.wait()
-            self.busy = True
+            self.running += 1
             batch = [self.queue.popleft()]
             rows = batch[0].rows
             deadline = batch[0].enqueued + self.delay
@@ -129,7 +138,7 @@ class DynamicBatcher:
                 self._run(batch)
             finally:
                 with self.cond:
-                    self.busy = False
+                    self.running -= 1
                     self.cond.notify_all()
 
     def _run(self, batch: list[_Pending]) -> None:

@@ -57,6 +57,13 @@ def batching_override(manifest_batching: dict) -> dict:
     return out
 
 
+def batches_in_flight(device: str) -> int:
+    """BATCHES_IN_FLIGHT, else by device: on CUDA a second batch forms and starts while one runs (the call
+    releases the GIL); on a CPU the session's threads already fill the cores, so one."""
+    chosen = settings().batches_in_flight
+    return chosen if chosen is not None else (2 if device == "cuda" else 1)
+
+
 class _Limits(Mapping):
     """Limits on everything a client can make the server compute, read from the settings when first used."""
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from services.runtime import metrics
 from services.runtime.batcher import DynamicBatcher
-from services.runtime.config import batching_override
+from services.runtime.config import batches_in_flight, batching_override
 from services.runtime.sessions import create_session, device_of
 from services.v2_tensors import NP_TO_V2, V2_TO_NP
 
@@ -53,8 +53,8 @@ class Servable:
         b = DynamicBatcher(lambda feeds: dict(zip(outputs, sess.run(outputs, feeds))),
                            max_batch_size=self.batching["max_batch_size"],
                            max_queue_delay_ms=self.batching["max_queue_delay_ms"],
-                           max_queue_size=self.batching["max_queue_size"], pad=pad, model=self.name, version=str(self.version),
-                           graph=graph)
+                           max_queue_size=self.batching["max_queue_size"], pad=pad, model=self.name,
+                           version=str(self.version), graph=graph, in_flight=batches_in_flight(self.device))
         self.batchers.append(b)
         return b
 

@@ -120,3 +120,42 @@ def test_idle_batcher_runs_in_the_callers_thread():
     b({"x": np.zeros((1, 1))})
     assert seen == [threading.current_thread().name]
     b.close()
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_batches_in_flight(in_flight):
+    """With two runners (the GPU default) a second batch runs while the first does; with one (the CPU's) never.
+    Every request still gets its own rows back."""
+    state = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def run(feeds):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        time.sleep(0.05)  # a device call: the GIL is free meanwhile
+        with lock:
+            state["now"] -= 1
+        return {"y": feeds["x"] + 1}
+    b = make(run, max_batch_size=2, max_queue_delay_ms=1, in_flight=in_flight)
+    results = {}
+
+    def client(i):
+        results[i] = b({"x": np.array([[i]], np.float32)})["y"]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    b.close()
+    assert {i: float(r[0, 0]) for i, r in results.items()} == {i: i + 1.0 for i in range(12)}
+    assert state["most"] == in_flight
+
+
+def test_in_flight_default_follows_the_device(monkeypatch):
+    from services.runtime.config import batches_in_flight
+    assert (batches_in_flight("cuda"), batches_in_flight("cpu")) == (2, 1)
+    monkeypatch.setenv("BATCHES_IN_FLIGHT", "3")
+    from services.settings import ServiceSettings
+    ServiceSettings.load.cache_clear()
+    assert batches_in_flight("cpu") == 3
