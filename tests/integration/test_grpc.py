@@ -256,3 +256,33 @@ def test_grpc_goes_through_the_gateways_checks(guarded):
         except InferenceServerException as exc:
             codes.append(exc.status())
     assert "StatusCode.RESOURCE_EXHAUSTED" in codes  # 8 a minute
+
+
+def test_v2_typed_contents(stack):
+    """ModelInfer with typed InferTensorContents (fp32_contents, bytes_contents) instead of raw bytes, through
+    tritonclient's own generated stub; the answer comes back as raw_output_contents."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_v2_port}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        req = service_pb2.ModelInferRequest(model_name="sentiment")
+        t = req.inputs.add(name="text", datatype="BYTES", shape=[2])
+        t.contents.bytes_contents.extend([b"A wonderful, moving film. I loved it.", b"Terrible, boring and too long."])
+        req.outputs.add(name="label")
+        resp = stub.ModelInfer(req, timeout=30)
+        assert [o.name for o in resp.outputs] == ["label"] and list(resp.outputs[0].shape) == [2]
+        from tritonclient.utils import deserialize_bytes_tensor
+        assert list(deserialize_bytes_tensor(resp.raw_output_contents[0])) == [b"positive", b"negative"]
+
+        req = service_pb2.ModelInferRequest(model_name="gan")
+        t = req.inputs.add(name="latent", datatype="FP32", shape=[1, 100])
+        t.contents.fp32_contents.extend([0.5] * 100)
+        resp = stub.ModelInfer(req, timeout=30)
+        image = np.frombuffer(resp.raw_output_contents[0], np.float32).reshape(list(resp.outputs[0].shape))
+        assert image.shape == (1, 28, 28, 1) and np.isfinite(image).all()
+
+        req = service_pb2.ModelInferRequest(model_name="gan")
+        t = req.inputs.add(name="latent", datatype="FP32", shape=[1, 100])
+        t.contents.fp32_contents.extend([0.5] * 99)  # one value short of the shape
+        with pytest.raises(grpc.RpcError) as e:
+            stub.ModelInfer(req, timeout=30)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
