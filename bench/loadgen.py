@@ -24,34 +24,43 @@ except ImportError:  # the gateway's event loop; plain asyncio works too, with m
     uvloop = None
 
 
-async def _run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
-    import aiohttp  # only where wrk is missing (the load extra)
+async def _closed_loop(call, concurrency: int, seconds: float, warmup: float) -> dict:
+    """``concurrency`` clients, each awaiting ``call()`` (-> whether it succeeded) back to back; the calls that
+    start after ``warmup`` are counted for ``seconds``."""
     lat: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + warmup + seconds
     record_from = time.perf_counter() + warmup
+
+    async def client():
+        nonlocal errors
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop_at:
+                return
+            ok = await call()
+            t1 = time.perf_counter()
+            if t0 >= record_from:
+                if ok:
+                    lat.append(t1 - t0)
+                else:
+                    errors += 1
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return summarize(lat, errors, seconds)
+
+
+async def _run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
+    import aiohttp  # only where wrk is missing (the load extra)
     conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(connector=conn, headers={"Content-Type": "application/json"}) as s:
-        async def client():
-            nonlocal errors
-            while True:
-                t0 = time.perf_counter()
-                if t0 >= stop_at:
-                    return
-                try:
-                    async with s.post(url, data=body) as r:
-                        await r.read()
-                        ok = r.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                t1 = time.perf_counter()
-                if t0 >= record_from:
-                    if ok:
-                        lat.append(t1 - t0)
-                    else:
-                        errors += 1
-        await asyncio.gather(*(client() for _ in range(concurrency)))
-    return summarize(lat, errors, seconds)
+        async def post() -> bool:
+            try:
+                async with s.post(url, data=body) as r:
+                    await r.read()
+                    return r.status == 200
+            except aiohttp.ClientError:
+                return False
+        return await _closed_loop(post, concurrency, seconds, warmup)
 
 
 async def _triton(protocol: str, target: str, inputs: list[tuple[str, str, np.ndarray]], model: str,
@@ -67,33 +76,17 @@ async def _triton(protocol: str, target: str, inputs: list[tuple[str, str, np.nd
         t = lib.InferInput(name, list(arr.shape), datatype)
         t.set_data_from_numpy(arr)  # binary tensor data, over HTTP as well
         tensors.append(t)
-    lat: list[float] = []
-    errors = 0
-    stop_at = time.perf_counter() + warmup + seconds
-    record_from = time.perf_counter() + warmup
 
-    async def caller():
-        nonlocal errors
-        while True:
-            t0 = time.perf_counter()
-            if t0 >= stop_at:
-                return
-            try:
-                await client.infer(model, tensors)
-                ok = True
-            except Exception:  # noqa: BLE001 - counted as an error, whatever the client raised
-                ok = False
-            t1 = time.perf_counter()
-            if t0 >= record_from:
-                if ok:
-                    lat.append(t1 - t0)
-                else:
-                    errors += 1
+    async def infer() -> bool:
+        try:
+            await client.infer(model, tensors)
+            return True
+        except Exception:  # noqa: BLE001 - counted as an error, whatever the client raised
+            return False
     try:
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        return await _closed_loop(infer, concurrency, seconds, warmup)
     finally:
         await client.close()
-    return summarize(lat, errors, seconds)
 
 
 def triton(protocol: str, target: str, inputs: list[tuple[str, str, np.ndarray]], model: str, concurrency: int,
