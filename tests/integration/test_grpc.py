@@ -219,9 +219,10 @@ def guarded(stack):
     """A second gateway on the stack's services, with an API key, a rate limit and a small body limit."""
     base = free_port_block(3)
     env = {**os.environ, "GATEWAY_PORT": str(base), "GRPC_TFS_PORT": str(base + 1), "GRPC_V2_PORT": str(base + 2),
-           "HOST": "127.0.0.1", "GATEWAY_API_KEYS": "k-1", "GATEWAY_RATE_LIMIT": "8/minute",
+           "HOST": "127.0.0.1", "GATEWAY_API_KEYS": "k-1,k-2", "GATEWAY_RATE_LIMIT": "8/minute",
            "MAX_BODY_BYTES": "100000",
-           **{f"BACKEND_{n.upper()}_URL": u for n, u in stack.service_url.items()}}
+           **{f"BACKEND_{n.upper()}_URL": u for n, u in stack.service_url.items()},
+           "BACKEND_GAN_URL": f"http://127.0.0.1:{free_port_block(1)}"}  # a backend that is down
     proc = subprocess.Popen([sys.executable, "-m", "services", "gateway"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     client = grpcclient.InferenceServerClient(f"127.0.0.1:{base + 2}")
@@ -256,6 +257,14 @@ def test_grpc_goes_through_the_gateways_checks(guarded):
         except InferenceServerException as exc:
             codes.append(exc.status())
     assert "StatusCode.RESOURCE_EXHAUSTED" in codes  # 8 a minute
+
+
+def test_a_backend_that_is_down_is_unavailable(guarded):
+    z = grpcclient.InferInput("latent", [1, 100], "FP32")
+    z.set_data_from_numpy(np.zeros((1, 100), np.float32))
+    with pytest.raises(InferenceServerException) as e:  # a key of its own: the rate limit counts per key
+        guarded.infer("gan", [z], headers={"authorization": "Bearer k-2"})
+    assert e.value.status() == "StatusCode.UNAVAILABLE" and "'gan' is unavailable" in e.value.message()
 
 
 def test_v2_typed_contents(stack):
