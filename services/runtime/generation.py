@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import defaultdict
 
 from services.runtime import deadlines, metrics
 from services.runtime.config import settings
@@ -14,15 +15,47 @@ POLL_SECONDS = 0.1  # how often a waiting request looks at its deadline and its 
 _lock = threading.Lock()
 
 
+class StepMetrics:
+    """The decoder's steps in the metrics: rows per step at once, and Triton's batch statistics (steps and their
+    time by rows) added to their counters a few times a second and when the decoder falls idle. At thousands of
+    steps a second, two more counter updates per step cost one stream about 5% of its tokens/s (measured,
+    bench/results/vm/FINDINGS.md). Called from the scheduler's thread only."""
+
+    FLUSH_SECONDS = 0.25
+
+    def __init__(self):
+        self.pending: dict[tuple, list] = defaultdict(lambda: [0, 0.0])
+        self.flushed = time.monotonic()
+
+    def step(self, adapter, rows: int, seconds: float) -> None:
+        model, version = getattr(adapter, "model_name", "decoder"), getattr(adapter, "model_version", "")
+        metrics.child(metrics.BATCH_SIZE, model, version, "decoder").observe(rows)
+        counts = self.pending[(model, version, rows)]
+        counts[0] += 1
+        counts[1] += seconds
+        if time.monotonic() - self.flushed > self.FLUSH_SECONDS:
+            self.flush()
+
+    def active(self, jobs: int) -> None:
+        metrics.ACTIVE_SEQUENCES.set(jobs)
+        if jobs == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        for (model, version, rows), (n, seconds) in self.pending.items():
+            metrics.child(metrics.BATCHES, model, version, "decoder", str(rows)).inc(n)
+            metrics.child(metrics.BATCH_SECONDS, model, version, "decoder", str(rows)).inc(seconds)
+        self.pending.clear()
+        self.flushed = time.monotonic()
+
+
 def scheduler() -> Scheduler:
     global _scheduler
     with _lock:
         if _scheduler is None:
-            def on_step(adapter, rows, seconds):
-                metrics.observe_batch(getattr(adapter, "model_name", "decoder"), getattr(adapter, "model_version", ""),
-                                      "decoder", rows, seconds)
+            steps = StepMetrics()
             _scheduler = Scheduler(max_rows=settings().decoder_max_rows, name="decoder-scheduler",
-                                   on_step=on_step, on_active=metrics.ACTIVE_SEQUENCES.set).start()
+                                   on_step=steps.step, on_active=steps.active).start()
         return _scheduler
 
 

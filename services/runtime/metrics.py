@@ -67,7 +67,7 @@ def exposition() -> tuple[bytes, str]:
 
 
 def observe_batch(model: str, version: str, graph: str, rows: int, seconds: float) -> None:
-    """One ONNX Runtime call of a batcher or decoder step."""
+    """One ONNX Runtime call of a dynamic batcher (decoder steps: generation.StepMetrics)."""
     child(COMPUTE_TIME, model, version, graph).observe(seconds)
     child(BATCH_SIZE, model, version, graph).observe(rows)
     child(BATCHES, model, version, graph, str(rows)).inc()

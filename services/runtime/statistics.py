@@ -30,15 +30,16 @@ def model_stats(versions: list[tuple[str, str]]) -> dict:
             name = sample.name
             if name in ("model_request_seconds_count", "model_request_seconds_sum"):
                 sums[key + (labels["outcome"], name.rsplit("_", 1)[1])] += sample.value
-            elif name in ("model_queue_seconds_count", "model_queue_seconds_sum",
-                          "model_compute_seconds_count", "model_compute_seconds_sum"):
-                sums[key + (name.split("_")[1], name.rsplit("_", 1)[1])] += sample.value
+            elif name in ("model_queue_seconds_count", "model_queue_seconds_sum"):
+                sums[key + ("queue", name.rsplit("_", 1)[1])] += sample.value
             elif name == "model_last_request_timestamp_seconds":
                 sums[key + ("last",)] = max(sums[key + ("last",)], sample.value)
-            elif name == "model_batches_total":
+            elif name == "model_batches_total":  # every ONNX Runtime call: batches and decoder steps
                 batches[key][int(labels["size"])][0] += sample.value
+                sums[key + ("compute", "count")] += sample.value
             elif name == "model_batch_seconds_total":
                 batches[key][int(labels["size"])][1] += sample.value
+                sums[key + ("compute", "sum")] += sample.value
     out = []
     for model, version in versions:
         key = (model, version)
