@@ -16,6 +16,23 @@ V2_TO_NP = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64":
             "UINT64": np.uint64, "BOOL": np.bool_, "BYTES": np.object_}
 
 
+def bytes_tensor(items) -> np.ndarray:
+    """A 1-D BYTES tensor (object array) of these items: numpy would make fixed-width bytes of a plain list."""
+    arr = np.empty(len(items), dtype=object)
+    arr[:] = items
+    return arr
+
+
+def tensor_of(values: list, datatype: str) -> np.ndarray:
+    """A 1-D tensor of these values in a v2 datatype."""
+    return bytes_tensor(values) if datatype == "BYTES" else np.asarray(values, V2_TO_NP[datatype])
+
+
+def raw_bytes(arr: np.ndarray, datatype: str) -> bytes:
+    """A tensor's bytes in the binary tensor extension (BYTES length-prefixed, numbers little-endian)."""
+    return serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+
+
 def serialize_bytes(arr: np.ndarray) -> bytes:
     parts = []
     for item in arr.reshape(-1):
@@ -38,6 +55,4 @@ def deserialize_bytes(buf: bytes, count: int, field: str) -> np.ndarray:
         pos += n
     if len(out) != count:
         raise ApiError(f"input '{field}': {len(out)} BYTES elements for a shape of {count}", field=field)
-    arr = np.empty(len(out), dtype=object)
-    arr[:] = out
-    return arr
+    return bytes_tensor(out)

@@ -12,7 +12,6 @@ call's deadline bounds the whole request and reaches the model as v2's ``timeout
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 from urllib.parse import quote
 
@@ -25,9 +24,8 @@ from services.gateway.protos import inference_pb2 as v2
 from services.gateway.protos import inference_pb2_grpc as v2_grpc
 from services.gateway.protos import tensorflow_serving_pb2 as tfs
 from services.gateway.protos import tensorflow_serving_pb2_grpc as tfs_grpc
-from services.v2_tensors import V2_TO_NP, deserialize_bytes, serialize_bytes
+from services.v2_tensors import deserialize_bytes, raw_bytes, tensor_of
 
-log = logging.getLogger("gateway.grpc")
 Code = grpc.StatusCode
 STATUS_CODES = {400: Code.INVALID_ARGUMENT, 401: Code.UNAUTHENTICATED, 403: Code.PERMISSION_DENIED,
                 404: Code.NOT_FOUND, 405: Code.UNIMPLEMENTED, 413: Code.RESOURCE_EXHAUSTED,
@@ -117,15 +115,12 @@ class Http:
         head = orjson.dumps(header)
         _, headers, data = await self.call(context, "POST", path, head + b"".join(r for *_, r in inputs),
                                            headers=((b"inference-header-content-length", b"%d" % len(head)),))
-        n = int(headers.get(b"inference-header-content-length", len(data)))
+        n = int(headers[b"inference-header-content-length"])
         answer, pos, raws = orjson.loads(data[:n]), n, []
-        for o in answer["outputs"]:
-            size = (o.get("parameters") or {}).get("binary_data_size")
-            if size is None:  # an output the service sent as JSON
-                raws.append(_raw(np.asarray(o["data"], V2_TO_NP[o["datatype"]]), o["datatype"]))
-            else:
-                raws.append(data[pos:pos + size])
-                pos += size
+        for o in answer["outputs"]:  # every one binary, as binary_data_output asked
+            size = o["parameters"]["binary_data_size"]
+            raws.append(data[pos:pos + size])
+            pos += size
         return answer, raws
 
 
@@ -145,17 +140,6 @@ def _message(data: bytes, status: int) -> str:
     if isinstance(err, dict):  # OpenAI-shaped
         err = err.get("message")
     return str(err) if err else f"HTTP {status}"
-
-
-def _raw(arr: np.ndarray, datatype: str) -> bytes:
-    return serialize_bytes(arr) if datatype == "BYTES" else np.ascontiguousarray(arr).tobytes()
-
-
-def _objects(values: list) -> np.ndarray:
-    """A 1-D object array of these bytes (numpy would make fixed-width bytes of them)."""
-    arr = np.empty(len(values), dtype=object)
-    arr[:] = values
-    return arr
 
 
 def _model_path(name: str, version: str = "", prefix: str = "/v2/models/") -> str:
@@ -239,8 +223,7 @@ class InferenceService(v2_grpc.GRPCInferenceServiceServicer):
                 data = raw[i]
             elif t.datatype in CONTENTS:
                 values = list(getattr(t.contents, CONTENTS[t.datatype]))
-                data = _raw(_objects(values) if t.datatype == "BYTES" else np.asarray(values, V2_TO_NP[t.datatype]),
-                            t.datatype)
+                data = raw_bytes(tensor_of(values, t.datatype), t.datatype)
             else:
                 await context.abort(Code.INVALID_ARGUMENT, f"input '{t.name}': datatype {t.datatype!r} needs "
                                                            "raw_input_contents")
@@ -348,11 +331,10 @@ async def _from_tensor_proto(t, alias: str, context) -> tuple[str, list[int], by
     if datatype == "FP16":
         values = np.asarray(t.half_val, np.uint16).view(np.float16)
     else:
-        found = list(getattr(t, TF_VALUES[datatype]))
-        values = _objects(found) if datatype == "BYTES" else np.asarray(found, V2_TO_NP[datatype])
+        values = tensor_of(list(getattr(t, TF_VALUES[datatype])), datatype)
     if len(values) == 1 and count != 1:  # TensorFlow's shorthand: one value fills the tensor
         values = np.repeat(values, count)
-    return datatype, shape, _raw(values, datatype)
+    return datatype, shape, raw_bytes(values, datatype)
 
 
 def _to_tensor_proto(datatype: str, shape: list[int], data: bytes):

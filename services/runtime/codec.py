@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from services.runtime.errors import ApiError, UnsupportedMediaType
-from services.v2_tensors import NP_TO_V2, V2_TO_NP, deserialize_bytes, serialize_bytes
+from services.v2_tensors import NP_TO_V2, V2_TO_NP, bytes_tensor, deserialize_bytes, raw_bytes
 
 
 def decompress(body: bytes, encoding: str | None) -> bytes:
@@ -116,11 +116,9 @@ def _json_data(data, dtype: str, name: str) -> np.ndarray:
         flat = list(_flatten(data))
         if not all(isinstance(x, str) for x in flat):
             raise ApiError(f"input '{name}': BYTES data must be strings", field=f"{name}.data")
-        arr = np.empty(len(flat), dtype=object)
-        arr[:] = [x.encode("utf-8") for x in flat]
-        return arr
+        return bytes_tensor([x.encode("utf-8") for x in flat])
     try:
-        arr = np.asarray(data, dtype=V2_TO_NP[dtype]).reshape(-1)
+        arr: np.ndarray = np.asarray(data, dtype=V2_TO_NP[dtype]).reshape(-1)
     except (ValueError, TypeError, OverflowError):
         raise ApiError(f"input '{name}': data is not a (nested) list of {dtype} numbers",
                        field=f"{name}.data") from None
@@ -180,7 +178,7 @@ def v2_encode_outputs(model: str, version: str, outputs: dict[str, np.ndarray], 
         dtype = "BYTES" if arr.dtype == object else NP_TO_V2[arr.dtype.name]
         entry = {"name": n, "datatype": dtype, "shape": list(arr.shape)}
         if binary_for[n]:
-            raw = serialize_bytes(arr) if dtype == "BYTES" else np.ascontiguousarray(arr).tobytes()
+            raw = raw_bytes(arr, dtype)
             entry["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
@@ -213,8 +211,7 @@ def tfs_value(x, name: str, datatype: str):
                 out.append(v.encode("utf-8"))
             else:
                 raise ApiError(f"input '{name}' must be strings (or {{\"b64\": ...}})", field=name)
-        arr = np.empty(len(out), dtype=object)
-        arr[:] = out
+        arr = bytes_tensor(out)
         shape = _shape_of(x)
         if int(np.prod(shape)) != arr.size:
             raise ApiError(f"input '{name}' must be a (nested) list of strings of one shape", field=name)

@@ -5,6 +5,7 @@ import numpy as np
 
 from services.runtime.config import LIMITS
 from services.runtime.native import texts_from_bytes
+from services.v2_tensors import bytes_tensor
 from services.runtime.servable import Servable, TensorSpec
 from modelcore.text import Vocabulary, review_tokens
 
@@ -38,6 +39,5 @@ class SentimentServable(Servable):
 
     def infer(self, inputs, parameters):
         scores = self.predict(texts_from_bytes(inputs["text"], "text", LIMITS["max_text_chars"]))
-        labels = np.empty(len(scores), dtype=object)
-        labels[:] = [self.labels[int(s >= self.threshold)].encode() for s in scores]
+        labels = bytes_tensor([self.labels[int(s >= self.threshold)].encode() for s in scores])
         return {"score": scores.astype(np.float32), "label": labels}

@@ -7,6 +7,7 @@ from services.runtime.config import LIMITS, settings
 from services.runtime.generation import submit_all, wait_all
 from services.runtime import native
 from services.runtime.native import texts_from_bytes
+from services.v2_tensors import bytes_tensor
 from services.runtime.servable import Servable, TensorSpec
 from modelcore.translation import TranslationModel
 
@@ -48,7 +49,6 @@ class TranslationServable(Servable):
         max_len = native.integer(parameters, "max_length", self.model.max_target, 1,
                                  LIMITS["max_translation_tokens"], text_ok=True)
         nbest = self.translate(texts_from_bytes(inputs["text"], "text", LIMITS["max_text_chars"]), beam, max_len)
-        out = np.empty(len(nbest), dtype=object)
-        out[:] = [n[0][0].encode("utf-8") for n in nbest]
-        return {"translation": out, "score": np.array([n[0][1] for n in nbest], np.float32)}
+        return {"translation": bytes_tensor([n[0][0].encode("utf-8") for n in nbest]),
+                "score": np.array([n[0][1] for n in nbest], np.float32)}
 

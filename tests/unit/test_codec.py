@@ -6,21 +6,22 @@ import orjson
 import pytest
 from tritonclient.utils import deserialize_bytes_tensor, serialize_byte_tensor
 
+from services import v2_tensors
 from services.runtime import codec
 from services.runtime.errors import ApiError
 
 
 def test_bytes_serialization_matches_tritonclient():
     arr = np.array([b"hello", "Grüße".encode(), b""], dtype=object)
-    ours = codec.serialize_bytes(arr)
+    ours = v2_tensors.serialize_bytes(arr)
     assert ours == serialize_byte_tensor(arr).item()
-    np.testing.assert_array_equal(codec.deserialize_bytes(ours, 3, "t"), deserialize_bytes_tensor(ours))
+    np.testing.assert_array_equal(v2_tensors.deserialize_bytes(ours, 3, "t"), deserialize_bytes_tensor(ours))
 
 
 def test_binary_request_round_trip():
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     s = np.array([b"a", b"bc"], dtype=object)
-    raw_s = codec.serialize_bytes(s)
+    raw_s = v2_tensors.serialize_bytes(s)
     header = orjson.dumps({"inputs": [
         {"name": "x", "datatype": "FP32", "shape": [3, 4], "parameters": {"binary_data_size": x.nbytes}},
         {"name": "s", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(raw_s)}}]})
