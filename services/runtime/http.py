@@ -1,10 +1,11 @@
-"""HTTP helpers shared by every service: fast JSON responses (orjson) and lenient JSON request bodies."""
+"""HTTP helpers shared by every service: fast JSON responses (orjson), server-sent event streams and lenient JSON
+request bodies."""
 from __future__ import annotations
 
 import logging
 
 import orjson
-from flask import Response, g, request
+from flask import Response, g, request, stream_with_context
 
 from services.runtime import codec
 from services.runtime.request_ids import request_id
@@ -13,6 +14,13 @@ from services.runtime.request_ids import request_id
 def json_response(obj, status: int = 200, headers: dict | None = None) -> Response:
     return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, headers=headers,
                     mimetype="application/json")
+
+
+def event_stream(events) -> Response:
+    """Server-sent events from a generator of bytes, written by the request's thread as they come; no proxy
+    buffering (nginx's ``X-Accel-Buffering``)."""
+    return Response(stream_with_context(events), 200, mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 def json_body(optional: bool = False) -> dict:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 
 import orjson
-from flask import Blueprint, Response, stream_with_context
+from flask import Blueprint
 
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
-from services.runtime.config import LIMITS, settings
+from services.runtime.http import event_stream
+from services.runtime.config import LIMITS
 from services.textgen import openai_api
-from services.textgen.model import TextgenServable, options
+from services.textgen.model import TextgenServable, flush_seconds, options
 
 api = Blueprint("textgen_api", __name__)
 # All the streams of a worker together make at most this many writes a second (0: no limit): past
@@ -22,17 +23,10 @@ _streams_lock = threading.Lock()
 _streams_open = 0
 
 
-def _flush_seconds() -> float:
-    """After the first token (sent at once), a stream's request thread wakes every SSE_FLUSH_MS and sends every
-    token made meanwhile in one write; the end goes at once. 10 ms is below one 60 Hz frame, so a reader sees
-    no difference, while 32 streams stop spending the CPU on a write and a wake-up per token."""
-    return settings().sse_flush_ms / 1000
-
-
 def _interval() -> float:
     if SSE_WRITES_PER_SECOND <= 0:
-        return _flush_seconds()
-    return max(_flush_seconds(), _streams_open / SSE_WRITES_PER_SECOND)
+        return flush_seconds()
+    return max(flush_seconds(), _streams_open / SSE_WRITES_PER_SECOND)
 
 
 def _count_stream(delta: int) -> None:
@@ -64,7 +58,7 @@ def generate(s, body):
         text, n, reason = s.generate([prompt], opts)[0]
         return {"text": text, "tokens": n, "finish_reason": reason, "prompt": prompt, "seed": opts["seed"]}
     meta = {"model": s.name, "version": str(s.version), "device": s.device, "seed": opts["seed"]}
-    streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=_flush_seconds())
+    streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=flush_seconds())
     st, job = streams[0], jobs[0]
     out = _Events(st, job, meta)
 
@@ -89,8 +83,7 @@ def generate(s, body):
             _count_stream(-1)
             job.cancelled = True  # client went away (or we finished): free the row
 
-    return Response(stream_with_context(events()), 200, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(events())
 
 
 class _Events:

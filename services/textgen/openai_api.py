@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import orjson
-from flask import Blueprint, Response, current_app, g, request, stream_with_context
+from flask import Blueprint, current_app, g, request
 
 from services.runtime import deadlines, native
-from services.runtime.config import LIMITS, settings
+from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, NotFound
-from services.runtime.http import json_body, json_response
+from services.runtime.http import event_stream, json_body, json_response
+from services.textgen.model import MAX_SEED, flush_seconds, random_seed, stop_strings
 
 bp = Blueprint("openai", __name__)
 OWNER = "keras-onnx-serving"
@@ -83,7 +83,7 @@ def _request() -> tuple[object, dict]:
         s.check_prompt(p, "prompt")
     n = native.integer(body, "n", 1, 1, LIMITS["max_batch_items"])
     native.check_count(len(prompts) * n, "prompt", LIMITS["max_batch_items"])
-    seed = native.integer(body, "seed", None, 0, 2**32 - 1)
+    seed = native.integer(body, "seed", None, 0, MAX_SEED)
     stream_options = body.get("stream_options") or {}
     if not isinstance(stream_options, dict):
         raise ApiError("'stream_options' must be an object", field="stream_options")
@@ -91,17 +91,9 @@ def _request() -> tuple[object, dict]:
     opts = {"max_tokens": native.integer(body, "max_tokens", 16, 1, LIMITS["max_new_tokens"]),
             "temperature": native.number(body, "temperature", 1.0, 0.0, 2.0),
             "top_p": native.number(body, "top_p", 1.0, 0.0, 1.0) or 1.0, "top_k": 0,
-            "stop": _stop(body.get("stop")), "seed": seed}
+            "stop": stop_strings([] if body.get("stop") is None else body["stop"]), "seed": seed}
     return s, {"prompts": prompts, "n": n, "opts": opts, "stream": native.boolean(body, "stream", False),
                "echo": native.boolean(body, "echo", False), "model": model}
-
-
-def _stop(stop) -> list[str]:
-    stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in stop):
-        raise ApiError("'stop' must be a string or a list of up to 4 strings of 1..64 characters", field="stop",
-                       limit=4)
-    return stop
 
 
 @bp.post("/v1/completions")
@@ -111,7 +103,7 @@ def completions():
     prompts = [p for p in req["prompts"] for _ in range(req["n"])]
     opts = req["opts"]
     if opts["seed"] is None:
-        opts["seed"] = int(np.random.default_rng().integers(0, 2**32 - 1))
+        opts["seed"] = random_seed()
     head = {"id": f"cmpl-{g.request_id}", "object": "text_completion", "created": int(time.time()),
             "model": req["model"], "system_fingerprint": f"{s.name}-v{s.version}"}
     prompt_tokens = sum(len(s.model.prompt_ids(p)) for p in prompts)
@@ -122,7 +114,7 @@ def completions():
                     "finish_reason": _reason(reason)} for i, (text, _, reason) in enumerate(done)]
         return json_response({**head, "choices": choices, "usage": _usage(prompt_tokens, sum(d[1] for d in done))})
 
-    streams, jobs = s.start(prompts, opts, streaming=True, flush_seconds=settings().sse_flush_ms / 1000)
+    streams, jobs = s.start(prompts, opts, streaming=True, flush_seconds=flush_seconds())
 
     def chunk(i: int, text: str, reason: str | None = None, **extra) -> bytes:
         choice = {"text": text, "index": i, "logprobs": None, "finish_reason": reason}
@@ -154,8 +146,7 @@ def completions():
             for job in jobs:  # the client went away (or every choice ended): free the rows
                 job.cancelled = True
 
-    return Response(stream_with_context(events()), 200, mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return event_stream(events())
 
 
 def _reason(stop_reason: str | None) -> str:

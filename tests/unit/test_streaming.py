@@ -86,7 +86,7 @@ def test_stream_stop_string_ends_without_sending_it():
 
 def test_sse_write_budget_stretches_the_interval_past_its_share_of_streams(monkeypatch):
     from services.textgen import app
-    monkeypatch.setattr(app, "_flush_seconds", lambda: 0.01)
+    monkeypatch.setattr(app, "flush_seconds", lambda: 0.01)
     monkeypatch.setattr(app, "SSE_WRITES_PER_SECOND", 800.0)
     monkeypatch.setattr(app, "_streams_open", 4)
     assert app._interval() == 0.01  # 4 streams x 100 writes/s: within the budget
