@@ -91,9 +91,10 @@ class Request:
 
 
 class Gateway:
-    def __init__(self, settings: GatewaySettings, log_level: str = "info", host: str = "127.0.0.1"):
-        logs.setup("gateway", log_level)
-        self.settings, self.host = settings, host
+    def __init__(self, settings: GatewaySettings, process: ProcessSettings | None = None):
+        self.process = process or ProcessSettings()
+        logs.setup("gateway", self.process.log_level)
+        self.settings = settings
         self.grpc_servers: list = []
         self.router = backends.Router(backends.load(settings))
         self.upstream = Upstream(settings)
@@ -139,7 +140,7 @@ class Gateway:
                         # imported only when served: its messages share full names with tensorflow-serving-api's,
                         # which a process cannot load twice (a test process may hold the real client's)
                         from services.gateway import grpc_api
-                        self.grpc_servers = await grpc_api.start(self, self.host, self.settings.grpc_tfs_port,
+                        self.grpc_servers = await grpc_api.start(self, self.process.host, self.settings.grpc_tfs_port,
                                                                  self.settings.grpc_v2_port,
                                                                  self.settings.max_body_bytes)
                 except Exception as exc:  # noqa: BLE001 - e.g. a port that cannot be bound: refuse to start
@@ -148,8 +149,7 @@ class Gateway:
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
                 # gRPC calls in flight get the same grace as HTTP's (gunicorn's graceful timeout)
-                await asyncio.gather(*(s.stop(grace=ProcessSettings.from_env().graceful_timeout)
-                                       for s in self.grpc_servers))
+                await asyncio.gather(*(s.stop(grace=self.process.graceful_timeout) for s in self.grpc_servers))
                 self.upstream.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -284,8 +284,7 @@ def create_app(settings: GatewaySettings | None = None):
     """The ASGI app, its settings read from the environment now unless given; wrapped in Starlette's CORS
     middleware when ``GATEWAY_CORS_ORIGINS`` lists origins."""
     settings = settings or GatewaySettings.from_env()
-    process = ProcessSettings.from_env()
-    app = Gateway(settings, process.log_level, process.host)
+    app = Gateway(settings, ProcessSettings.from_env())
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:
         from starlette.middleware.cors import CORSMiddleware

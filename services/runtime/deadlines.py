@@ -22,9 +22,6 @@ class Budget:
     set_by_client: bool = False
     sock: socket.socket | None = None
 
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
     def client_gone(self) -> bool:
         """The client closed its connection (a read would return end of file). Data waiting (a pipelined
         request) or nothing yet both mean it is still there."""

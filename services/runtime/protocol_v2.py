@@ -95,23 +95,8 @@ def repository_index():
     return json_response(out)
 
 
-@bp.post("/v2/repository/models/<name>/load")
-def repository_load(name):
-    _control_body()
-    repo().check_name(name)
-    repo().load(name)
-    return json_response({})
-
-
-@bp.post("/v2/repository/models/<name>/unload")
-def repository_unload(name):
-    _control_body()
-    repo().check_name(name)
-    repo().unload(name)
-    return json_response({})
-
-
-def _control_body() -> None:
+@bp.post("/v2/repository/models/<name>/<any(load, unload):action>")
+def repository_control(name, action):
     """Triton's load and unload take optional parameters; a model's config or files cannot be sent here: the
     repository on disk is what loads."""
     body = json_body(optional=True)
@@ -120,6 +105,8 @@ def _control_body() -> None:
     if not isinstance(params, dict):
         raise ApiError("'parameters' must be a JSON object", field="parameters")
     native.unknown_in(params, ["unload_dependents"], {}, "parameter")
+    (repo().load if action == "load" else repo().unload)(name)
+    return json_response({})
 
 
 @bp.get("/v2/models/stats")

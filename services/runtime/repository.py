@@ -188,6 +188,7 @@ class ModelRepository:
     def load(self, name: str) -> None:
         """Triton's load: the model serves again (a new version on disk is picked up now); raises Unavailable
         when no version of it loads."""
+        self.check_name(name)
         self._change_control(name, unload=False)
         self.refresh(only=name)
         if not self.loaded[name]:
@@ -196,6 +197,7 @@ class ModelRepository:
 
     def unload(self, name: str) -> None:
         """Triton's unload: every version goes once its in-flight requests finish, until ``load``."""
+        self.check_name(name)
         self._change_control(name, unload=True)
         self.refresh(only=name)
 
