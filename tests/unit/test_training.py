@@ -46,8 +46,10 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
                                timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         assert proc2.returncode == 0, proc2.stdout[-2000:] + proc2.stderr[-4000:]
         assert "resumed at pass 0 batch 40, step 40" in proc2.stdout
+        assert "the mean of the last 2 checkpoints: validation nll" in proc2.stdout  # averaged, kept if better
         m2 = load_and_verify(out / "translation_transformer" / "2")
         assert m2["training"]["steps"] == 80 and len(m2["training"]["stretches"]) == 2
+        assert m2["metrics"]["averaged_checkpoints"] in (1, 2)
         assert m2["preprocessing"]["tokenizer"] == "sentencepiece" and (out / "translation_transformer" / "2" /
                                                                         "spm.model").exists()
 
