@@ -270,14 +270,14 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     history_path = run_dir / "history.csv"
     stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"]}
     t_start = time.monotonic()
-    t_ckpt = t_last = t_start
+    t_last = t_start
     active = 0.0  # seconds spent training since the last checkpoint: a paused process (kill -STOP) is not counted
     recent, recent_tokens, t_recent = [], 0, time.monotonic()
     max_steps = state["step"] + 40 if opts.quick else None  # quick: 40 steps a stretch
     done = False
 
     def checkpoint(now: float) -> None:
-        nonlocal recent, recent_tokens, t_recent, t_ckpt, active
+        nonlocal recent, recent_tokens, t_recent, active
         state["train_seconds"] += active
         active = 0.0
         val = validation_loss()
@@ -291,7 +291,6 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
         ckpt.save(model, optimizer, state)
         log(f"{kind}: checkpoint at step {state['step']}, validation nll {val:.3f}")
         recent, recent_tokens, t_recent = [], 0, time.monotonic()
-        t_ckpt = time.monotonic()
 
     batches: list = []
     while state["epoch"] < passes and not done:
@@ -314,7 +313,7 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
                     f"train nll {np.mean(recent):.3f}, {recent_tokens / (now - t_recent):.0f} target tokens/s")
             elapsed = now - t_start
             stretch_over = stretch_minutes is not None and elapsed >= stretch_minutes * 60
-            if (now - t_ckpt >= checkpoint_minutes * 60 or stretch_over
+            if (active >= checkpoint_minutes * 60 or stretch_over
                     or (max_steps and state["step"] >= max_steps)):
                 checkpoint(now)
                 if stretch_over or (max_steps and state["step"] >= max_steps):
