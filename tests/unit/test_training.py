@@ -52,6 +52,18 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         assert m2["metrics"]["averaged_checkpoints"] in (1, 2)
         assert m2["preprocessing"]["tokenizer"] == "sentencepiece" and (out / "translation_transformer" / "2" /
                                                                         "spm.model").exists()
+        # the GPU route (training/translation_gpu.py) on this machine's backend: pack, a few steps, unpack
+        run_dir = tmp_path / "runs" / "translation-quick" / "transformer"
+        gpu = [sys.executable, "-m", "training.translation_gpu"]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "KERAS_BACKEND": "tensorflow"}
+        for args in (["pack", "--quick", "--no-wheels", "--run-dir", str(run_dir), "--out", str(tmp_path / "pack")],
+                     ["train", "--pack", str(tmp_path / "pack"), "--out", str(tmp_path / "device"), "--minutes", "0",
+                      "--epoch-steps", "5"],
+                     ["unpack", str(tmp_path / "device"), "--run-dir", str(run_dir)]):
+            p = subprocess.run(gpu + args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+            assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+        state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+        assert state["step"] == 85 and state["stretches"][-1]["device"] == "cpu (tensorflow)"
 
 
 def test_altered_or_missing_source_fails_with_one_clear_message(tmp_path, monkeypatch):

@@ -27,21 +27,14 @@ from modelcore.translation import TranslationModel, translate_batch
 from training import mt_corpus
 from training.common import JobOptions, Timer, log, seed_everything, write_json
 from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
+from training.jobs.translation_core import (CONFIGS, LABEL_SMOOTHING, MAX_TOKENS, PEAK_LR, POSITIONS, TOKENS_PER_BATCH,
+                                            WARMUP_STEPS, build_model, epoch_batches, make_arrays, smoothed_loss,
+                                            warmup_inverse_sqrt)
 
-MAX_TOKENS = 64  # subword pieces a side; longer training pairs are dropped, longer inputs cut
-POSITIONS = 2 * MAX_TOKENS + 2  # the Transformer's learned position table (source cut to 64, target up to 128)
 EVERYDAY_REPEATS = 3  # Ding's everyday sentences are the scarcest and the ones users type first
 BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
-CONFIGS = {
-    "transformer": dict(d=128, heads=4, d_ff=512, layers_n=3),
-    "seq2seq": dict(emb=128, units=256),
-}
 QUICK_CONFIGS = {"transformer": dict(d=32, heads=2, d_ff=64, layers_n=1), "seq2seq": dict(emb=16, units=32)}
-PEAK_LR = {"transformer": 1e-3, "seq2seq": 2e-3}
-WARMUP_STEPS = 800
 PAUSED_AFTER = 60.0  # a step takes about half a second: a longer gap is a pause, not training
-TOKENS_PER_BATCH = 2500  # target tokens a batch (padding included)
-LABEL_SMOOTHING = 0.1
 # the weights exported are the mean of the last checkpoints' when that lowers validation loss (Vaswani et al.
 # averaged the last 5 checkpoints, written every 10 minutes); training itself resumes from the last one
 AVERAGE_LAST = 5
@@ -87,39 +80,6 @@ def tokenizer_for(run_dir: Path, train: list, quick: bool) -> SubwordTokenizer:
         lines = [s for e, d, _ in train for s in (e, d)]
         SubwordTokenizer.train(lines, run_dir.parent / "spm", 500 if quick else 8000)
     return SubwordTokenizer(path)
-
-
-def epoch_batches(lengths: np.ndarray, epoch: int, seed: int, budget: int) -> list[np.ndarray]:
-    """One pass as batches of about ``budget`` target tokens: shuffled, bucketed by length within pools."""
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    batches = []
-    for p in range(0, len(order), 20_000):
-        pool = order[p:p + 20_000]
-        pool = pool[np.argsort(lengths[pool], kind="stable")]
-        start = 0
-        while start < len(pool):
-            longest = lengths[pool[start]]
-            end = start + 1
-            while end < len(pool) and (end - start + 1) * max(longest, lengths[pool[end]]) <= budget:
-                longest = max(longest, lengths[pool[end]])
-                end += 1
-            batches.append(pool[start:end])
-            start = end
-    return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def make_arrays(src: list[list[int]], tgt: list[list[int]], idx, bos: int, eos: int):
-    s = max(len(src[j]) for j in idx)
-    t = max(len(tgt[j]) for j in idx) + 1
-    xs = np.zeros((len(idx), s), np.int64)
-    xt = np.zeros((len(idx), t), np.int64)
-    yt = np.zeros((len(idx), t), np.int64)
-    for r, j in enumerate(idx):
-        xs[r, :len(src[j])] = src[j]
-        xt[r, :len(tgt[j]) + 1] = [bos] + tgt[j]
-        yt[r, :len(tgt[j]) + 1] = tgt[j] + [eos]
-    return xs, xt, yt
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -176,37 +136,15 @@ class Checkpoint:
         return json.loads((self.dir / "state.json").read_text())
 
 
-def warmup_inverse_sqrt(peak: float, warmup: int):
-    import keras
-
-    class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            step = keras.ops.maximum(keras.ops.cast(step, "float32"), 1.0)
-            return peak * keras.ops.minimum(step / warmup, keras.ops.sqrt(warmup / step))
-
-        def get_config(self):
-            return {"peak": peak, "warmup": warmup}
-    return Schedule()
-
-
-def build_model(kind: str, vocab: int, cfg: dict, dropout: float):
-    from training.jobs.translation_models import Seq2Seq, Transformer
-    if kind == "transformer":
-        return Transformer(vocab, max_len=POSITIONS, dropout=dropout, **cfg)
-    return Seq2Seq(vocab, dropout=dropout, **cfg)
-
-
-def smoothed_loss(logits, labels):
-    """Label-smoothed cross-entropy per real target token (padding, id 0, excluded) -> (that loss, the plain
-    cross-entropy per token, the number of real tokens)."""
-    import tensorflow as tf
-    logp = tf.nn.log_softmax(logits, axis=-1)
-    nll = -tf.gather(logp, labels, batch_dims=2)
-    uniform = -tf.reduce_mean(logp, axis=-1)
-    mask = tf.cast(tf.not_equal(labels, 0), logp.dtype)
-    per_token = (1 - LABEL_SMOOTHING) * nll + LABEL_SMOOTHING * uniform
-    n = tf.reduce_sum(mask)
-    return tf.reduce_sum(per_token * mask) / n, tf.reduce_sum(nll * mask) / n, n
+def encode_splits(ds: dict, tok: SubwordTokenizer) -> tuple[list, list, list, list]:
+    """-> training sources and targets as piece ids (everyday pairs repeated; pairs over ``MAX_TOKENS`` pieces
+    dropped), and the validation split's (cut to ``MAX_TOKENS``)."""
+    rows = [r for r in ds["train"] for _ in range(EVERYDAY_REPEATS if r[2] == "everyday" else 1)]
+    src, tgt = tok.encode_many([r[0] for r in rows]), tok.encode_many([r[1] for r in rows])
+    keep = [i for i in range(len(src)) if 0 < len(src[i]) <= MAX_TOKENS and 0 < len(tgt[i]) <= MAX_TOKENS]
+    val_src = [s[:MAX_TOKENS] for s in tok.encode_many([r[0] for r in ds["validation"]])]
+    val_tgt = [t[:MAX_TOKENS] for t in tok.encode_many([r[1] for r in ds["validation"]])]
+    return [src[i] for i in keep], [tgt[i] for i in keep], val_src, val_tgt
 
 
 def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordTokenizer, stretch_minutes: float | None,
@@ -216,18 +154,11 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     import tensorflow as tf
 
     cfg = (QUICK_CONFIGS if opts.quick else CONFIGS)[kind]
-    train_rows = [r for r in ds["train"] for _ in range(EVERYDAY_REPEATS if r[2] == "everyday" else 1)]
-    src = tok.encode_many([r[0] for r in train_rows])
-    tgt = tok.encode_many([r[1] for r in train_rows])
-    keep = [i for i in range(len(src)) if 0 < len(src[i]) <= MAX_TOKENS and 0 < len(tgt[i]) <= MAX_TOKENS]
-    src, tgt = [src[i] for i in keep], [tgt[i] for i in keep]
+    src, tgt, val_src, val_tgt = encode_splits(ds, tok)
     lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
-    val_src = [s[:MAX_TOKENS] for s in tok.encode_many([r[0] for r in ds["validation"]])]
-    val_tgt = [t[:MAX_TOKENS] for t in tok.encode_many([r[1] for r in ds["validation"]])]
     val_batches = [np.arange(i, min(i + 64, len(val_src))) for i in range(0, len(val_src), 64)]
     budget = 600 if opts.quick else TOKENS_PER_BATCH
-    log(f"{kind}: {len(src):,} training pairs ({len(train_rows) - len(keep)} over {MAX_TOKENS} pieces dropped), "
-        f"vocabulary {len(tok)}, {cfg}")
+    log(f"{kind}: {len(src):,} training pairs, vocabulary {len(tok)}, {cfg}")
 
     seed_everything(opts.seed)
     model = build_model(kind, len(tok), cfg, dropout=0.1)
@@ -567,10 +498,10 @@ def write_report(path: Path, name: str, metrics: dict, stretches: list, history:
         b = metrics["baseline"]
         lines += ["", f"The newest shipped version before this run (v{b['version']}) on the same test, beam 4: "
                       f"BLEU {b['bleu']}, chrF {b['chrf']}."]
-    lines += ["", "## Stretches of training", "", "| started (UTC) | steps | validation loss at the end |",
-              "|---|---|---|"]
+    lines += ["", "## Stretches of training", "", "| started (UTC) | steps | validation loss at the end | where |",
+              "|---|---|---|---|"]
     lines += [f"| {s['started']} | {s['from_step']:,} -> {s.get('to_step', s['from_step']):,} | "
-              f"{s.get('val_nll', '')} |" for s in stretches]
+              f"{s.get('val_nll', '')} | {s.get('device', 'CPU')} |" for s in stretches]
     lines += ["", "## Everyday sentences (beam 4)", "", "| English | German |", "|---|---|"]
     lines += [f"| {e} | {d} |" for e, d in everyday]
     Path(path).write_text("\n".join(lines) + "\n", "utf-8")
