@@ -1,5 +1,5 @@
-"""Training the translation Transformer further on a GPU machine, in one prepared device call; the weights come
-back here, where they are exported through the usual parity gate and published only if they beat the shipped
+"""Training a translation model (the Transformer, or the seq2seq with ``--model seq2seq``) on a GPU machine, in
+one prepared device call, from its CPU run's checkpoint when there is one; the weights come back here, where they are exported through the usual parity gate and published only if they beat the shipped
 version.
 
     here:    .venv/bin/python -m training.translation_gpu pack     # writes .gpu/ and prints the call to make
@@ -38,7 +38,7 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ here: pack
-def pack(run_dir: Path, out: Path, wheels: bool, quick: bool) -> None:
+def pack(kind: str, run_dir: Path, out: Path, wheels: bool, quick: bool) -> None:
     from training.jobs import translation as job
     from training.jobs.translation_core import CONFIGS, PEAK_LR, WARMUP_STEPS
 
@@ -59,10 +59,10 @@ def pack(run_dir: Path, out: Path, wheels: bool, quick: bool) -> None:
         shutil.copy(ckpt / "model.weights.h5", out / "start.weights.h5")
         shutil.copy(ckpt / "optimizer.npz", out / "start.optimizer.npz")
         state = json.loads((ckpt / "state.json").read_text())
-    cfg = job.QUICK_CONFIGS["transformer"] if quick else CONFIGS["transformer"]
+    cfg = job.QUICK_CONFIGS[kind] if quick else CONFIGS[kind]
     (out / "job.json").write_text(json.dumps({
-        "kind": "transformer", "cfg": cfg, "vocab": len(tok), "bos": tok.bos_id, "eos": tok.eos_id,
-        "peak_lr": PEAK_LR["transformer"], "warmup": 50 if quick else WARMUP_STEPS, "start_step": state["step"],
+        "kind": kind, "cfg": cfg, "vocab": len(tok), "bos": tok.bos_id, "eos": tok.eos_id,
+        "peak_lr": PEAK_LR[kind], "warmup": 50 if quick else WARMUP_STEPS, "start_step": state["step"],
         "tokens_per_batch": 600 if quick else GPU_TOKENS_PER_BATCH}, indent=1))
     if wheels:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
@@ -71,7 +71,7 @@ def pack(run_dir: Path, out: Path, wheels: bool, quick: bool) -> None:
                         "-d", str(out / "wheels"), *WHEELS], check=True)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     log(f"packed {len(src):,} training pairs from step {state['step']:,} into {out} ({size / 2**20:.1f} MiB)")
-    print(DEVICE_CALL)
+    print(DEVICE_CALL.replace("MODEL", kind))
 
 
 DEVICE_CALL = """
@@ -87,8 +87,8 @@ run(carry=[".gpu"], timeout_s=600, command=
       KERAS_BACKEND=torch python3 -m training.translation_gpu train --minutes 4 --out $OUT)")
 
     git reset -q exported_models && sed -i '\\#^/exported_models/$#d' .git/info/exclude
-    .venv/bin/python -m training.translation_gpu unpack FILES_AT
-    .venv/bin/python -m training translation --model transformer --export-now
+    .venv/bin/python -m training.translation_gpu unpack FILES_AT --model MODEL
+    .venv/bin/python -m training translation --model MODEL --export-now
 """
 
 
@@ -277,7 +277,7 @@ def unpack(files: Path, run_dir: Path) -> None:
         "train_nll": last["train_nll"], "val_nll": last["val_nll"],
         "tokens_per_second": round(result["steps"] * result["tokens_per_batch"] / max(result["seconds"], 1e-9), 1)})
     log(f"checkpoint at step {state['step']:,} from {stretch['device']}; now: python -m training translation "
-        f"--model transformer --export-now")
+        f"--model {result['kind']} --export-now")
 
 
 def main(argv=None) -> int:
@@ -285,10 +285,11 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("pack")
+    a.add_argument("--model", choices=("transformer", "seq2seq"), default="transformer")
     a.add_argument("--out", type=Path, default=PACK)
     a.add_argument("--no-wheels", action="store_true", help="skip downloading Keras for the device")
     a.add_argument("--quick", action="store_true", help="tests: the quick run's corpus and model")
-    a.add_argument("--run-dir", type=Path, help="the Transformer's run folder (default: the translation run's)")
+    a.add_argument("--run-dir", type=Path, help="the model's run folder (default: the translation run's)")
     t = sub.add_parser("train")
     t.add_argument("--pack", type=Path, default=PACK)
     t.add_argument("--out", type=Path, required=True)
@@ -296,16 +297,17 @@ def main(argv=None) -> int:
     t.add_argument("--epoch-steps", type=int, default=500, help="steps between validations and saves")
     u = sub.add_parser("unpack")
     u.add_argument("files", type=Path)
-    u.add_argument("--run-dir", type=Path, help="the Transformer's run folder (default: the translation run's)")
+    u.add_argument("--model", choices=("transformer", "seq2seq"), default="transformer")
+    u.add_argument("--run-dir", type=Path, help="the model's run folder (default: the translation run's)")
     args = p.parse_args(argv)
     if args.cmd == "train":
         train(args.pack, args.out, args.minutes, args.epoch_steps)
         return 0
     from training.common import JobOptions
     from training.jobs import translation as job
-    run_dir = args.run_dir or job.runs_root(JobOptions(family="translation")) / "transformer"
+    run_dir = args.run_dir or job.runs_root(JobOptions(family="translation")) / args.model
     if args.cmd == "pack":
-        pack(run_dir, args.out, not args.no_wheels, args.quick)
+        pack(args.model, run_dir, args.out, not args.no_wheels, args.quick)
     else:
         unpack(args.files, run_dir)
     return 0
