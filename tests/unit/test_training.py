@@ -193,3 +193,9 @@ def test_a_transposed_copy_of_a_constant_is_stored_once(tmp_path):
     assert [i.name for i in model.graph.initializer] == ["E"]
     after = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, ids)[0]
     assert np.array_equal(before, after)
+
+
+def test_looping_translations_are_counted():
+    from training.jobs.translation import loops
+    assert loops("ein bisschen ein bisschen ein bisschen viel") and loops("sehr sehr sehr gut")
+    assert not loops("Ich habe meine Schlüssel verloren.") and not loops("ja ja nein ja ja")

@@ -363,8 +363,16 @@ def preprocessing(kind: str, cfg: dict) -> dict:
     return pre
 
 
+def loops(text: str) -> bool:
+    """Whether a translation repeats a word, or a pair of words, three times in a row."""
+    w = text.split()
+    return (any(w[i] == w[i + 1] == w[i + 2] for i in range(len(w) - 2))
+            or any(w[i:i + 2] == w[i + 2:i + 4] == w[i + 4:i + 6] for i in range(len(w) - 5)))
+
+
 def evaluate(model: TranslationModel, test: list, beam_sizes=(1, 4)) -> dict:
-    """Corpus BLEU and chrF (sacrebleu) overall and per domain, for each beam width."""
+    """Corpus BLEU and chrF (sacrebleu) overall and per domain, and the outputs that loop (``loops``), for each
+    beam width."""
     import sacrebleu
     srcs, refs, domains = [r[0] for r in test], [r[1] for r in test], [r[2] for r in test]
     out = {"bleu_tool": f"sacrebleu {sacrebleu.__version__} corpus_bleu 13a, corpus_chrf"}
@@ -375,7 +383,7 @@ def evaluate(model: TranslationModel, test: list, beam_sizes=(1, 4)) -> dict:
         hyps_by_beam[beam] = hyps
         res = {"bleu": round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2),
                "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2), "decode_seconds": round(t.seconds, 1),
-               "domains": {}}
+               "looping_outputs": sum(loops(h) for h in hyps), "domains": {}}
         for dom in sorted(set(domains)):
             h = [x for x, d in zip(hyps, domains) if d == dom]
             r = [x for x, d in zip(refs, domains) if d == dom]
@@ -430,6 +438,7 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
     better = baseline is None or (b4["bleu"] > baseline["bleu"] and b4["chrf"] > baseline["chrf"])
     metrics = {"bleu_beam4": b4["bleu"], "chrf_beam4": b4["chrf"], "bleu_greedy": scores["beam1"]["bleu"],
                "chrf_greedy": scores["beam1"]["chrf"], "domains_beam4": b4["domains"],
+               "looping_outputs_beam4": b4["looping_outputs"],
                "domains_greedy": scores["beam1"]["domains"], "test_pairs": len(test),
                "bleu_tool": scores["bleu_tool"], "bar": {"bleu": BARS[name]},
                "meets_bar": b4["bleu"] >= BARS[name], "parameters": int(model.count_params()),
@@ -494,6 +503,9 @@ def write_report(path: Path, name: str, metrics: dict, stretches: list, history:
         lines.append(f"| {dom} | {b4['pairs']} | {g['bleu']} | {g['chrf']} | {b4['bleu']} | {b4['chrf']} |")
     lines.append(f"| all | {metrics['test_pairs']} | {metrics['bleu_greedy']} | {metrics['chrf_greedy']} | "
                  f"{metrics['bleu_beam4']} | {metrics['chrf_beam4']} |")
+    if "looping_outputs_beam4" in metrics:
+        lines += ["", f"Outputs that repeat a word or a word pair three times in a row (beam 4): "
+                      f"{metrics['looping_outputs_beam4']} of {metrics['test_pairs']}."]
     if metrics.get("baseline"):
         b = metrics["baseline"]
         lines += ["", f"The newest shipped version before this run (v{b['version']}) on the same test, beam 4: "
