@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACK = ROOT / ".gpu"  # ignored by git; named in the device call's ``carry``
 LENGTHS = (16, 24, 32, 48, 65)  # padded lengths: one compiled step each (65: 64 pieces and the end marker)
 GPU_TOKENS_PER_BATCH = 16384
+PART_BYTES = 12 << 20  # a device call brings back files of at most 16 MiB
 # Keras for the device's Python (3.12), and what it needs that the device lacks
 WHEELS = ("keras==3.15.1", "namex==0.1.0", "optree==0.20.0")
 
@@ -166,7 +167,8 @@ def train(pack_dir: Path, out: Path, minutes: float, epoch_steps: int) -> None:
     optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(job["peak_lr"], job["warmup"]), beta_2=0.98,
                                       epsilon=1e-9, clipnorm=1.0)
     optimizer.build(model.trainable_variables)
-    restored = restore_optimizer(optimizer, pack_dir / "start.optimizer.npz")
+    restored = restore_optimizer(optimizer, [pack_dir / "start.optimizer.npz"] if (
+        pack_dir / "start.optimizer.npz").exists() else [])
     if not restored:
         optimizer.iterations.assign(job["start_step"])  # the schedule continues where the CPU left it
     log(f"from step {job['start_step']:,}, optimizer state {'restored' if restored else 'new'}")
@@ -205,14 +207,12 @@ def train(pack_dir: Path, out: Path, minutes: float, epoch_steps: int) -> None:
     log(f"done: {history[-1] if history else 'no epoch finished'}")
 
 
-def restore_optimizer(optimizer, path: Path) -> bool:
-    """The CPU checkpoint's Adam state, when it matches this optimizer's variables one for one."""
-    if not path.exists():
-        return False
-    saved = np.load(path)
-    values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-    if len(values) != len(optimizer.variables) or any(tuple(v.shape) != tuple(x.shape)
-                                                        for v, x in zip(optimizer.variables, values)):
+def restore_optimizer(optimizer, files: list[Path]) -> bool:
+    """Adam's state from ``files`` (one ``np.savez`` of every optimizer variable in order, or its parts), when
+    it matches this optimizer's variables one for one."""
+    values = [part[k] for f in files for part in [np.load(f)] for k in sorted(part.files, key=lambda k: int(k[4:]))]
+    if not values or len(values) != len(optimizer.variables) or any(
+            tuple(v.shape) != tuple(x.shape) for v, x in zip(optimizer.variables, values)):
         return False
     for var, value in zip(optimizer.variables, values):
         var.assign(value)
@@ -220,10 +220,25 @@ def restore_optimizer(optimizer, path: Path) -> bool:
 
 
 def save(model, optimizer, out: Path, result: dict) -> None:
+    """The weights, Adam's state in parts of at most ``PART_BYTES`` (what a device call brings back is limited
+    per file), and the result."""
     from keras import ops
     model.save_weights(out / "model.weights.h5")
-    np.savez(out / "optimizer.npz", *[ops.convert_to_numpy(v) for v in optimizer.variables])
+    for old in out.glob("optimizer-*.npz"):
+        old.unlink()
+    parts: list[list[np.ndarray]] = [[]]
+    for v in optimizer.variables:
+        value = ops.convert_to_numpy(v)
+        if parts[-1] and sum(x.nbytes for x in parts[-1]) + value.nbytes > PART_BYTES:
+            parts.append([])
+        parts[-1].append(value)
+    for i, part in enumerate(parts):
+        np.savez(out / f"optimizer-{i}.npz", *part)
     (out / "result.json").write_text(json.dumps(result, indent=1))
+
+
+def optimizer_parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("optimizer-*.npz"), key=lambda f: int(f.stem.split("-")[1]))
 
 
 def device_name() -> str:
@@ -258,7 +273,8 @@ def unpack(files: Path, run_dir: Path) -> None:
     optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(result["peak_lr"], result["warmup"]), beta_2=0.98,
                                       epsilon=1e-9, clipnorm=1.0)
     optimizer.build(model.trainable_variables)
-    if not restore_optimizer(optimizer, files / "optimizer.npz"):
+    restored = restore_optimizer(optimizer, optimizer_parts(files))
+    if not restored:
         optimizer.iterations.assign(result["start_step"] + result["steps"])
     last = result["history"][-1]
     stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"],
@@ -276,7 +292,8 @@ def unpack(files: Path, run_dir: Path) -> None:
         "target_tokens": state["target_tokens"], "hours": round(state["train_seconds"] / 3600, 3),
         "train_nll": last["train_nll"], "val_nll": last["val_nll"],
         "tokens_per_second": round(result["steps"] * result["tokens_per_batch"] / max(result["seconds"], 1e-9), 1)})
-    log(f"checkpoint at step {state['step']:,} from {stretch['device']}; now: python -m training translation "
+    log(f"checkpoint at step {state['step']:,} from {stretch['device']} (optimizer state "
+        f"{'restored' if restored else 'new'}); now: python -m training translation "
         f"--model {result['kind']} --export-now")
 
 

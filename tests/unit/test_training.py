@@ -62,6 +62,7 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
                      ["unpack", str(tmp_path / "device"), "--run-dir", str(run_dir)]):
             p = subprocess.run(gpu + args, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
             assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-4000:]
+        assert "(optimizer state restored)" in p.stdout
         state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
         assert state["step"] == 85 and state["stretches"][-1]["device"] == "cpu (tensorflow)"
 
