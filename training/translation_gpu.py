@@ -2,7 +2,8 @@
 one prepared device call, from its CPU run's checkpoint when there is one; the weights come back here, where they are exported through the usual parity gate and published only if they beat the shipped
 version.
 
-    here:    .venv/bin/python -m training.translation_gpu pack     # writes .gpu/ and prints the call to make
+    here:    .venv/bin/python -m training.translation_gpu pack     # with the CPU run stopped: its checkpoint
+                                                                   # goes into .gpu/; prints the call to make
     device:  the printed call: python3 -m training.translation_gpu train --minutes 6 --out $OUT
     here:    .venv/bin/python -m training.translation_gpu unpack DIR   # DIR: the call's files
              .venv/bin/python -m training translation --model transformer --export-now
