@@ -1,6 +1,6 @@
 """Training a translation model (the Transformer, or the seq2seq with ``--model seq2seq``) on a GPU machine, in
-one prepared device call, from its CPU run's checkpoint when there is one; the weights come back here, where they are exported through the usual parity gate and published only if they beat the shipped
-version.
+one prepared device call, from its CPU run's checkpoint when there is one; the weights come back here, where
+they are exported through the usual parity gate and published only if they beat the shipped version.
 
     here:    .venv/bin/python -m training.translation_gpu pack     # with the CPU run stopped: its checkpoint
                                                                    # goes into .gpu/; prints the call to make
