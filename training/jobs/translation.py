@@ -417,7 +417,7 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tok = tokenizer_for(run_dir, ds["train"], opts.quick)
-    passes = opts.epochs or (1 if opts.quick else 30)
+    passes = opts.epochs or (1 if opts.quick else 200)  # in effect, until stretches stop it
     model, cfg, state = train(kind, opts, run_dir, ds, tok, opts.stretch_minutes, opts.checkpoint_minutes,
                               0 if opts.export_now else passes)
     stage = staging_dir()
