@@ -65,7 +65,8 @@ class _FromEnv:
 class ProcessSettings(_FromEnv):
     """Every process: the services and the gateway under gunicorn."""
     host: str = setting("HOST", "0.0.0.0", "bind address (`python -m services NAME`; `make serve` binds 127.0.0.1)")
-    port: int | None = setting("PORT", None, "service port (`GATEWAY_PORT` for the gateway)",
+    port: int | None = setting("PORT", None, "service port (`GATEWAY_PORT` for the gateway; `make serve` numbers the "
+                               "services from `SERVICE_BASE_PORT`, 9001)",
                                shown="mnist 9001 ... gan 9005")
     gateway_port: int = setting("GATEWAY_PORT", 8080, "gateway port")
     workers: int | None = setting("WEB_CONCURRENCY", None, "gunicorn workers; each has its own batchers and "
