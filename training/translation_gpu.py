@@ -55,12 +55,11 @@ def pack(kind: str, run_dir: Path, out: Path, wheels: bool, quick: bool) -> None
         flat[name] = np.concatenate([np.asarray(s, np.uint16) for s in seqs])
         flat[name + "_len"] = np.array([len(s) for s in seqs], np.int32)
     np.savez_compressed(out / "pairs.npz", **flat)
-    state = {"step": 0}
-    ckpt = run_dir / "checkpoint"
-    if (ckpt / "state.json").exists():
-        shutil.copy(ckpt / "model.weights.h5", out / "start.weights.h5")
-        shutil.copy(ckpt / "optimizer.npz", out / "start.optimizer.npz")
-        state = json.loads((ckpt / "state.json").read_text())
+    ckpt = job.Checkpoint(run_dir)
+    state = ckpt.state()
+    if ckpt.exists():
+        shutil.copy(ckpt.dir / "model.weights.h5", out / "start.weights.h5")
+        shutil.copy(ckpt.dir / "optimizer.npz", out / "start.optimizer.npz")
     cfg = job.QUICK_CONFIGS[kind] if quick else CONFIGS[kind]
     (out / "job.json").write_text(json.dumps({
         "kind": kind, "cfg": cfg, "vocab": len(tok), "bos": tok.bos_id, "eos": tok.eos_id,
@@ -153,7 +152,7 @@ def train(pack_dir: Path, out: Path, minutes: float, epoch_steps: int) -> None:
     import keras
     from keras import ops
 
-    from training.jobs.translation_core import build_model, smoothed_loss, warmup_inverse_sqrt
+    from training.jobs.translation_core import build_model, make_optimizer, restore_optimizer, smoothed_loss
 
     job = json.loads((pack_dir / "job.json").read_text())
     data = np.load(pack_dir / "pairs.npz")
@@ -162,14 +161,10 @@ def train(pack_dir: Path, out: Path, minutes: float, epoch_steps: int) -> None:
     log(f"backend {keras.backend.backend()} on {device_name()}, {len(src):,} training pairs, {job['cfg']}")
 
     model = build_model(job["kind"], job["vocab"], job["cfg"], dropout=0.1)
-    model((np.zeros((1, 4), np.int32), np.zeros((1, 4), np.int32)))
     if (pack_dir / "start.weights.h5").exists():
         model.load_weights(pack_dir / "start.weights.h5")
-    optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(job["peak_lr"], job["warmup"]), beta_2=0.98,
-                                      epsilon=1e-9, clipnorm=1.0)
-    optimizer.build(model.trainable_variables)
-    restored = restore_optimizer(optimizer, [pack_dir / "start.optimizer.npz"] if (
-        pack_dir / "start.optimizer.npz").exists() else [])
+    optimizer = make_optimizer(model, job["peak_lr"], job["warmup"])
+    restored = restore_optimizer(optimizer, list(pack_dir.glob("start.optimizer.npz")))
     if not restored:
         optimizer.iterations.assign(job["start_step"])  # the schedule continues where the CPU left it
     log(f"from step {job['start_step']:,}, optimizer state {'restored' if restored else 'new'}")
@@ -206,18 +201,6 @@ def train(pack_dir: Path, out: Path, minutes: float, epoch_steps: int) -> None:
               validation_data=batches(val_src, val_tgt, 8192, job["bos"], job["eos"], 0),
               validation_steps=len(plan(val_src, val_tgt, 8192, 0)))
     log(f"done: {history[-1] if history else 'no epoch finished'}")
-
-
-def restore_optimizer(optimizer, files: list[Path]) -> bool:
-    """Adam's state from ``files`` (one ``np.savez`` of every optimizer variable in order, or its parts), when
-    it matches this optimizer's variables one for one."""
-    values = [part[k] for f in files for part in [np.load(f)] for k in sorted(part.files, key=lambda k: int(k[4:]))]
-    if not values or len(values) != len(optimizer.variables) or any(
-            tuple(v.shape) != tuple(x.shape) for v, x in zip(optimizer.variables, values)):
-        return False
-    for var, value in zip(optimizer.variables, values):
-        var.assign(value)
-    return True
 
 
 def save(model, optimizer, out: Path, result: dict) -> None:
@@ -257,23 +240,17 @@ def unpack(files: Path, run_dir: Path) -> None:
     """The device's weights and optimizer state become the run's checkpoint (the next stretch or
     ``--export-now`` starts from them); the older snapshots go, since averaging across the jump would mix
     two different models."""
-    import keras
-
     from training.jobs import translation as job
-    from training.jobs.translation_core import build_model, warmup_inverse_sqrt
+    from training.jobs.translation_core import build_model, make_optimizer, restore_optimizer
 
     result = json.loads((files / "result.json").read_text())
     ckpt = job.Checkpoint(run_dir)
-    state = json.loads((ckpt.dir / "state.json").read_text()) if ckpt.exists() else {
-        "epoch": 0, "batch": 0, "step": 0, "target_tokens": 0, "train_seconds": 0.0, "stretches": []}
+    state = ckpt.state()
     if state["step"] != result["start_step"]:
         raise SystemExit(f"the device started from step {result['start_step']}, the checkpoint is at {state['step']}")
     model = build_model(result["kind"], result["vocab"], result["cfg"], dropout=0.1)
-    model((np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64)))
     model.load_weights(files / "model.weights.h5")
-    optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(result["peak_lr"], result["warmup"]), beta_2=0.98,
-                                      epsilon=1e-9, clipnorm=1.0)
-    optimizer.build(model.trainable_variables)
+    optimizer = make_optimizer(model, result["peak_lr"], result["warmup"])
     restored = restore_optimizer(optimizer, optimizer_parts(files))
     if not restored:
         optimizer.iterations.assign(result["start_step"] + result["steps"])
@@ -287,8 +264,8 @@ def unpack(files: Path, run_dir: Path) -> None:
     if ckpt.snapshots.exists():
         shutil.rmtree(ckpt.snapshots)
     ckpt.save(model, optimizer, state)
-    before = job.read_history(run_dir / "history.csv") if (run_dir / "history.csv").exists() else []
-    job._append_history(run_dir / "history.csv", {
+    before = job.read_history(run_dir / "history.csv")
+    job.append_history(run_dir / "history.csv", {
         "step": state["step"], "pass": before[-1]["pass"] if before else 0.0,  # the CPU's data position: unchanged
         "target_tokens": state["target_tokens"], "hours": round(state["train_seconds"] / 3600, 3),
         "train_nll": last["train_nll"], "val_nll": last["val_nll"],

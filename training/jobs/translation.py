@@ -28,8 +28,8 @@ from training import mt_corpus
 from training.common import JobOptions, Timer, log, seed_everything, write_json
 from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
 from training.jobs.translation_core import (CONFIGS, LABEL_SMOOTHING, MAX_TOKENS, PEAK_LR, POSITIONS, TOKENS_PER_BATCH,
-                                            WARMUP_STEPS, build_model, epoch_batches, make_arrays, smoothed_loss,
-                                            warmup_inverse_sqrt)
+                                            WARMUP_STEPS, build_model, epoch_batches, make_arrays, make_optimizer,
+                                            restore_optimizer, smoothed_loss)
 
 EVERYDAY_REPEATS = 3  # Ding's everyday sentences are the scarcest and the ones users type first
 BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
@@ -128,11 +128,13 @@ class Checkpoint:
 
     def load(self, model, optimizer) -> dict:
         model.load_weights(str(self.dir / "model.weights.h5"))
-        saved = np.load(self.dir / "optimizer.npz")
-        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
-        assert len(values) == len(optimizer.variables), "optimizer state does not match the model"
-        for var, value in zip(optimizer.variables, values):
-            var.assign(value)
+        assert restore_optimizer(optimizer, [self.dir / "optimizer.npz"]), "optimizer state does not match the model"
+        return self.state()
+
+    def state(self) -> dict:
+        """The loop state saved last, or a new run's."""
+        if not self.exists():
+            return {"epoch": 0, "batch": 0, "step": 0, "target_tokens": 0, "train_seconds": 0.0, "stretches": []}
         return json.loads((self.dir / "state.json").read_text())
 
 
@@ -162,13 +164,9 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
 
     seed_everything(opts.seed)
     model = build_model(kind, len(tok), cfg, dropout=0.1)
-    optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(PEAK_LR[kind], 50 if opts.quick else WARMUP_STEPS),
-                                      beta_2=0.98, epsilon=1e-9, clipnorm=1.0)
-    xs, xt, _ = make_arrays(src, tgt, [0, 1], tok.bos_id, tok.eos_id)
-    model((xs, xt))
-    optimizer.build(model.trainable_variables)
+    optimizer = make_optimizer(model, PEAK_LR[kind], 50 if opts.quick else WARMUP_STEPS)
     ckpt = Checkpoint(run_dir)
-    state = {"epoch": 0, "batch": 0, "step": 0, "target_tokens": 0, "train_seconds": 0.0, "stretches": []}
+    state = ckpt.state()
     if ckpt.exists():
         state = ckpt.load(model, optimizer)
         log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
@@ -212,7 +210,7 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
         state["train_seconds"] += active
         active = 0.0
         val = validation_loss()
-        _append_history(history_path, {
+        append_history(history_path, {
             "step": state["step"], "pass": round(state["epoch"] + state["batch"] / max(len(batches), 1), 3),
             "target_tokens": state["target_tokens"], "hours": round(state["train_seconds"] / 3600, 3),
             "train_nll": round(float(np.mean(recent)), 4), "val_nll": round(val, 4),
@@ -274,7 +272,7 @@ def average_if_better(kind: str, model, ckpt: Checkpoint, validation_loss) -> in
     return 1
 
 
-def _append_history(path: Path, row: dict) -> None:
+def append_history(path: Path, row: dict) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(row))

@@ -65,10 +65,35 @@ def warmup_inverse_sqrt(peak: float, warmup: int):
 
 
 def build_model(kind: str, vocab: int, cfg: dict, dropout: float):
+    """The model, built (its weights made, so a checkpoint can load into it)."""
     from training.jobs.translation_models import Seq2Seq, Transformer
     if kind == "transformer":
-        return Transformer(vocab, max_len=POSITIONS, dropout=dropout, **cfg)
-    return Seq2Seq(vocab, dropout=dropout, **cfg)
+        model = Transformer(vocab, max_len=POSITIONS, dropout=dropout, **cfg)
+    else:
+        model = Seq2Seq(vocab, dropout=dropout, **cfg)
+    model((np.zeros((1, 4), np.int64), np.zeros((1, 4), np.int64)))
+    return model
+
+
+def make_optimizer(model, peak: float, warmup: int):
+    """Adam as every backend trains with it, built for ``model`` (its state then has one fixed order, which
+    checkpoints keep and ``restore_optimizer`` reads back on any backend)."""
+    import keras
+    optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(peak, warmup), beta_2=0.98, epsilon=1e-9, clipnorm=1.0)
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def restore_optimizer(optimizer, files: list) -> bool:
+    """Adam's state from ``files`` (one ``np.savez`` of every optimizer variable in order, or its parts in
+    order), when it matches this optimizer's variables one for one."""
+    values = [part[k] for f in files for part in [np.load(f)] for k in sorted(part.files, key=lambda k: int(k[4:]))]
+    if not values or len(values) != len(optimizer.variables) or any(
+            tuple(v.shape) != tuple(x.shape) for v, x in zip(optimizer.variables, values)):
+        return False
+    for var, value in zip(optimizer.variables, values):
+        var.assign(value)
+    return True
 
 
 def smoothed_loss(logits, labels):
