@@ -1,7 +1,7 @@
 """Recompute BLEU through the API from the held-out pairs shipped next to the manifest.
 
     python -m bench.bleu --url http://127.0.0.1:8080 --model transformer --beam 4
-Reads exported_models/translation_MODEL/VERSION/test.tsv (English TAB German [TAB domain]), translates every English
+Reads exported_models/translation_MODEL/VERSION/test.tsv (English TAB German TAB domain), translates every English
 sentence with POST /api/translate (64 per request), and scores BLEU and chrF with sacrebleu, per domain too.
 
 ``--latency N`` then sends N held-out sentences of exactly ten words one at a time with the service's defaults
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     version = args.version or max(int(d.name) for d in root.iterdir() if d.name.isdigit())
     rows = [line.rstrip("\n").split("\t") for line in open(root / str(version) / "test.tsv", encoding="utf-8")]
     pairs = [(r[0], r[1]) for r in rows]
-    domains = [r[2] if len(r) > 2 else "all" for r in rows]  # version 1's file has no domain column
+    domains = [r[2] for r in rows]
     hyps, t0 = [], time.time()
     for i in range(0, len(pairs), 64):
         body = {"texts": [e for e, _ in pairs[i:i + 64]], "model": args.model, "beam_size": args.beam,

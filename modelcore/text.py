@@ -14,9 +14,6 @@ from pathlib import Path
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 
 _REVIEW_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
-_WORD_TOKEN = re.compile(r"\w+(?:['’]\w+)?|[^\w\s]", re.UNICODE)
-_NO_SPACE_BEFORE = set(".,!?;:)]}'\"%…»“")
-_NO_SPACE_AFTER = set("([{„\"«")
 
 
 def normalize(text: str) -> str:
@@ -27,20 +24,6 @@ def review_tokens(text: str) -> list[str]:
     """Lower-cased words of a review; HTML line breaks removed (IMDB has ``<br />``)."""
     text = normalize(text).lower().replace("<br />", " ").replace("<br/>", " ")
     return _REVIEW_TOKEN.findall(text)
-
-
-def word_tokens(text: str) -> list[str]:
-    """Cased words and punctuation marks (for translation)."""
-    return _WORD_TOKEN.findall(normalize(text))
-
-
-def detokenize(tokens: list[str]) -> str:
-    out = ""
-    for tok in tokens:
-        if out and not (tok in _NO_SPACE_BEFORE or tok[0] in "'" or out[-1] in _NO_SPACE_AFTER):
-            out += " "
-        out += tok
-    return out
 
 
 class Vocabulary:

@@ -6,12 +6,11 @@ Used by the translation service and by the training job's BLEU evaluation, so bo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from modelcore.decoding import BeamSearchJob, Row, Scheduler, pad_stack
-from modelcore.text import SubwordTokenizer, Vocabulary, detokenize, word_tokens
+from modelcore.text import SubwordTokenizer
 
 NO_REPEAT_NGRAM = 3  # no output repeats a 3-gram of pieces (nor a piece three times in a row)
 
@@ -22,19 +21,8 @@ class TranslationModel:
     def __init__(self, manifest: dict, version_dir: Path, encoder_sess, decoder_sess):
         pre = manifest["preprocessing"]
         self.kind = pre["architecture"]
-        self.src_vocab: SubwordTokenizer | Vocabulary
-        self.tgt_vocab: SubwordTokenizer | Vocabulary
-        self._encode: Callable[[str], list[int]]
-        self._decode: Callable[[list[int]], str]
-        if pre.get("tokenizer") == "sentencepiece":  # one subword model for both languages
-            subwords = SubwordTokenizer(Path(version_dir) / pre["sentencepiece_model"])
-            self.src_vocab = self.tgt_vocab = subwords
-            self._encode, self._decode = subwords.encode, subwords.decode
-        else:  # version 1: word-level vocabularies
-            src = self.src_vocab = Vocabulary.load(Path(version_dir) / pre["source_vocabulary"])
-            tgt = self.tgt_vocab = Vocabulary.load(Path(version_dir) / pre["target_vocabulary"])
-            self._encode = lambda text: src.encode(word_tokens(text))
-            self._decode = lambda ids: detokenize(tgt.decode(ids))
+        # one SentencePiece model for both languages, shipped in the version folder
+        self.src_vocab = self.tgt_vocab = SubwordTokenizer(Path(version_dir) / pre["sentencepiece_model"])
         self.max_source = int(pre["max_source_tokens"])
         self.max_target = int(pre["max_target_tokens"])
         if "max_positions" in pre:  # a learned position table: step t reads position t, so no step may pass it
@@ -51,10 +39,10 @@ class TranslationModel:
 
     # ------------------------------------------------------------------ text <-> ids
     def source_ids(self, text: str) -> list[int]:
-        return self._encode(text)[: self.max_source] or [self.src_vocab.unk_id]
+        return self.src_vocab.encode(text)[: self.max_source] or [self.src_vocab.unk_id]
 
     def target_text(self, ids: list[int]) -> str:
-        return self._decode(ids)
+        return self.tgt_vocab.decode(ids)
 
     # ------------------------------------------------------------------ encoder
     def encode(self, sources: list[list[int]]) -> list[dict]:
