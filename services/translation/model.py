@@ -12,8 +12,8 @@ from services.runtime.servable import Servable, TensorSpec
 from modelcore.translation import TranslationModel
 
 
-# the best on the shipped Transformer's held-out test: beam 4 BLEU 11.3 / chrF 39.8, greedy 10.6 / 39.6
-# (reports/translation_transformer/report.md)
+# beam 4 beats greedy on the held-out test for both models (reports/translation_*/report.md); beam 8 adds
+# little at twice the cost (bench/results/vm/FINDINGS.md)
 DEFAULT_BEAM = 4
 
 class TranslationServable(Servable):
