@@ -126,10 +126,11 @@ class Checkpoint:
             model.set_weights([t / len(files) for t in total])
         return len(files)
 
-    def load(self, model, optimizer) -> dict:
+    def load(self, model, optimizer) -> None:
+        """The saved weights and optimizer state into ``model`` and ``optimizer`` (the loop state: ``state``)."""
         model.load_weights(str(self.dir / "model.weights.h5"))
-        assert restore_optimizer(optimizer, [self.dir / "optimizer.npz"]), "optimizer state does not match the model"
-        return self.state()
+        if not restore_optimizer(optimizer, [self.dir / "optimizer.npz"]):
+            raise RuntimeError(f"the optimizer state in {self.dir} does not match the model")
 
     def state(self) -> dict:
         """The loop state saved last, or a new run's."""
@@ -168,7 +169,7 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     ckpt = Checkpoint(run_dir)
     state = ckpt.state()
     if ckpt.exists():
-        state = ckpt.load(model, optimizer)
+        ckpt.load(model, optimizer)
         log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
             f"{state['train_seconds'] / 3600:.2f} h trained so far")
     keras.utils.set_random_seed(opts.seed + state["step"])  # dropout continues on a fresh, recorded stream
