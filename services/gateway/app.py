@@ -248,21 +248,27 @@ class Gateway:
 
     async def _forward(self, req: Request, backend, method: str, headers, body: bytes):
         """-> (status, body, headers) of a whole answer; None after passing on a stream but its end."""
-        try:
-            resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
-        except ApiError as exc:
-            if exc.status == 503 and req.model and req.model != backend.name:  # name what the caller asked for
-                exc.message = f"model '{req.model}' is unavailable: {exc.message}"
-            raise
-        out = response_headers(resp)
-        if not resp.streaming or req.method == "HEAD":
+        for attempt in (1, 2):
             try:
-                data = await resp.read()
+                resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
+            except ApiError as exc:
+                if exc.status == 503 and req.model and req.model != backend.name:  # name what the caller asked for
+                    exc.message = f"model '{req.model}' is unavailable: {exc.message}"
+                raise
+            out = response_headers(resp)
+            if resp.streaming and req.method != "HEAD":
+                break
+            try:
+                return resp.status, await resp.read(), out
             except TimeoutError:
                 raise ApiError(f"backend '{backend.name}' did not finish its answer in time", status=504) from None
+            except ConnectionResetError as exc:
+                # the worker died mid-answer: nothing reached the client yet and model calls have no side
+                # effects, so ask once more
+                if attempt == 2:
+                    raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
             except ConnectionError as exc:
                 raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
-            return resp.status, data, out
         # server-sent events (or any chunked answer): pass each piece on as it comes
         await req.start(resp.status, out)
         async for chunk in resp.chunks_as_they_come():

@@ -175,7 +175,8 @@ def test_circuit_breaker_states():
 class ScriptedBackend:
     """An HTTP/1.1 keep-alive backend whose answer depends on the path: ``ok`` echoes what it was sent,
     ``slow`` answers after 0.5 s, ``die`` drops a connection that already served a request without answering
-    (a restarted worker's stale keep-alive connection) and answers on a fresh one."""
+    (a restarted worker's stale keep-alive connection) and answers on a fresh one, and ``cut`` does the same
+    after sending the answer's headers and half its body (a worker killed mid-answer)."""
 
     def __init__(self):
         import http.server
@@ -203,6 +204,10 @@ class ScriptedBackend:
                 self.send_header("X-Backend", "scripted")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
+                if self.path.endswith("/cut") and self.served > 1:
+                    self.wfile.write(out[:len(out) // 2])
+                    self.close_connection = True
+                    return
                 self.wfile.write(out)
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -246,6 +251,9 @@ def test_proxy_retries_a_dead_connection_and_maps_failures(gateway, scripted):
     assert c.post("/api/mnist/ok", data=b"1").status_code == 201  # leaves a pooled connection
     r = c.post("/api/mnist/die", data=b"2")  # the pooled one dies unanswered: retried on a fresh one
     assert r.status_code == 201 and r.json()["served"] == 1
+    assert c.post("/api/mnist/ok", data=b"2").status_code == 201
+    r = c.post("/api/mnist/cut", data=b"2")  # dies mid-answer: asked once more, on a fresh connection
+    assert r.status_code == 201 and r.json()["served"] == 1 and r.json()["body"] == "2"
     r = c.post("/api/mnist/slow", data=b"3")
     assert r.status_code == 504 and "did not answer" in r.json()["error"]
     assert c.post("/api/mnist/ok", data=b"4").status_code == 201  # still serving
