@@ -41,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="translation only: minutes between checkpoints (default 10)")
     p.add_argument("--export-now", action="store_true",
                    help="translation only: export and evaluate the last checkpoint without training")
+    p.add_argument("--everyday-repeats", type=int, default=3,
+                   help="translation only: times each everyday (Ding) pair appears in a pass (default 3); a "
+                        "change restarts the current pass")
     args = p.parse_args(argv)
     families = FAMILIES if args.family == "all" else [args.family]
     if args.source == "online" and set(families) - {"mnist", "gan"}:
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                           report_dir=args.report_dir, seed=args.seed, version=args.version, source=args.source,
                           fresh=args.fresh, models=args.models, stretch_minutes=args.stretch_minutes,
                           checkpoint_minutes=args.checkpoint_minutes, export_now=args.export_now,
+                          everyday_repeats=args.everyday_repeats,
                           argv=[fam, *argv[1:]])
         importlib.import_module(f"training.jobs.{fam}").run(opts)
     return 0

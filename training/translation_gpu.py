@@ -46,7 +46,10 @@ def pack(kind: str, run_dir: Path, out: Path, wheels: bool, quick: bool) -> None
 
     ds = job.load_corpus(quick)
     tok = job.tokenizer_for(run_dir, ds["train"], quick)
-    src, tgt, val_src, val_tgt = job.encode_splits(ds, tok)
+    ckpt = job.Checkpoint(run_dir)
+    state = ckpt.state()
+    # the device trains on the mix the checkpoint was trained on
+    src, tgt, val_src, val_tgt = job.encode_splits(ds, tok, state.get("everyday_repeats", 3))
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -55,8 +58,6 @@ def pack(kind: str, run_dir: Path, out: Path, wheels: bool, quick: bool) -> None
         flat[name] = np.concatenate([np.asarray(s, np.uint16) for s in seqs])
         flat[name + "_len"] = np.array([len(s) for s in seqs], np.int32)
     np.savez_compressed(out / "pairs.npz", **flat)
-    ckpt = job.Checkpoint(run_dir)
-    state = ckpt.state()
     if ckpt.exists():
         shutil.copy(ckpt.dir / "model.weights.h5", out / "start.weights.h5")
         shutil.copy(ckpt.dir / "optimizer.npz", out / "start.optimizer.npz")

@@ -42,13 +42,16 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         proc2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert proc2.returncode == 0 and (out / "mnist" / "2" / "manifest.json").exists()
     if family == "translation":  # weights, optimizer and data position come back from the checkpoint
-        proc2 = subprocess.run(cmd + ["--model", "transformer"], cwd=ROOT, capture_output=True, text=True,
-                               timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        proc2 = subprocess.run(cmd + ["--model", "transformer", "--everyday-repeats", "4"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=600,
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         assert proc2.returncode == 0, proc2.stdout[-2000:] + proc2.stderr[-4000:]
         assert "resumed at pass 0 batch 40, step 40" in proc2.stdout
+        assert "everyday pairs 3 -> 4 times a pass; pass 0 starts again" in proc2.stdout  # another data mix
         assert "the mean of the last 2 checkpoints: validation nll" in proc2.stdout  # averaged, kept if better
         m2 = load_and_verify(out / "translation_transformer" / "2")
         assert m2["training"]["steps"] == 80 and len(m2["training"]["stretches"]) == 2
+        assert [x["everyday_repeats"] for x in m2["training"]["stretches"]] == [3, 4]
         assert m2["metrics"]["averaged_checkpoints"] in (1, 2)
         assert m2["preprocessing"]["tokenizer"] == "sentencepiece" and (out / "translation_transformer" / "2" /
                                                                         "spm.model").exists()

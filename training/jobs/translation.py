@@ -31,7 +31,6 @@ from training.jobs.translation_core import (CONFIGS, LABEL_SMOOTHING, MAX_TOKENS
                                             WARMUP_STEPS, build_model, epoch_batches, make_arrays, make_optimizer,
                                             restore_optimizer, smoothed_loss)
 
-EVERYDAY_REPEATS = 3  # Ding's everyday sentences are the scarcest and the ones users type first
 BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
 QUICK_CONFIGS = {"transformer": dict(d=32, heads=2, d_ff=64, layers_n=1), "seq2seq": dict(emb=16, units=32)}
 PAUSED_AFTER = 60.0  # a step takes about half a second: a longer gap is a pause, not training
@@ -139,10 +138,11 @@ class Checkpoint:
         return json.loads((self.dir / "state.json").read_text())
 
 
-def encode_splits(ds: dict, tok: SubwordTokenizer) -> tuple[list, list, list, list]:
-    """-> training sources and targets as piece ids (everyday pairs repeated; pairs over ``MAX_TOKENS`` pieces
-    dropped), and the validation split's (cut to ``MAX_TOKENS``)."""
-    rows = [r for r in ds["train"] for _ in range(EVERYDAY_REPEATS if r[2] == "everyday" else 1)]
+def encode_splits(ds: dict, tok: SubwordTokenizer, everyday_repeats: int) -> tuple[list, list, list, list]:
+    """-> training sources and targets as piece ids (everyday pairs repeated, since Ding's everyday sentences
+    are the scarcest and the ones users type first; pairs over ``MAX_TOKENS`` pieces dropped), and the
+    validation split's (cut to ``MAX_TOKENS``)."""
+    rows = [r for r in ds["train"] for _ in range(everyday_repeats if r[2] == "everyday" else 1)]
     src, tgt = tok.encode_many([r[0] for r in rows]), tok.encode_many([r[1] for r in rows])
     keep = [i for i in range(len(src)) if 0 < len(src[i]) <= MAX_TOKENS and 0 < len(tgt[i]) <= MAX_TOKENS]
     val_src = [s[:MAX_TOKENS] for s in tok.encode_many([r[0] for r in ds["validation"]])]
@@ -157,7 +157,7 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     import tensorflow as tf
 
     cfg = (QUICK_CONFIGS if opts.quick else CONFIGS)[kind]
-    src, tgt, val_src, val_tgt = encode_splits(ds, tok)
+    src, tgt, val_src, val_tgt = encode_splits(ds, tok, opts.everyday_repeats)
     lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
     val_batches = [np.arange(i, min(i + 64, len(val_src))) for i in range(0, len(val_src), 64)]
     budget = 600 if opts.quick else TOKENS_PER_BATCH
@@ -172,6 +172,10 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
         ckpt.load(model, optimizer)
         log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
             f"{state['train_seconds'] / 3600:.2f} h trained so far")
+    if state.setdefault("everyday_repeats", 3) != opts.everyday_repeats:  # another mix: the position means nothing
+        log(f"{kind}: everyday pairs {state['everyday_repeats']} -> {opts.everyday_repeats} times a pass; "
+            f"pass {state['epoch']} starts again")
+        state.update(everyday_repeats=opts.everyday_repeats, batch=0)
     keras.utils.set_random_seed(opts.seed + state["step"])  # dropout continues on a fresh, recorded stream
     log(f"{kind}: {model.count_params():,} parameters")
 
@@ -198,7 +202,8 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
         return total / count
 
     history_path = run_dir / "history.csv"
-    stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"]}
+    stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"],
+               "everyday_repeats": opts.everyday_repeats}
     t_start = time.monotonic()
     t_last = t_start
     active = 0.0  # seconds spent training since the last checkpoint: a paused process (kill -STOP) is not counted
@@ -474,7 +479,7 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
         "batching": {"max_batch_size": 64, "max_queue_delay_ms": 2, "max_decoder_rows": 256},
         "metrics": metrics,
         "data": {"corpus": ds["provenance"], "test_file": "test.tsv",
-                 "training_pairs": len(ds["train"]), "everyday_repeats": EVERYDAY_REPEATS},
+                 "training_pairs": len(ds["train"]), "everyday_repeats": opts.everyday_repeats},
         "training": {"command": opts.command, "seed": opts.seed, "steps": state["step"],
                      "hours": metrics["train_hours"], "stretches": state["stretches"],
                      "optimizer": f"adam beta2 0.98, peak lr {PEAK_LR[kind]}, {WARMUP_STEPS} warm-up steps then "
@@ -509,10 +514,12 @@ def write_report(path: Path, name: str, metrics: dict, stretches: list, history:
         b = metrics["baseline"]
         lines += ["", f"The newest shipped version before this run (v{b['version']}) on the same test, beam 4: "
                       f"BLEU {b['bleu']}, chrF {b['chrf']}."]
-    lines += ["", "## Stretches of training", "", "| started (UTC) | steps | validation loss at the end | where |",
-              "|---|---|---|---|"]
+    lines += ["", "## Stretches of training", "",
+              "| started (UTC) | steps | validation loss at the end | everyday pairs a pass | where |",
+              "|---|---|---|---|---|"]
     lines += [f"| {s['started']} | {s['from_step']:,} -> {s.get('to_step', s['from_step']):,} | "
-              f"{s.get('val_nll', '')} | {s.get('device', 'CPU')} |" for s in stretches]
+              f"{s.get('val_nll', '')} | x{s.get('everyday_repeats', 3)} | {s.get('device', 'CPU')} |"
+              for s in stretches]
     lines += ["", "## Everyday sentences (beam 4)", "", "| English | German |", "|---|---|"]
     lines += [f"| {e} | {d} |" for e, d in everyday]
     Path(path).write_text("\n".join(lines) + "\n", "utf-8")
