@@ -49,7 +49,8 @@ def pack(kind: str, run_dir: Path, out: Path, wheels: bool, quick: bool) -> None
     ckpt = job.Checkpoint(run_dir)
     state = ckpt.state()
     # the device trains on the mix the checkpoint was trained on
-    src, tgt, val_src, val_tgt = job.encode_splits(ds, tok, state.get("everyday_repeats", 3))
+    repeats = state.get("everyday_repeats", job.EVERYDAY_REPEATS)
+    src, tgt, val_src, val_tgt = job.encode_splits(ds, tok, repeats)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)

@@ -31,6 +31,7 @@ from training.jobs.translation_core import (CONFIGS, LABEL_SMOOTHING, MAX_TOKENS
                                             WARMUP_STEPS, build_model, epoch_batches, make_arrays, make_optimizer,
                                             restore_optimizer, smoothed_loss)
 
+EVERYDAY_REPEATS = 3  # the default mix, and the one of checkpoints and stretches that record none
 BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
 QUICK_CONFIGS = {"transformer": dict(d=32, heads=2, d_ff=64, layers_n=1), "seq2seq": dict(emb=16, units=32)}
 PAUSED_AFTER = 60.0  # a step takes about half a second: a longer gap is a pause, not training
@@ -172,7 +173,8 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
         ckpt.load(model, optimizer)
         log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
             f"{state['train_seconds'] / 3600:.2f} h trained so far")
-    if state.setdefault("everyday_repeats", 3) != opts.everyday_repeats:  # another mix: the position means nothing
+    # another mix: the data position means nothing
+    if state.setdefault("everyday_repeats", EVERYDAY_REPEATS) != opts.everyday_repeats:
         log(f"{kind}: everyday pairs {state['everyday_repeats']} -> {opts.everyday_repeats} times a pass; "
             f"pass {state['epoch']} starts again")
         state.update(everyday_repeats=opts.everyday_repeats, batch=0)
@@ -518,7 +520,8 @@ def write_report(path: Path, name: str, metrics: dict, stretches: list, history:
               "| started (UTC) | steps | validation loss at the end | everyday pairs a pass | where |",
               "|---|---|---|---|---|"]
     lines += [f"| {s['started']} | {s['from_step']:,} -> {s.get('to_step', s['from_step']):,} | "
-              f"{s.get('val_nll', '')} | x{s.get('everyday_repeats', 3)} | {s.get('device', 'CPU')} |"
+              f"{s.get('val_nll', '')} | x{s.get('everyday_repeats', EVERYDAY_REPEATS)} | "
+              f"{s.get('device', 'CPU')} |"
               for s in stretches]
     lines += ["", "## Everyday sentences (beam 4)", "", "| English | German |", "|---|---|"]
     lines += [f"| {e} | {d} |" for e, d in everyday]
