@@ -42,7 +42,8 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         proc2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert proc2.returncode == 0 and (out / "mnist" / "2" / "manifest.json").exists()
     if family == "translation":  # weights, optimizer and data position come back from the checkpoint
-        proc2 = subprocess.run(cmd + ["--model", "transformer", "--everyday-repeats", "4"], cwd=ROOT,
+        proc2 = subprocess.run(cmd + ["--model", "transformer", "--everyday-repeats", "4", "--stretch-minutes", "10",
+                                      "--cooldown-minutes", "10"], cwd=ROOT,
                                capture_output=True, text=True, timeout=600,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         assert proc2.returncode == 0, proc2.stdout[-2000:] + proc2.stderr[-4000:]
@@ -52,6 +53,7 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         m2 = load_and_verify(out / "translation_transformer" / "2")
         assert m2["training"]["steps"] == 80 and len(m2["training"]["stretches"]) == 2
         assert [x["everyday_repeats"] for x in m2["training"]["stretches"]] == [3, 4]
+        assert m2["training"]["stretches"][-1]["cooldown_minutes"] == 10
         assert m2["metrics"]["averaged_checkpoints"] in (1, 2)
         assert m2["preprocessing"]["tokenizer"] == "sentencepiece" and (out / "translation_transformer" / "2" /
                                                                         "spm.model").exists()
@@ -68,6 +70,12 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         assert "(optimizer state restored)" in p.stdout
         state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
         assert state["step"] == 85 and state["stretches"][-1]["device"] == "cpu (tensorflow)"
+        # without --everyday-repeats a run keeps the checkpoint's mix (4), and its data position
+        proc3 = subprocess.run(cmd + ["--model", "transformer", "--export-now"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        assert proc3.returncode == 0, proc3.stdout[-2000:] + proc3.stderr[-4000:]
+        assert "step 85" in proc3.stdout and "starts again" not in proc3.stdout
+        assert load_and_verify(out / "translation_transformer" / "3")["data"]["everyday_repeats"] == 4
 
 
 def test_altered_or_missing_source_fails_with_one_clear_message(tmp_path, monkeypatch):
@@ -203,3 +211,19 @@ def test_looping_translations_are_counted():
     from training.jobs.translation import loops
     assert loops("ein bisschen ein bisschen ein bisschen viel") and loops("sehr sehr sehr gut")
     assert not loops("Ich habe meine Schlüssel verloren.") and not loops("ja ja nein ja ja")
+
+
+def test_cooldown_lowers_the_learning_rate_to_zero_outside_the_optimizer_state():
+    import keras
+    from training.jobs.translation_core import cooldown_factor, make_optimizer
+    assert cooldown_factor(600, 300) == 1.0 and cooldown_factor(300, 300) == 1.0
+    assert cooldown_factor(225, 300) == pytest.approx(0.5) and cooldown_factor(0, 300) == 0.0
+    assert cooldown_factor(-5, 300) == 0.0  # a stretch that overran its end
+    model = keras.Sequential([keras.layers.Dense(2)])
+    model.build((None, 3))
+    plain = make_optimizer(model, 1e-3, 100)
+    scale = keras.Variable(1.0, trainable=False)
+    cooled = make_optimizer(model, 1e-3, 100, scale)
+    assert len(cooled.variables) == len(plain.variables)  # checkpoints restore either way
+    scale.assign(0.25)
+    assert float(cooled.learning_rate) == pytest.approx(0.25 * float(plain.learning_rate))

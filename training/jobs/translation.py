@@ -28,10 +28,10 @@ from training import mt_corpus
 from training.common import JobOptions, Timer, log, seed_everything, write_json
 from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
 from training.jobs.translation_core import (CONFIGS, LABEL_SMOOTHING, MAX_TOKENS, PEAK_LR, POSITIONS, TOKENS_PER_BATCH,
-                                            WARMUP_STEPS, build_model, epoch_batches, make_arrays, make_optimizer,
-                                            restore_optimizer, smoothed_loss)
+                                            WARMUP_STEPS, build_model, cooldown_factor, epoch_batches, make_arrays,
+                                            make_optimizer, restore_optimizer, smoothed_loss)
 
-EVERYDAY_REPEATS = 3  # the default mix, and the one of checkpoints and stretches that record none
+EVERYDAY_REPEATS = 3  # a new run's mix, and the one of checkpoints and stretches that record none
 BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
 QUICK_CONFIGS = {"transformer": dict(d=32, heads=2, d_ff=64, layers_n=1), "seq2seq": dict(emb=16, units=32)}
 PAUSED_AFTER = 60.0  # a step takes about half a second: a longer gap is a pause, not training
@@ -158,7 +158,10 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     import tensorflow as tf
 
     cfg = (QUICK_CONFIGS if opts.quick else CONFIGS)[kind]
-    src, tgt, val_src, val_tgt = encode_splits(ds, tok, opts.everyday_repeats)
+    ckpt = Checkpoint(run_dir)
+    state = ckpt.state()
+    repeats = opts.everyday_repeats or state.get("everyday_repeats", EVERYDAY_REPEATS)  # default: keep the mix
+    src, tgt, val_src, val_tgt = encode_splits(ds, tok, repeats)
     lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
     val_batches = [np.arange(i, min(i + 64, len(val_src))) for i in range(0, len(val_src), 64)]
     budget = 600 if opts.quick else TOKENS_PER_BATCH
@@ -166,18 +169,17 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
 
     seed_everything(opts.seed)
     model = build_model(kind, len(tok), cfg, dropout=0.1)
-    optimizer = make_optimizer(model, PEAK_LR[kind], 50 if opts.quick else WARMUP_STEPS)
-    ckpt = Checkpoint(run_dir)
-    state = ckpt.state()
+    lr_scale = keras.Variable(1.0, trainable=False)  # below 1 only while the stretch cools down
+    optimizer = make_optimizer(model, PEAK_LR[kind], 50 if opts.quick else WARMUP_STEPS, lr_scale)
     if ckpt.exists():
         ckpt.load(model, optimizer)
         log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
             f"{state['train_seconds'] / 3600:.2f} h trained so far")
     # another mix: the data position means nothing
-    if state.setdefault("everyday_repeats", EVERYDAY_REPEATS) != opts.everyday_repeats:
-        log(f"{kind}: everyday pairs {state['everyday_repeats']} -> {opts.everyday_repeats} times a pass; "
+    if state.setdefault("everyday_repeats", EVERYDAY_REPEATS) != repeats:
+        log(f"{kind}: everyday pairs {state['everyday_repeats']} -> {repeats} times a pass; "
             f"pass {state['epoch']} starts again")
-        state.update(everyday_repeats=opts.everyday_repeats, batch=0)
+        state.update(everyday_repeats=repeats, batch=0)
     keras.utils.set_random_seed(opts.seed + state["step"])  # dropout continues on a fresh, recorded stream
     log(f"{kind}: {model.count_params():,} parameters")
 
@@ -205,7 +207,10 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
 
     history_path = run_dir / "history.csv"
     stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"],
-               "everyday_repeats": opts.everyday_repeats}
+               "everyday_repeats": repeats}
+    cooldown = 60 * (opts.cooldown_minutes or 0)
+    if cooldown:
+        stretch["cooldown_minutes"] = opts.cooldown_minutes
     t_start = time.monotonic()
     t_last = t_start
     active = 0.0  # seconds spent training since the last checkpoint: a paused process (kill -STOP) is not counted
@@ -250,6 +255,8 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
                     f"train nll {np.mean(recent):.3f}, {recent_tokens / (now - t_recent):.0f} target tokens/s")
             elapsed = now - t_start
             stretch_over = stretch_minutes is not None and elapsed >= stretch_minutes * 60
+            if cooldown and stretch_minutes is not None:
+                lr_scale.assign(cooldown_factor(stretch_minutes * 60 - elapsed, cooldown))
             if (active >= checkpoint_minutes * 60 or stretch_over
                     or (max_steps and state["step"] >= max_steps)):
                 checkpoint(now)
@@ -481,11 +488,12 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
         "batching": {"max_batch_size": 64, "max_queue_delay_ms": 2, "max_decoder_rows": 256},
         "metrics": metrics,
         "data": {"corpus": ds["provenance"], "test_file": "test.tsv",
-                 "training_pairs": len(ds["train"]), "everyday_repeats": opts.everyday_repeats},
+                 "training_pairs": len(ds["train"]), "everyday_repeats": state["everyday_repeats"]},
         "training": {"command": opts.command, "seed": opts.seed, "steps": state["step"],
                      "hours": metrics["train_hours"], "stretches": state["stretches"],
                      "optimizer": f"adam beta2 0.98, peak lr {PEAK_LR[kind]}, {WARMUP_STEPS} warm-up steps then "
-                                  f"inverse square root, clipnorm 1",
+                                  f"inverse square root, clipnorm 1; over a stretch's last cooldown_minutes "
+                                  f"it falls to zero (1 - sqrt of the progress)",
                      "label_smoothing": LABEL_SMOOTHING, "tokens_per_batch": TOKENS_PER_BATCH,
                      "quick": opts.quick},
         "parity": par,
@@ -520,8 +528,8 @@ def write_report(path: Path, name: str, metrics: dict, stretches: list, history:
               "| started (UTC) | steps | validation loss at the end | everyday pairs a pass | where |",
               "|---|---|---|---|---|"]
     lines += [f"| {s['started']} | {s['from_step']:,} -> {s.get('to_step', s['from_step']):,} | "
-              f"{s.get('val_nll', '')} | x{s.get('everyday_repeats', EVERYDAY_REPEATS)} | "
-              f"{s.get('device', 'CPU')} |"
+              f"{s.get('val_nll', '')} | x{s.get('everyday_repeats', EVERYDAY_REPEATS)} | {s.get('device', 'CPU')}"
+              + (f", cooled down over the last {s['cooldown_minutes']:g} min |" if s.get("cooldown_minutes") else " |")
               for s in stretches]
     lines += ["", "## Everyday sentences (beam 4)", "", "| English | German |", "|---|---|"]
     lines += [f"| {e} | {d} |" for e, d in everyday]
