@@ -44,12 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--everyday-repeats", type=int,
                    help="translation only: times each everyday (Ding) pair appears in a pass (default: the "
                         "checkpoint's, 3 for a new run); a change restarts the current pass")
-    p.add_argument("--cooldown-minutes", type=float,
-                   help="translation only: over the stretch's last M minutes the learning rate falls to zero, so "
-                        "the export gets a settled model; the next stretch resumes the usual schedule")
     args = p.parse_args(argv)
-    if args.cooldown_minutes and not (args.stretch_minutes and args.cooldown_minutes <= args.stretch_minutes):
-        p.error("--cooldown-minutes needs --stretch-minutes at least as long")
     families = FAMILIES if args.family == "all" else [args.family]
     if args.source == "online" and set(families) - {"mnist", "gan"}:
         p.error("--source online exists for mnist and gan (keras.datasets.mnist); the IMDB text, Ding pairs and "
@@ -59,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                           report_dir=args.report_dir, seed=args.seed, version=args.version, source=args.source,
                           fresh=args.fresh, models=args.models, stretch_minutes=args.stretch_minutes,
                           checkpoint_minutes=args.checkpoint_minutes, export_now=args.export_now,
-                          everyday_repeats=args.everyday_repeats, cooldown_minutes=args.cooldown_minutes,
+                          everyday_repeats=args.everyday_repeats,
                           argv=[fam, *argv[1:]])
         importlib.import_module(f"training.jobs.{fam}").run(opts)
     return 0

@@ -31,7 +31,6 @@ class JobOptions:
     checkpoint_minutes: float = 10.0
     export_now: bool = False  # translation: export the last checkpoint without training further
     everyday_repeats: int | None = None  # translation: times an everyday pair is seen a pass (None: the checkpoint's)
-    cooldown_minutes: float | None = None  # translation: the learning rate falls to zero over a stretch's last minutes
     argv: list[str] = field(default_factory=list)
 
     @property

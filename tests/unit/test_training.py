@@ -42,8 +42,7 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         proc2 = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert proc2.returncode == 0 and (out / "mnist" / "2" / "manifest.json").exists()
     if family == "translation":  # weights, optimizer and data position come back from the checkpoint
-        proc2 = subprocess.run(cmd + ["--model", "transformer", "--everyday-repeats", "4", "--stretch-minutes", "10",
-                                      "--cooldown-minutes", "10"], cwd=ROOT,
+        proc2 = subprocess.run(cmd + ["--model", "transformer", "--everyday-repeats", "4"], cwd=ROOT,
                                capture_output=True, text=True, timeout=600,
                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
         assert proc2.returncode == 0, proc2.stdout[-2000:] + proc2.stderr[-4000:]
@@ -53,7 +52,6 @@ def test_quick_run_exports_a_valid_version(family, tmp_path):
         m2 = load_and_verify(out / "translation_transformer" / "2")
         assert m2["training"]["steps"] == 80 and len(m2["training"]["stretches"]) == 2
         assert [x["everyday_repeats"] for x in m2["training"]["stretches"]] == [3, 4]
-        assert m2["training"]["stretches"][-1]["cooldown_minutes"] == 10
         assert m2["metrics"]["averaged_checkpoints"] in (1, 2)
         assert m2["preprocessing"]["tokenizer"] == "sentencepiece" and (out / "translation_transformer" / "2" /
                                                                         "spm.model").exists()
@@ -212,18 +210,3 @@ def test_looping_translations_are_counted():
     assert loops("ein bisschen ein bisschen ein bisschen viel") and loops("sehr sehr sehr gut")
     assert not loops("Ich habe meine Schlüssel verloren.") and not loops("ja ja nein ja ja")
 
-
-def test_cooldown_lowers_the_learning_rate_to_zero_outside_the_optimizer_state():
-    import keras
-    from training.jobs.translation_core import cooldown_factor, make_optimizer
-    assert cooldown_factor(600, 300) == 1.0 and cooldown_factor(300, 300) == 1.0
-    assert cooldown_factor(225, 300) == pytest.approx(0.5) and cooldown_factor(0, 300) == 0.0
-    assert cooldown_factor(-5, 300) == 0.0  # a stretch that overran its end
-    model = keras.Sequential([keras.layers.Dense(2)])
-    model.build((None, 3))
-    plain = make_optimizer(model, 1e-3, 100)
-    scale = keras.Variable(1.0, trainable=False)
-    cooled = make_optimizer(model, 1e-3, 100, scale)
-    assert len(cooled.variables) == len(plain.variables)  # checkpoints restore either way
-    scale.assign(0.25)
-    assert float(cooled.learning_rate) == pytest.approx(0.25 * float(plain.learning_rate))

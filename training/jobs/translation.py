@@ -28,8 +28,8 @@ from training import mt_corpus
 from training.common import JobOptions, Timer, log, seed_everything, write_json
 from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
 from training.jobs.translation_core import (CONFIGS, LABEL_SMOOTHING, MAX_TOKENS, PEAK_LR, POSITIONS, TOKENS_PER_BATCH,
-                                            WARMUP_STEPS, build_model, cooldown_factor, epoch_batches, make_arrays,
-                                            make_optimizer, restore_optimizer, smoothed_loss)
+                                            WARMUP_STEPS, build_model, epoch_batches, make_arrays, make_optimizer,
+                                            restore_optimizer, smoothed_loss)
 
 EVERYDAY_REPEATS = 3  # a new run's mix, and the one of checkpoints and stretches that record none
 BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
@@ -169,8 +169,7 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
 
     seed_everything(opts.seed)
     model = build_model(kind, len(tok), cfg, dropout=0.1)
-    lr_scale = keras.Variable(1.0, trainable=False)  # below 1 only while the stretch cools down
-    optimizer = make_optimizer(model, PEAK_LR[kind], 50 if opts.quick else WARMUP_STEPS, lr_scale)
+    optimizer = make_optimizer(model, PEAK_LR[kind], 50 if opts.quick else WARMUP_STEPS)
     if ckpt.exists():
         ckpt.load(model, optimizer)
         log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
@@ -208,9 +207,6 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     history_path = run_dir / "history.csv"
     stretch = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "from_step": state["step"],
                "everyday_repeats": repeats}
-    cooldown = 60 * (opts.cooldown_minutes or 0)
-    if cooldown:
-        stretch["cooldown_minutes"] = opts.cooldown_minutes
     t_start = time.monotonic()
     t_last = t_start
     active = 0.0  # seconds spent training since the last checkpoint: a paused process (kill -STOP) is not counted
@@ -255,8 +251,6 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
                     f"train nll {np.mean(recent):.3f}, {recent_tokens / (now - t_recent):.0f} target tokens/s")
             elapsed = now - t_start
             stretch_over = stretch_minutes is not None and elapsed >= stretch_minutes * 60
-            if cooldown and stretch_minutes is not None:
-                lr_scale.assign(cooldown_factor(stretch_minutes * 60 - elapsed, cooldown))
             if (active >= checkpoint_minutes * 60 or stretch_over
                     or (max_steps and state["step"] >= max_steps)):
                 checkpoint(now)
@@ -492,8 +486,7 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
         "training": {"command": opts.command, "seed": opts.seed, "steps": state["step"],
                      "hours": metrics["train_hours"], "stretches": state["stretches"],
                      "optimizer": f"adam beta2 0.98, peak lr {PEAK_LR[kind]}, {WARMUP_STEPS} warm-up steps then "
-                                  f"inverse square root, clipnorm 1; over a stretch's last cooldown_minutes "
-                                  f"it falls to zero (1 - sqrt of the progress)",
+                                  f"inverse square root, clipnorm 1",
                      "label_smoothing": LABEL_SMOOTHING, "tokens_per_batch": TOKENS_PER_BATCH,
                      "quick": opts.quick},
         "parity": par,
@@ -528,8 +521,8 @@ def write_report(path: Path, name: str, metrics: dict, stretches: list, history:
               "| started (UTC) | steps | validation loss at the end | everyday pairs a pass | where |",
               "|---|---|---|---|---|"]
     lines += [f"| {s['started']} | {s['from_step']:,} -> {s.get('to_step', s['from_step']):,} | "
-              f"{s.get('val_nll', '')} | x{s.get('everyday_repeats', EVERYDAY_REPEATS)} | {s.get('device', 'CPU')}"
-              + (f", cooled down over the last {s['cooldown_minutes']:g} min |" if s.get("cooldown_minutes") else " |")
+              f"{s.get('val_nll', '')} | x{s.get('everyday_repeats', EVERYDAY_REPEATS)} | "
+              f"{s.get('device', 'CPU')} |"
               for s in stretches]
     lines += ["", "## Everyday sentences (beam 4)", "", "| English | German |", "|---|---|"]
     lines += [f"| {e} | {d} |" for e, d in everyday]

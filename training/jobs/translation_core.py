@@ -51,15 +51,13 @@ def make_arrays(src: list[list[int]], tgt: list[list[int]], idx, bos: int, eos: 
     return xs, xt, yt
 
 
-def warmup_inverse_sqrt(peak: float, warmup: int, scale=None):
-    """Linear warm-up to ``peak``, then inverse square root; times ``scale`` (a variable) when one is given."""
+def warmup_inverse_sqrt(peak: float, warmup: int):
     import keras
 
     class Schedule(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
             step = keras.ops.maximum(keras.ops.cast(step, "float32"), 1.0)
-            lr = peak * keras.ops.minimum(step / warmup, keras.ops.sqrt(warmup / step))
-            return lr if scale is None else lr * scale
+            return peak * keras.ops.minimum(step / warmup, keras.ops.sqrt(warmup / step))
 
         def get_config(self):
             return {"peak": peak, "warmup": warmup}
@@ -77,21 +75,11 @@ def build_model(kind: str, vocab: int, cfg: dict, dropout: float):
     return model
 
 
-def cooldown_factor(seconds_left: float, cooldown_seconds: float) -> float:
-    """The learning rate's factor while a stretch cools down to zero over its last ``cooldown_seconds``:
-    1 - sqrt(progress), the shape Hägele et al. (2024) found better than a linear one."""
-    if seconds_left >= cooldown_seconds:
-        return 1.0
-    return 1.0 - float(np.sqrt(1.0 - max(seconds_left, 0.0) / cooldown_seconds))
-
-
-def make_optimizer(model, peak: float, warmup: int, scale=None):
+def make_optimizer(model, peak: float, warmup: int):
     """Adam as every backend trains with it, built for ``model`` (its state then has one fixed order, which
-    checkpoints keep and ``restore_optimizer`` reads back on any backend). ``scale``: a variable the learning
-    rate is multiplied by (a cooldown); it is not part of the optimizer's state."""
+    checkpoints keep and ``restore_optimizer`` reads back on any backend)."""
     import keras
-    optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(peak, warmup, scale), beta_2=0.98, epsilon=1e-9,
-                                      clipnorm=1.0)
+    optimizer = keras.optimizers.Adam(warmup_inverse_sqrt(peak, warmup), beta_2=0.98, epsilon=1e-9, clipnorm=1.0)
     optimizer.build(model.trainable_variables)
     return optimizer
 
