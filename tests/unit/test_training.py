@@ -209,4 +209,3 @@ def test_looping_translations_are_counted():
     from training.jobs.translation import loops
     assert loops("ein bisschen ein bisschen ein bisschen viel") and loops("sehr sehr sehr gut")
     assert not loops("Ich habe meine Schlüssel verloren.") and not loops("ja ja nein ja ja")
-

@@ -160,7 +160,8 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     cfg = (QUICK_CONFIGS if opts.quick else CONFIGS)[kind]
     ckpt = Checkpoint(run_dir)
     state = ckpt.state()
-    repeats = opts.everyday_repeats or state.get("everyday_repeats", EVERYDAY_REPEATS)  # default: keep the mix
+    trained_on = state.setdefault("everyday_repeats", EVERYDAY_REPEATS)
+    repeats = trained_on if opts.everyday_repeats is None else opts.everyday_repeats  # default: keep the mix
     src, tgt, val_src, val_tgt = encode_splits(ds, tok, repeats)
     lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
     val_batches = [np.arange(i, min(i + 64, len(val_src))) for i in range(0, len(val_src), 64)]
@@ -174,9 +175,8 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
         ckpt.load(model, optimizer)
         log(f"{kind}: resumed at pass {state['epoch']} batch {state['batch']}, step {state['step']}, "
             f"{state['train_seconds'] / 3600:.2f} h trained so far")
-    # another mix: the data position means nothing
-    if state.setdefault("everyday_repeats", EVERYDAY_REPEATS) != repeats:
-        log(f"{kind}: everyday pairs {state['everyday_repeats']} -> {repeats} times a pass; "
+    if trained_on != repeats:  # another mix: the data position means nothing
+        log(f"{kind}: everyday pairs {trained_on} -> {repeats} times a pass; "
             f"pass {state['epoch']} starts again")
         state.update(everyday_repeats=repeats, batch=0)
     keras.utils.set_random_seed(opts.seed + state["step"])  # dropout continues on a fresh, recorded stream
