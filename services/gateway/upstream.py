@@ -336,8 +336,8 @@ class Upstream:
         async def send() -> Response:
             for attempt in range(3):
                 # an idle pooled connection first; after a dead one, new ones (the other idle ones may be
-                # stale as well: a restarted worker resets them all). Three tries, not two: a new connection
-                # that the kernel queued on a killed worker's own listener (reuse_port) can die too
+                # stale as well: a restarted worker resets them all). Three tries, not two: each service worker
+                # listens on its own socket, so a new connection queued on a killed worker can die too
                 conn = None
                 while attempt == 0 and pool and conn is None:
                     c = pool.pop()
