@@ -45,7 +45,7 @@ def _native(settings: ServiceSettings) -> dict[str, dict]:
                                         "texts": texts}),
         "/api/translate": _obj({
             "text": {"type": "string", "maxLength": limits["max_text_chars"]}, "texts": texts,
-            "model": {"type": "string", "enum": ["seq2seq", "transformer"]},
+            "model": {"type": "string", "enum": ["transformer", "seq2seq"]},
             "beam_size": {"type": "integer", "minimum": 1, "maximum": limits["max_beam_size"]},
             "max_length": {"type": "integer", "minimum": 1, "maximum": limits["max_translation_tokens"]},
             "return_scores": {"type": "boolean"}}),

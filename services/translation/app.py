@@ -14,7 +14,7 @@ api = Blueprint("translation_api", __name__)
 
 def _model(body: dict) -> str:
     # the default is the model with the best held-out BLEU and chrF (the reports under reports/translation_*)
-    return "translation_" + native.choice(body, "model", "seq2seq", ["seq2seq", "transformer"])
+    return "translation_" + native.choice(body, "model", "transformer", ["transformer", "seq2seq"])
 
 
 @native.endpoint(api, "/api/translate", _model)

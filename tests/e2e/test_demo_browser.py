@@ -56,10 +56,10 @@ def test_review(page, shots):
 
 
 def test_translation(page, shots):
-    page.select_option("#tmodel", "transformer")
+    page.select_option("#tmodel", "seq2seq")
     page.fill("#beam", "3")
     page.click("#translate-btn")
-    page.wait_for_function("document.querySelector('#translate-meta').textContent.includes('translation_transformer')",
+    page.wait_for_function("document.querySelector('#translate-meta').textContent.includes('translation_seq2seq')",
                            timeout=30000)
     assert page.locator("#german").text_content().strip() not in ("", "–")
     page.locator("#translate").screenshot(path=str(shots / "translation.png"))

@@ -140,9 +140,9 @@ def test_translation_greedy_and_beam(clients):
     for hyps in r.json["hypotheses"]:
         scores = [h["score"] for h in hyps]
         assert scores == sorted(scores, reverse=True) and 1 <= len(hyps) <= 4
-    assert r.json["model"] == "translation_seq2seq"  # the default: the best on the held-out test
-    g = post(c, "/api/translate", {"text": "Good morning.", "model": "transformer"}).json
-    assert g["model"] == "translation_transformer" and g["translation"]
+    assert r.json["model"] == "translation_transformer"  # the default: the best on the held-out test
+    g = post(c, "/api/translate", {"text": "Good morning.", "model": "seq2seq"}).json
+    assert g["model"] == "translation_seq2seq" and g["translation"]
 
 
 def test_translation_v2_bytes_with_parameters(clients):
