@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +22,13 @@ REPO = ROOT / "exported_models"
 MODELS = list(catalog.MODELS)
 
 os.environ.setdefault("MODEL_POLL_SECONDS", "0")
+
+# Every process the suite starts keeps its temporary files in one folder of its own (TMPDIR is inherited); what
+# is left in it at the end fails the run (pytest_sessionfinish), and the folder goes, so /tmp stays as it was.
+# (``tests.conftest`` may be imported a second time, by name, from a test module: it reuses the folder)
+SUITE_TMP = Path(os.environ.get("SUITE_TMPDIR") or tempfile.mkdtemp(prefix="keras-serving-tests-"))
+os.environ["TMPDIR"] = os.environ["SUITE_TMPDIR"] = str(SUITE_TMP)
+tempfile.tempdir = None  # this process too: tempfile reads TMPDIR again
 
 
 def latest(name: str) -> Path:
@@ -59,7 +68,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{self.gateway_port}"
         self.service_url = {n: f"http://127.0.0.1:{self.base + i}"
                             for i, n in enumerate(s.name for s in catalog.SERVICES)}
-        self.workdir = Path(os.environ.get("PYTEST_TMP", "/tmp")) / f"stack-{self.base}"
+        self.workdir = Path(tempfile.gettempdir()) / f"stack-{self.base}"
         env = {**os.environ, "GATEWAY_BREAKER_RESET_SECONDS": "2", **(env_extra or {})}
         self.log = open(self.workdir.with_suffix(".log"), "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(self.gateway_port),
@@ -94,6 +103,8 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir.with_suffix(".log").unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +116,16 @@ def stack():
         yield s
     finally:
         s.stop()
+
+
+@pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (stacks stopped, their folders gone)
+def pytest_sessionfinish(session):
+    # pytest's own tmp_path folders, and the session id file ONNX Runtime's native library writes on import
+    left = sorted(p.name for p in SUITE_TMP.iterdir() if not p.name.startswith("pytest-of-") and p.name != ".ses")
+    shutil.rmtree(SUITE_TMP, ignore_errors=True)
+    if left:
+        print(f"\nleft in the temporary folder by the suite or the processes it started: {left}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(items):

@@ -8,6 +8,7 @@ tolerance is refused and nothing is written to the repository.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
@@ -142,4 +143,8 @@ def write_version(out_root: Path, name: str, staged: Path, manifest: dict, versi
 
 
 def staging_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="export-"))
+    """A fresh folder to stage an export in; removed when the process exits, whether the job published or
+    failed (``write_version`` copies what it publishes)."""
+    path = tempfile.mkdtemp(prefix="export-")
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return Path(path)

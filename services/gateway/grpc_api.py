@@ -6,7 +6,7 @@ GRPCInferenceService (``GRPC_V2_PORT``, 8001). The messages are our own minimal 
 Each RPC becomes the HTTP request that means the same and runs through the gateway's own ASGI app in this
 process: gRPC gets HTTP's API key check (the ``authorization`` metadata), size and rate limits, metrics, request
 ids, routing and error messages, with no second network hop. Tensors reach the services as v2's binary tensor
-extension, so raw bytes pass through untouched. HTTP statuses become gRPC status codes (``STATUS_CODES``); the
+extension, so raw bytes pass through untouched. HTTP statuses become gRPC status codes (``grpc_status``); the
 call's deadline bounds the whole request and reaches the model as v2's ``timeout`` parameter.
 """
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from google.protobuf import json_format
 
+from services.gateway.grpc_status import grpc_status
 from services.gateway.protos import inference_pb2 as v2
 from services.gateway.protos import inference_pb2_grpc as v2_grpc
 from services.gateway.protos import tensorflow_serving_pb2 as tfs
@@ -27,10 +28,6 @@ from services.gateway.protos import tensorflow_serving_pb2_grpc as tfs_grpc
 from services.v2_tensors import deserialize_bytes, raw_bytes, tensor_of
 
 Code = grpc.StatusCode
-STATUS_CODES = {400: Code.INVALID_ARGUMENT, 401: Code.UNAUTHENTICATED, 403: Code.PERMISSION_DENIED,
-                404: Code.NOT_FOUND, 405: Code.UNIMPLEMENTED, 413: Code.RESOURCE_EXHAUSTED,
-                415: Code.INVALID_ARGUMENT, 429: Code.RESOURCE_EXHAUSTED, 499: Code.CANCELLED,
-                502: Code.UNAVAILABLE, 503: Code.UNAVAILABLE, 504: Code.DEADLINE_EXCEEDED}
 FORWARDED_METADATA = ("authorization", "x-request-id")
 # where a v2 tensor's values sit in InferTensorContents
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
@@ -90,7 +87,7 @@ class Http:
         data = b"".join(answer["body"])
         status = answer["status"]
         if status >= 400 and status not in accept:
-            await context.abort(STATUS_CODES.get(status, Code.INTERNAL), _message(data, status))
+            await context.abort(*grpc_status(status, data))
         return status, out_headers, data
 
     async def json(self, context, method: str, path: str, body: dict | None = None, accept=()):
@@ -130,16 +127,6 @@ def _peer(peer: str | None):
         return None
     host, _, port = peer.split(":", 1)[1].rpartition(":")
     return host.strip("[]"), int(port) if port.isdigit() else 0
-
-
-def _message(data: bytes, status: int) -> str:
-    try:
-        err = orjson.loads(data).get("error")
-    except (orjson.JSONDecodeError, AttributeError):
-        err = None
-    if isinstance(err, dict):  # OpenAI-shaped
-        err = err.get("message")
-    return str(err) if err else f"HTTP {status}"
 
 
 def _model_path(name: str, version: str = "", prefix: str = "/v2/models/") -> str:

@@ -33,16 +33,18 @@ class RateLimit:
         addr = client[0] if client else ""
         if forwarded_for and self.is_trusted(addr):
             for hop in reversed(forwarded_for.decode("latin-1").split(",")):
-                addr = hop.strip()
+                hop = hop.strip()
+                if not _is_address(hop):
+                    break  # junk where a proxy should have written an address: count the last sure one
+                addr = hop
                 if not self.is_trusted(addr):
                     break
         return addr
 
     def is_trusted(self, addr: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
+        if not _is_address(addr):
             return False
+        ip = ipaddress.ip_address(addr)
         return any(ip in net for net in self.trusted)
 
     def exceeded(self) -> ApiError:
@@ -58,6 +60,14 @@ class RateLimit:
         if not ok:
             headers.append((b"retry-after", str(max(1, int(stats.reset_time - time.time()))).encode()))
         return ok, headers
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def from_settings(settings: GatewaySettings) -> RateLimit | None:

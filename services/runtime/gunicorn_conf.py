@@ -7,6 +7,7 @@ overrides the worker class with its uvicorn worker (``python -m services gateway
 accepting, lets in-flight requests finish within GUNICORN_GRACEFUL_TIMEOUT, then exits.
 """
 import os
+import shutil
 import tempfile
 
 from services.runtime.config import web_workers
@@ -15,13 +16,16 @@ from services.settings import ProcessSettings
 _process = ProcessSettings.from_env()
 bind = f"{_process.host}:{_process.port or 8000}"
 workers = web_workers(_process)
+_made: list[str] = []  # temporary folders this master made, removed when it exits (``on_exit``)
 if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     # several workers: /metrics must sum them, through prometheus_client's multiprocess files (the variable is
     # prometheus_client's own)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+    _made.append(tempfile.mkdtemp(prefix="prometheus-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made[-1]
 if not os.environ.get("MODEL_CONTROL_FILE"):
     # explicit model loads and unloads (Triton's model control), seen by every worker; afresh at each start
-    os.environ["MODEL_CONTROL_FILE"] = os.path.join(tempfile.mkdtemp(prefix="model-control-"), "unloaded.json")
+    _made.append(tempfile.mkdtemp(prefix="model-control-"))
+    os.environ["MODEL_CONTROL_FILE"] = os.path.join(_made[-1], "unloaded.json")
 worker_class = "gthread"
 threads = _process.threads
 timeout = 120  # a worker silent this long is restarted
@@ -44,6 +48,12 @@ def on_starting(server):
         for name in os.listdir(folder):
             if name.endswith(".db"):
                 os.unlink(os.path.join(folder, name))
+
+
+def on_exit(server):
+    """Nothing is left in the temporary folder once the master has stopped (Ctrl-C, SIGTERM, or a failed start)."""
+    for folder in _made:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def post_fork(server, worker):

@@ -44,7 +44,7 @@ class ModelRepository:
         self.factories = factories          # model name -> Servable class
         self.loaded: dict[str, dict[int, Servable]] = {n: {} for n in factories}
         self.failed: dict[tuple[str, int], str] = {}     # (name, version) -> why it was refused
-        self._failed_mtime: dict[tuple[str, int], float] = {}
+        self._failed_stamp: dict[tuple[str, int], tuple] = {}
         self.lock = threading.RLock()
         self.max_versions = MAX_VERSIONS
         self._stop = threading.Event()
@@ -90,9 +90,9 @@ class ModelRepository:
     def _load(self, name: str, version: int, factory) -> Servable | None:
         vdir = self.root / name / str(version)
         key = (name, version)
-        stamp = (vdir / "manifest.json").stat().st_mtime if (vdir / "manifest.json").exists() else 0
-        if key in self.failed and self._failed_mtime.get(key) == stamp:
-            return None  # already refused this exact content; do not retry every poll
+        stamp = self._content_stamp(vdir)
+        if key in self.failed and self._failed_stamp.get(key) == stamp:
+            return None  # already refused these very files; do not retry every poll
         t0 = time.perf_counter()
         try:
             manifest = load_and_verify(vdir)
@@ -102,7 +102,7 @@ class ModelRepository:
             servable.warm_up()
         except Exception as exc:  # noqa: BLE001 - any failure refuses this version only
             self.failed[key] = str(exc)
-            self._failed_mtime[key] = stamp
+            self._failed_stamp[key] = stamp
             metrics.LOAD_FAILURES.labels(name, str(version)).inc()
             log.error("refused model version: %s", exc, extra={"model": name, "version": version})
             return None
@@ -111,6 +111,16 @@ class ModelRepository:
         log.info("loaded model version in %.2fs on %s", time.perf_counter() - t0, servable.device,
                  extra={"model": name, "version": version})
         return servable
+
+    @staticmethod
+    def _content_stamp(vdir: Path) -> tuple:
+        """Each file's name, size and modification time: a refused version is tried again once any file of it
+        changes (a repaired graph, not only a new manifest)."""
+        try:
+            return tuple(sorted((f.name, st.st_size, st.st_mtime_ns) for f in vdir.iterdir()
+                                if f.is_file() and (st := f.stat())))
+        except FileNotFoundError:
+            return ()
 
     def start_polling(self) -> None:
         interval = settings().model_poll_seconds

@@ -142,35 +142,6 @@ def test_binary_body_passes_through_untouched(gateway):
     assert sum(o["parameters"]["binary_data_size"] for o in meta["outputs"]) == len(r.content) - n
 
 
-def test_circuit_breaker_states():
-    import time as _t
-
-    from services.gateway.upstream import BackendDown, CircuitBreaker, CircuitOpen
-    b = CircuitBreaker(fail_max=2, reset_seconds=0.2)
-
-    async def down():
-        raise BackendDown("refused")
-
-    async def ok():
-        return "ok"
-    for _ in range(2):
-        with pytest.raises(BackendDown):
-            asyncio.run(b.call(down))
-    assert b.state == "open"
-    with pytest.raises(CircuitOpen):
-        asyncio.run(b.call(ok))
-    _t.sleep(0.25)
-    assert b.state == "half-open" and asyncio.run(b.call(ok)) == "ok" and b.state == "closed"
-    # a failed trial opens it again at once
-    for _ in range(2):
-        with pytest.raises(BackendDown):
-            asyncio.run(b.call(down))
-    _t.sleep(0.25)
-    with pytest.raises(BackendDown):
-        asyncio.run(b.call(down))
-    assert b.state == "open"
-
-
 # ------------------------------------------------------------------------------------------------ proxy
 class ScriptedBackend:
     """An HTTP/1.1 keep-alive backend whose answer depends on the path: ``ok`` echoes what it was sent,
