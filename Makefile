@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: chromium newman lint protos serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
+.PHONY: chromium kubectl newman lint protos serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -22,8 +22,9 @@ serve-gpu:
 	$(GPU_VENV)/bin/python -m pip install --disable-pip-version-check -q -e '.[gpu]'
 	exec $(GPU_VENV)/bin/python -m services.stack
 
-# Everything the suite needs (serving, training for the --quick jobs, tritonclient), then the whole suite.
-test: $(PY) chromium newman
+# Everything the suite needs (serving, training for the --quick jobs, the real clients and tools), then the whole
+# suite. A tool that cannot be installed stops here, named: the suite skips nothing but CUDA without a GPU.
+test: $(PY) chromium kubectl newman
 	$(PIP) -e '.[serve,train,dev]'
 	# TF Serving's own gRPC client for the tests; the tensorflow it asks for is there as tensorflow-cpu
 	$(PIP) --no-deps tensorflow-serving-api==2.21.0
@@ -39,15 +40,21 @@ lint: $(PY)
 
 # newman (Postman's runner, from the npm registry) for the Postman collection's test: into tests/.node.
 newman:
-	@test -x tests/.node/node_modules/.bin/newman || { command -v npm >/dev/null 2>&1 && \
-	  npm install --prefix tests/.node --no-audit --no-fund --silent newman@6.2.2 >/dev/null 2>&1; } || \
-	  echo "newman could not be installed: the Postman test will be skipped"
+	@test -x tests/.node/node_modules/.bin/newman || { command -v npm >/dev/null 2>&1 || $(call apt,npm); } && \
+	  { test -x tests/.node/node_modules/.bin/newman || \
+	    npm install --prefix tests/.node --no-audit --no-fund --silent newman@6.2.2 >/dev/null 2>&1; } || \
+	  { echo "newman could not be installed (npm install newman@6.2.2): the Postman test needs it"; exit 1; }
 
-# Debian's Chromium for the demo-page browser test (Playwright drives it; it downloads no browser).
+# Debian's packages for the browser test (Chromium: Playwright drives it, and downloads no browser) and the deploy
+# tests (kubectl kustomize): installed as root with apt-get, or the run stops naming the one missing.
+apt = { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+  (apt-get install -y -qq $(1) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(1) >/dev/null)); }
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
-	  (apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium)); } || \
-	  echo "chromium could not be installed: the browser test will be skipped"
+	@command -v chromium >/dev/null 2>&1 || $(call apt,chromium) || \
+	  { echo "chromium could not be installed (apt-get install chromium): the browser test needs it"; exit 1; }
+kubectl:
+	@command -v kubectl >/dev/null 2>&1 || $(call apt,kubectl) || \
+	  { echo "kubectl could not be installed (apt-get install kubectl): the deploy tests need it"; exit 1; }
 
 # The suite without the TensorFlow training jobs (faster when iterating on services).
 test-fast: $(PY)

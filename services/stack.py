@@ -47,9 +47,10 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
 serverurl=unix://{workdir}/supervisor.sock
 """]
 
-    def program(name: str, cmd: str, env: str, restart: bool = True) -> str:
+    def program(name: str, cmd: str, env: str, restart: bool = True, priority: int = 100) -> str:
         return f"""
 [program:{name}]
+priority={priority}
 command={cmd}
 directory={ROOT}
 environment={env}
@@ -70,9 +71,13 @@ stdout_logfile_maxbytes=0
         metrics_dir.mkdir(exist_ok=True)
         out.append(program(n, f"{py} -m services {n}", f'PORT="{p}",HOST="{host}",PYTHONUNBUFFERED="1",'
                                                       f'PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"'))
+    # Stopping drains from the outside in: supervisord stops one group at a time, the highest priority first.
+    # The gateway goes first (it refuses new connections and finishes what it proxies, on services still up),
+    # then the services together, as one group.
     out.append(program("gateway", f"{py} -m services gateway",
                        f'GATEWAY_PORT="{gateway_port}",HOST="{host}",PYTHONUNBUFFERED="1",{backend_env},'
-                       f'GRPC_TFS_PORT="{grpc_ports[0]}",GRPC_V2_PORT="{grpc_ports[1]}"'))
+                       f'GRPC_TFS_PORT="{grpc_ports[0]}",GRPC_V2_PORT="{grpc_ports[1]}"', priority=200))
+    out.append(f"\n[group:services]\nprograms={','.join(ports)}\npriority=100\n")
     out.append(program("ready", f"{py} -m services.stack --wait-ready http://127.0.0.1:{gateway_port}", 'X="1"',
                        restart=False))
     return "".join(out)

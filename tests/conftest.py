@@ -60,6 +60,20 @@ def mnist_test_digits():
     return x, y
 
 
+def wait_until_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Poll ``url/v2/health/ready`` every 0.2 s until it answers 200; fail if the process exits or time runs out."""
+    deadline = time.time() + timeout
+    while True:
+        assert proc.poll() is None, f"the process serving {url} exited with {proc.returncode}"
+        try:
+            if requests.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        assert time.time() < deadline, f"{url} was not ready within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 class Stack:
     def __init__(self, env_extra=None):
         self.base = free_port_block(8)
@@ -118,6 +132,15 @@ def stack():
         s.stop()
 
 
+CUDA_SKIP = "no CUDA here"  # the one reason a test may skip (tests/unit/test_cuda.py's needs_gpu)
+_other_skips: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and CUDA_SKIP not in str(report.longrepr):
+        _other_skips.append(f"{report.nodeid}: {report.longrepr}")
+
+
 @pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (stacks stopped, their folders gone)
 def pytest_sessionfinish(session):
     # pytest's own tmp_path folders, and the session id file ONNX Runtime's native library writes on import
@@ -125,6 +148,9 @@ def pytest_sessionfinish(session):
     shutil.rmtree(SUITE_TMP, ignore_errors=True)
     if left:
         print(f"\nleft in the temporary folder by the suite or the processes it started: {left}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if _other_skips:  # only a missing GPU may skip a test: anything else the suite needs, `make test` installs
+        print("\nskipped for another reason than a missing GPU:\n  " + "\n  ".join(_other_skips))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

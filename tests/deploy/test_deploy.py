@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 def render(overlay: str) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed")
+        pytest.fail("kubectl is not installed: `make test` installs it (apt-get install kubectl)")
     out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / overlay)], capture_output=True, text=True, check=True)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -12,7 +13,7 @@ import time
 import pytest
 import requests
 
-from tests.conftest import ROOT, free_port_block
+from tests.conftest import ROOT, free_port_block, wait_until_ready
 
 
 def test_sigterm_drains_in_flight_requests(tmp_path):
@@ -22,12 +23,7 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(120):
-            try:
-                if requests.get(url + "/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+        wait_until_ready(url, proc)
         results, started = [], threading.Barrier(7)
 
         def call(i):
@@ -52,3 +48,69 @@ def test_sigterm_drains_in_flight_requests(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+LONG = ("When the installation has finished, restart the computer, open the settings window again and check that "
+        "every package you selected is listed with its version and its description.")
+
+
+def test_sigterm_to_the_stack_drains_every_kind_of_request_through_the_gateway():
+    """SIGTERM to `make serve`'s process while streams, translations and v2 batches are in flight through the
+    gateway: each completes with its whole answer, new connections are refused once the drain has begun, and
+    no process of the stack is left."""
+    import psutil
+
+    from tests.conftest import Stack
+    stack = Stack({"GUNICORN_GRACEFUL_TIMEOUT": "60"})
+    try:
+        stack.wait_ready()
+        results: dict[str, list] = {"stream": [], "translate": [], "v2": []}
+        streaming = threading.Barrier(4)
+
+        def stream(i):
+            with requests.post(stack.url + "/api/generate", json={"prompt": "ROMEO:", "max_tokens": 800, "seed": i,
+                                                                  "stream": True}, stream=True, timeout=120) as r:
+                lines = r.iter_lines()
+                next(line for line in lines if line.startswith(b"data: "))  # in flight: the first token is here
+                streaming.wait(60)
+                done = json.loads([line for line in lines if line.startswith(b"data: ")][-1][6:])
+                results["stream"].append((r.status_code, len(done["text"])))
+
+        def translate(i):
+            r = requests.post(stack.url + "/api/translate", json={"texts": [LONG] * 6, "beam_size": 8}, timeout=120)
+            results["translate"].append((r.status_code, len(r.json().get("translations", []))))
+
+        def v2_batch(i):
+            r = requests.post(stack.url + "/v2/models/translation_seq2seq/infer", timeout=120, json={
+                "inputs": [{"name": "text", "datatype": "BYTES", "shape": [6], "data": [LONG] * 6}],
+                "parameters": {"beam_size": 8}})
+            results["v2"].append((r.status_code, r.json().get("outputs", [{}])[0].get("shape")))
+        slow = [threading.Thread(target=f, args=(i,)) for f in (translate, v2_batch) for i in range(2)]
+        [t.start() for t in slow]
+        time.sleep(1.0)  # each takes seconds of decoding: these are under way when the streams start
+        streams = [threading.Thread(target=stream, args=(i,)) for i in range(3)]
+        [t.start() for t in streams]
+        streaming.wait(60)  # every stream has its first token
+        stack_processes = psutil.Process(stack.proc.pid).children(recursive=True)
+        assert any(t.is_alive() for t in slow), "the translations finished before the drain: make them longer"
+        stack.proc.send_signal(signal.SIGTERM)
+
+        refused_while_draining = False
+        deadline = time.time() + 30
+        while time.time() < deadline and any(t.is_alive() for t in streams + slow):
+            try:
+                socket.create_connection(("127.0.0.1", stack.gateway_port), timeout=1).close()
+            except ConnectionRefusedError:
+                refused_while_draining = True
+                break
+            time.sleep(0.1)
+        [t.join(120) for t in streams + slow]
+        assert results["stream"] == [(200, 800)] * 3, results
+        assert results["translate"] == [(200, 6)] * 2, results
+        assert results["v2"] == [(200, [6])] * 2, results
+        assert refused_while_draining, "the gateway still took new connections while it drained"
+        assert stack.proc.wait(90) == 0
+        alive = [p for p in stack_processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert not alive, [p.cmdline() for p in alive]
+    finally:
+        stack.stop()

@@ -4,7 +4,6 @@ rarely do (die, stall, pipelining). Each test runs its own gateway (the ASGI app
 settings, as gunicorn runs it) with the settings under test, called over HTTP."""
 from __future__ import annotations
 
-import asyncio
 import socket
 import threading
 import time

@@ -1,7 +1,6 @@
-"""gRPC on the gateway's host, with the official clients unchanged: tritonclient.grpc (Open Inference Protocol
-v2, Triton's GRPCInferenceService) and tensorflow-serving-api's stubs (TF Serving's PredictionService and
-ModelService), against the running stack; and the HTTP gateway's protections (API key, rate limit, size limit)
-on a second gateway with those settings."""
+"""gRPC on the gateway's host, with the official client unchanged: tritonclient.grpc (Open Inference Protocol
+v2, Triton's GRPCInferenceService) against the running stack; and the HTTP gateway's protections (API key, rate
+limit, size limit) on a second gateway with those settings. TF Serving's stubs: test_grpc_tfs.py."""
 from __future__ import annotations
 
 import os
@@ -17,21 +16,11 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ROOT, free_port_block
 
-tf_serving = pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc",
-                                 reason="tensorflow-serving-api is installed by `make test`")
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,  # noqa: E402
-                                     predict_pb2)
 
 
 @pytest.fixture(scope="module")
 def triton(stack):
     return grpcclient.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
-
-
-@pytest.fixture(scope="module")
-def tfs_channel(stack):
-    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_tfs_port}") as channel:
-        yield channel
 
 
 def image_input(x: np.ndarray):
@@ -129,6 +118,18 @@ def test_v2_errors_carry_the_http_message_and_the_right_code(triton):
     assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED"
 
 
+def test_a_server_side_deadline_comes_back_as_the_servers_deadline_exceeded(triton):
+    """v2's ``timeout`` (microseconds) far shorter than the client's own: the service gives up, and the status
+    carries its message, not the client library's."""
+    t0 = time.perf_counter()
+    with pytest.raises(InferenceServerException) as e:
+        triton.infer("textgen", [text_input("prompt", ["ROMEO:\n"])], parameters={"max_tokens": 1000},
+                     timeout=100_000, client_timeout=60)
+    assert e.value.status() == "StatusCode.DEADLINE_EXCEEDED", e.value
+    assert "deadline passed before decoding finished" in e.value.message(), e.value.message()
+    assert time.perf_counter() - t0 < 30  # long before the client's own 60 s
+
+
 def test_v2_repository_statistics_and_model_control(triton):
     z = grpcclient.InferInput("latent", [2, 100], "FP32")
     z.set_data_from_numpy(np.zeros((2, 100), np.float32))
@@ -145,72 +146,6 @@ def test_v2_repository_statistics_and_model_control(triton):
     finally:
         triton.load_model("gan")
     assert triton.is_model_ready("gan") and triton.infer("gan", [z]).as_numpy("image").shape == (2, 28, 28, 1)
-
-
-# ------------------------------------------------------------------------------- TF Serving (its own stubs)
-def test_tf_serving_predict_metadata_and_status(tfs_channel, mnist_test_digits):
-    import tensorflow as tf
-    stub = tf_serving.PredictionServiceStub(tfs_channel)
-    x, y = mnist_test_digits
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "mnist"
-    req.model_spec.signature_name = "serving_default"
-    req.inputs["image"].CopyFrom(tf.make_tensor_proto((x[:16] / 255.0).astype(np.float32)[..., None]))
-    resp = stub.Predict(req, timeout=30)
-    probs = tf.make_ndarray(resp.outputs["probabilities"])
-    assert probs.shape == (16, 10) and (probs.argmax(1) == y[:16]).mean() >= 0.9
-    assert resp.model_spec.name == "mnist" and resp.model_spec.version.value >= 1
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "sentiment"
-    req.inputs["text"].CopyFrom(tf.make_tensor_proto(["Great fun, superb acting.", "Dull and far too long."]))
-    req.output_filter.append("label")
-    resp = stub.Predict(req, timeout=30)
-    assert list(resp.outputs) == ["label"]
-    assert [v.decode() for v in tf.make_ndarray(resp.outputs["label"])] == ["positive", "negative"]
-
-    meta_req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
-    meta_req.model_spec.name = "mnist"
-    meta = stub.GetModelMetadata(meta_req, timeout=30)
-    sigs = get_model_metadata_pb2.SignatureDefMap()
-    assert meta.metadata["signature_def"].Unpack(sigs)
-    sig = sigs.signature_def["serving_default"]
-    assert sig.inputs["image"].dtype == tf.float32.as_datatype_enum
-    assert [d.size for d in sig.inputs["image"].tensor_shape.dim] == [-1, 28, 28, 1]
-
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "translation_transformer"
-    req.inputs["text"].CopyFrom(tf.make_tensor_proto(["The file could not be saved."]))
-    resp = stub.Predict(req, timeout=60)
-    assert tf.make_ndarray(resp.outputs["translation"])[0].decode() == "Die Datei konnte nicht gespeichert werden."
-    assert tf.make_ndarray(resp.outputs["score"]).dtype == np.float32
-
-    status_req = get_model_status_pb2.GetModelStatusRequest()
-    status_req.model_spec.name = "gan"
-    status = model_service_pb2_grpc.ModelServiceStub(tfs_channel).GetModelStatus(status_req, timeout=30)
-    versions = status.model_version_status
-    assert versions and versions[0].state == get_model_status_pb2.ModelVersionStatus.AVAILABLE
-    assert versions[0].status.error_code == 0
-
-
-def test_tf_serving_errors(tfs_channel):
-    import tensorflow as tf
-    stub = tf_serving.PredictionServiceStub(tfs_channel)
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = "nosuch"
-    req.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28, 1), np.float32)))
-    with pytest.raises(grpc.RpcError) as e:
-        stub.Predict(req, timeout=30)
-    assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    req.model_spec.name, req.model_spec.signature_name = "mnist", "classify_x"
-    with pytest.raises(grpc.RpcError) as e:
-        stub.Predict(req, timeout=30)
-    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "classify_x" in e.value.details()
-    req.model_spec.signature_name = ""
-    req.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 28, 28, 1), np.int64)))
-    with pytest.raises(grpc.RpcError) as e:
-        stub.Predict(req, timeout=30)
-    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image" in e.value.details()
 
 
 # ----------------------------------------------------------------- the gateway's checks, on a gateway with them
@@ -234,6 +169,7 @@ def guarded(stack):
         except InferenceServerException:
             assert time.time() < deadline and proc.poll() is None, "guarded gateway did not start"
             time.sleep(0.3)
+    client.address = f"127.0.0.1:{base + 2}"  # for raw stubs
     yield client
     proc.terminate()
     proc.wait(30)
@@ -257,6 +193,20 @@ def test_grpc_goes_through_the_gateways_checks(guarded):
         except InferenceServerException as exc:
             codes.append(exc.status())
     assert "StatusCode.RESOURCE_EXHAUSTED" in codes  # 8 a minute
+
+
+def test_a_message_under_grpcs_limit_but_over_the_body_limit_once_converted_is_ours_to_refuse(guarded):
+    """30,000 one-byte strings: about 90 kB as protobuf (under gRPC's 100,000-byte receive limit), about 150 kB as
+    the v2 binary body the gateway checks against MAX_BODY_BYTES, so the refusal is the gateway's own 413."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    req = service_pb2.ModelInferRequest(model_name="sentiment")
+    req.inputs.add(name="text", datatype="BYTES", shape=[30_000]).contents.bytes_contents.extend([b"a"] * 30_000)
+    assert req.ByteSize() < 100_000
+    with grpc.insecure_channel(guarded.address) as channel, pytest.raises(grpc.RpcError) as e:
+        service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            req, timeout=30, metadata=(("authorization", "Bearer k-2"),))
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "is larger than 100000" in e.value.details(), e.value.details()  # gRPC's own would say "message larger"
 
 
 def test_a_backend_that_is_down_is_unavailable(guarded):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from bench import loadgen
 from tests.conftest import ROOT
@@ -77,8 +80,9 @@ def test_tritonclient_gan_versions(triton):
     inp.set_data_from_numpy(z)
     res = triton.infer("gan", [inp])
     assert res.as_numpy("image").shape == (3, 28, 28, 1)
-    with pytest.raises(Exception, match="not loaded|404|version"):
+    with pytest.raises(InferenceServerException) as e:
         triton.infer("gan", [inp], model_version="999")
+    assert e.value.status() == "404" and "version 999 of model 'gan' is not loaded" in e.value.message()
 
 
 def test_tritonclient_model_control_and_statistics(stack, triton):
@@ -98,8 +102,9 @@ def test_tritonclient_model_control_and_statistics(stack, triton):
         triton.infer("gan", [inp])
     bad = httpclient.InferInput("latent", [2, 7], "FP32")
     bad.set_data_from_numpy(np.zeros((2, 7), np.float32))
-    with pytest.raises(Exception, match="latent"):
+    with pytest.raises(InferenceServerException) as e:
         triton.infer("gan", [bad])
+    assert e.value.status() == "400" and "latent" in e.value.message()
     after = counts()  # exactly what was sent: 5 answered, 1 refused, and 5 runs of 2 rows
     assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (5, 1, 5)
     everyone = {s["name"] for s in triton.get_inference_statistics()["model_stats"]}
@@ -108,8 +113,9 @@ def test_tritonclient_model_control_and_statistics(stack, triton):
     try:
         assert not triton.is_model_ready("gan")
         for _ in range(6):
-            with pytest.raises(Exception, match="unloaded"):
+            with pytest.raises(InferenceServerException) as e:
                 fresh().infer("gan", [inp])
+            assert e.value.status() == "503" and "'gan' is unloaded" in e.value.message()
         index = {(m["name"], m["state"]) for m in triton.get_model_repository_index()}
         assert ("gan", "UNAVAILABLE") in index and ("mnist", "READY") in index
         assert triton.is_server_ready()
@@ -143,23 +149,16 @@ def test_curl_style_calls_through_gateway(stack, mnist_test_digits):
 
 
 def test_sse_streams_through_gateway_as_it_comes(stack):
-    t0 = time.perf_counter()
-    first = None
-    tokens = []
+    arrivals = []  # the body's pieces as the socket delivered them
     with requests.post(stack.url + "/api/generate", json={"prompt": "HAMLET:\n", "max_tokens": 400, "seed": 9,
                                                           "stream": True}, stream=True, timeout=60) as r:
         assert r.headers["Content-Type"].startswith("text/event-stream")
-        for line in r.iter_lines():
-            if line.startswith(b"data: "):
-                ev = json.loads(line[6:])
-                if "token" in ev:
-                    first = first or time.perf_counter() - t0
-                    tokens.append(ev["token"])
-                else:
-                    done = ev
-    total = time.perf_counter() - t0
-    assert "".join(tokens) == done["text"] and len(tokens) == 400
-    assert first < total / 2, (first, total)  # not buffered until the end
+        arrivals = list(r.iter_content(chunk_size=None))
+    events = [json.loads(line[6:]) for line in b"".join(arrivals).split(b"\n") if line.startswith(b"data: ")]
+    tokens = [ev["token"] for ev in events if "token" in ev]
+    assert "".join(tokens) == events[-1]["text"] and len(tokens) == 400
+    # not buffered until the end: the tokens came in many pieces (counted, not timed, so load cannot fake it)
+    assert len(arrivals) >= 10, len(arrivals)
 
 
 def test_body_size_limit_is_413(stack):
@@ -168,19 +167,20 @@ def test_body_size_limit_is_413(stack):
 
 
 def test_killed_service_fails_fast_and_is_restarted(stack):
-    """SIGKILL the gan service: the gateway answers 503 fast for gan only, readiness reports it, the
-    supervisor restarts it and it serves again."""
-    pid = int(stack.ctl("pid", "gan").stdout.strip())
-    os.kill(pid, signal.SIGKILL)
+    """SIGKILL the gan service (master and workers, as the OOM killer may): the gateway answers 503 fast for gan
+    only, the supervisor restarts it and it serves again."""
+    import psutil
+    pid = int(stack.ctl("pid", "services:gan").stdout.strip())
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children()]:
+        proc.kill()
     t0 = time.perf_counter()
     r = requests.post(stack.url + "/api/gan/sample", json={"n": 1, "seed": 1}, timeout=5)
-    if r.status_code == 503:
-        assert time.perf_counter() - t0 < 1.5
-        assert r.json()["error"]
+    assert r.status_code == 503 and "gan" in r.json()["error"], r.text
+    assert time.perf_counter() - t0 < 2.0  # refused at once, not after the 60 s upstream timeout
     assert requests.post(stack.url + "/api/sentiment/predict", json={"text": "fine"}, timeout=5).status_code == 200
     deadline = time.time() + 90
     while time.time() < deadline:
-        new_pid = stack.ctl("pid", "gan").stdout.strip()
+        new_pid = stack.ctl("pid", "services:gan").stdout.strip()
         if new_pid.isdigit() and int(new_pid) not in (0, pid) and requests.post(
                 stack.url + "/api/gan/sample", json={"n": 1, "seed": 1}, timeout=5).status_code == 200:
             break
@@ -190,7 +190,7 @@ def test_killed_service_fails_fast_and_is_restarted(stack):
 
 
 def test_stopped_backend_503_circuit_and_readiness(stack):
-    assert "stopped" in stack.ctl("stop", "gan").stdout
+    assert "stopped" in stack.ctl("stop", "services:gan").stdout
     try:
         # workers of a master killed by the previous test may still be draining their kept-alive connections
         # for a moment (gunicorn answers those with Connection: close); wait for the first 503
@@ -206,14 +206,14 @@ def test_stopped_backend_503_circuit_and_readiness(stack):
             assert r.status_code == 503 and "gan" in r.json()["error"]
             if "circuit open" in r.json()["error"]:
                 break
-        assert max(times) < 1.0
+        assert max(times) < 2.0  # fast, not the 60 s upstream timeout
         assert "circuit open" in r.json()["error"]
         ready = requests.get(stack.url + "/v2/health/ready", timeout=5)
         assert ready.status_code == 503 and ready.json()["backends"]["gan"]["ready"] is False
         assert requests.post(stack.url + "/api/mnist/predict", json={"image": [[0] * 28] * 28},
                              timeout=5).status_code == 200
     finally:
-        stack.ctl("start", "gan")
+        stack.ctl("start", "services:gan")
     deadline = time.time() + 90
     while time.time() < deadline:
         if requests.get(stack.url + "/v2/health/ready", timeout=5).status_code == 200:
@@ -231,7 +231,7 @@ def test_killed_worker_is_replaced_and_no_request_fails(stack):
     replaces the worker, the other worker keeps serving, and the gateway retries a request whose keep-alive
     connection died with the worker, so no request fails."""
     import psutil
-    master = int(stack.ctl("pid", "mnist").stdout.strip())
+    master = int(stack.ctl("pid", "services:mnist").stdout.strip())
     workers = psutil.Process(master).children()
     assert workers, "mnist has no worker processes"
     body = {"image": [[0] * 28] * 28}
@@ -270,14 +270,20 @@ def test_a_second_stack_on_busy_ports_fails_at_once_and_the_first_keeps_serving(
     assert all(requests.get(stack.url + "/v2/models/mnist/ready", timeout=10).status_code == 200 for _ in range(20))
 
 
-def test_a_stack_names_its_demo_page_and_leaves_no_temporary_folder(tmp_path):
-    """`make serve`'s stack: the ready line names the demo page; SIGTERM stops it and removes its folder."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stack_names_its_demo_page_and_leaves_nothing_in_the_temporary_folder(stop):
+    """`make serve`'s stack: the ready line names the demo page; Ctrl-C (SIGINT to the terminal's process group)
+    or SIGTERM stops it, and its temporary folder is as it was: no stack folder, no gunicorn master's
+    model-control or metrics folder."""
+    import tempfile
+
     from tests.conftest import free_port_block
+    tmp = Path(tempfile.mkdtemp(prefix="t-"))  # short: supervisord's socket path must fit AF_UNIX's 108 bytes
     base = free_port_block(8)
     proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
                              "--base-port", str(base), "--grpc-tfs-port", str(base + 6),
                              "--grpc-v2-port", str(base + 7)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TMPDIR": str(tmp_path)}, start_new_session=True, text=True)
+                            env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True, text=True)
     lines = []
     try:
         for line in proc.stdout:
@@ -285,11 +291,15 @@ def test_a_stack_names_its_demo_page_and_leaves_no_temporary_folder(tmp_path):
             if "stack ready" in line:
                 break
         assert f"demo page http://127.0.0.1:{base + 5}/" in lines[-1], "".join(lines[-20:])
-        assert list(tmp_path.glob("model-stack-*"))
+        made = [p.name for p in tmp.iterdir()]
+        assert any(n.startswith("model-stack-") for n in made) and any(n.startswith("model-control-") for n in made)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, stop)  # the process group: what a terminal's Ctrl-C reaches
         proc.wait(90)
-    assert not list(tmp_path.glob("model-stack-*")) and not list(tmp_path.glob("prometheus-*"))
+    assert proc.returncode == 0 or stop == signal.SIGINT, proc.returncode
+    left = [p.name for p in tmp.iterdir() if p.name != ".ses"]  # .ses: ONNX Runtime's own, kept on purpose
+    shutil.rmtree(tmp)
+    assert not left, left
 
 
 def test_bench_stream_client_counts_every_token(stack):

@@ -14,7 +14,7 @@ NEWMAN = ROOT / "tests" / ".node" / "node_modules" / ".bin" / "newman"
 
 def test_postman_collection_passes_with_newman(stack, tmp_path):
     if not NEWMAN.exists():
-        pytest.skip("newman is not installed (make test installs it with npm)")
+        pytest.fail("newman is not installed: `make test` installs it with npm into tests/.node")
     report = tmp_path / "newman.json"
     proc = subprocess.run([str(NEWMAN), "run", str(ROOT / "postman" / "collection.json"), "--env-var",
                            f"base_url={stack.url}", "--reporters", "cli,json", "--reporter-json-export", str(report),

@@ -105,7 +105,7 @@ def test_timeout_waits_at_most_the_queue_delay():
     b = make(lambda f: {"y": f["x"]}, max_queue_delay_ms=30)
     t0 = time.perf_counter()
     b({"x": np.zeros((1, 1))})
-    assert time.perf_counter() - t0 < 1.0
+    assert time.perf_counter() - t0 < 5.0  # a lone request is not held for a batch that never fills
     b.close()
 
 

@@ -7,6 +7,7 @@ answers on CUDA, and a stack started as ``make serve`` starts it says it runs on
 digits through a real Triton client."""
 from __future__ import annotations
 
+import glob
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -15,27 +16,37 @@ from onnx import TensorProto, helper
 from modelcore.manifest import load_and_verify
 from services.runtime.sessions import create_session, device_of
 from services.settings import ServiceSettings
-from tests.conftest import MODELS, latest
+from tests.conftest import CUDA_SKIP, MODELS, latest
 
 # the tolerance every export is checked to; CUDA's kernels sum in another order than MLAS: measured on an H100
 # in full FP32, the largest difference over every shipped graph was 1.2e-5 (with TF32 allowed: 5.2e-3)
 TOLERANCE = 1e-4
 
 
-def _cuda_session_works() -> bool:
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return False
+def cuda_state() -> str:
+    """'absent' (the CPU wheel, or no NVIDIA device on this machine), 'works', or why a CUDA session fails on a
+    machine that has both: that is broken, not absent, and fails the run."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers() or not glob.glob("/dev/nvidia[0-9]*"):
+        return "absent"
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
     model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "probe", [x], [y]),
                               opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     try:
-        return device_of(create_session(model.SerializeToString(), "cuda")) == "cuda"
-    except RuntimeError:
-        return False
+        device = device_of(create_session(model.SerializeToString(), "cuda"))
+    except RuntimeError as exc:
+        return f"broken: {exc}"
+    return "works" if device == "cuda" else f"broken: a CUDA session ran on {device}"
 
 
-needs_gpu = pytest.mark.skipif(not _cuda_session_works(), reason="onnxruntime-gpu sees no CUDA GPU here")
+CUDA = cuda_state()
+needs_gpu = pytest.mark.skipif(CUDA == "absent", reason=f"{CUDA_SKIP}: onnxruntime's CPU wheel or no NVIDIA device")
+
+
+def test_cuda_is_absent_or_works():
+    """A GPU machine with onnxruntime-gpu whose CUDA session fails (driver, libraries) must not pass as 'no GPU'."""
+    assert CUDA in ("absent", "works"), CUDA
+
 
 
 def test_cuda_sessions_keep_fp32_search_by_heuristic_and_preload_the_libraries(monkeypatch):

@@ -131,27 +131,43 @@ def test_sentiment_bad_input(clients, body, field):
 
 
 # ------------------------------------------------------------------------------------------------ translation
-def test_translation_greedy_and_beam(clients):
-    c = clients["translation"]
-    r = post(c, "/api/translate", {"texts": ["Good morning.", "I am very tired."], "beam_size": 4,
-                                   "return_scores": True})
+# the README's sentences (curl and v2 examples) and the demo page's, with the German both translators give
+README_AND_DEMO = {"The file could not be saved.": "Die Datei konnte nicht gespeichert werden.",
+                   "Please close the window.": "Bitte schließen Sie das Fenster.",
+                   "I have lost my keys.": "Ich habe meine Schlüssel verloren."}
+
+
+@pytest.mark.parametrize("model", ["transformer", "seq2seq"])
+@pytest.mark.parametrize("beam_size", [1, 4])
+def test_translation_of_the_readme_and_demo_sentences_is_exact(clients, model, beam_size):
+    r = post(clients["translation"], "/api/translate", {"texts": list(README_AND_DEMO), "model": model,
+                                                        "beam_size": beam_size})
     assert r.status_code == 200, r.json
-    assert all(isinstance(t, str) and t for t in r.json["translations"])
-    for hyps in r.json["hypotheses"]:
+    assert dict(zip(README_AND_DEMO, r.json["translations"])) == README_AND_DEMO
+    assert r.json["model"] == f"translation_{model}"
+
+
+def test_translation_beam_hypotheses_and_the_default_model(clients):
+    c = clients["translation"]
+    r = post(c, "/api/translate", {"texts": ["The file could not be saved.", "I have lost my keys."],
+                                   "beam_size": 4, "return_scores": True})
+    assert r.status_code == 200, r.json
+    assert r.json["translations"] == ["Die Datei konnte nicht gespeichert werden.",
+                                      "Ich habe meine Schlüssel verloren."]
+    for translation, hyps in zip(r.json["translations"], r.json["hypotheses"]):
         scores = [h["score"] for h in hyps]
         assert scores == sorted(scores, reverse=True) and 1 <= len(hyps) <= 4
+        assert hyps[0]["text"] == translation  # the best hypothesis is the answer
     assert r.json["model"] == "translation_transformer"  # the default: the best on the held-out test
-    g = post(c, "/api/translate", {"text": "Good morning.", "model": "seq2seq"}).json
-    assert g["model"] == "translation_seq2seq" and g["translation"]
 
 
 def test_translation_v2_bytes_with_parameters(clients):
     r = post(clients["translation"], "/v2/models/translation_transformer/infer",
-             {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Thank you very much."]}],
-              "parameters": {"beam_size": 3}})
+             {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Please close the window."]}],
+              "parameters": {"beam_size": 4}})
     assert r.status_code == 200
     out = {o["name"]: o for o in r.json["outputs"]}
-    assert out["translation"]["datatype"] == "BYTES" and out["translation"]["data"][0]
+    assert out["translation"]["datatype"] == "BYTES" and out["translation"]["data"] == ["Bitte schließen Sie das Fenster."]
     bad = post(clients["translation"], "/v2/models/translation_seq2seq/infer",
                {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hi."]}],
                 "parameters": {"beam_size": 99}})

@@ -26,12 +26,12 @@ def test_stream_wakes_writer_for_first_piece_and_end_only_and_writer_keeps_its_o
     assert not st.ready.is_set()  # later pieces wake nobody: the writer takes them on its own time
     t0 = time.monotonic()
     assert st.take(1) == (["b", "c"], False)
-    assert 0.04 < time.monotonic() - t0 < 0.5  # after one flush interval
+    assert time.monotonic() - t0 >= 0.04  # it waited its flush interval (a lower bound holds on a busy machine)
     st.on_token(0)
-    st.on_token(None)  # the end wakes the writer at once, with what is left
-    t0 = time.monotonic()
+    assert not st.ready.is_set()
+    st.on_token(None)  # the end wakes the writer at once, with what is left: the event, not the clock
+    assert st.ready.is_set()
     assert st.take(1) == (["a"], True)
-    assert time.monotonic() - t0 < 0.04
     assert st.text == "abca"
 
 
