@@ -71,6 +71,11 @@ class Job:
         self.done = True
         self.finished.set()
 
+    def cancel(self) -> None:
+        """Leave the batch unfinished: nobody waits for the rest (``cancelled`` was set by the waiting request)."""
+        self.done = True
+        self.finished.set()
+
 
 class BeamSearchJob(Job):
     """Beam search for one input; every live beam is a row of the shared batch. ``beam_size=1`` is greedy."""
@@ -194,7 +199,7 @@ class SamplingJob(Job):
         drawing = []
         for i, job in enumerate(jobs):
             if job.cancelled:
-                job._finish("cancelled")
+                job.cancel()
             elif job.forced:  # still reading the prompt
                 row = job.row
                 row.state, row.token, row.position = states[i], job.forced.pop(0), row.position + 1
@@ -226,6 +231,9 @@ class SamplingJob(Job):
         if not self.uniforms:
             self.uniforms = self.rng.random(64)[::-1].tolist()
         return self.uniforms.pop()
+
+    def cancel(self) -> None:
+        self._finish("cancelled")
 
     def _finish(self, reason: str) -> None:
         self.stop_reason = self.stop_reason or reason
@@ -347,7 +355,7 @@ class SampledBatch:
         cancelled = [job for job in self.jobs if job.cancelled and not job.done]
         if cancelled:
             for job in cancelled:
-                job._finish("cancelled")
+                job.cancel()
             return False
         t0 = time.perf_counter()
         logits, self.states = self.adapter.step_arrays(self.tokens, self.states)
@@ -494,6 +502,10 @@ class Scheduler:
         return SampledBatch(adapter, jobs)
 
     def _tick_rows(self) -> None:
+        for job in self.jobs:
+            if job.cancelled and not job.done:
+                job.cancel()  # every kind of job: a beam search nobody waits for stops here too
+        self.jobs = [j for j in self.jobs if not j.done]
         by_adapter: dict[int, tuple[Any, list[tuple[Job, list[Row]]]]] = {}
         budget = self.max_rows
         for job in self.jobs:

@@ -19,12 +19,12 @@ from tritonclient.utils import InferenceServerException
 PROMPTS = ["ROMEO:\n"] * 64
 
 
-def decoder_steps(stack) -> int:
-    return requests.get(stack.url + "/v2/models/textgen/stats", timeout=10).json()["model_stats"][0]["execution_count"]
+def decoder_steps(stack, model: str = "textgen") -> int:
+    return requests.get(stack.url + f"/v2/models/{model}/stats", timeout=10).json()["model_stats"][0]["execution_count"]
 
 
-def active_sequences(stack) -> float:
-    text = requests.get(stack.service_url["textgen"] + "/metrics", timeout=10).text
+def active_sequences(stack, service: str = "textgen") -> float:
+    text = requests.get(stack.service_url[service] + "/metrics", timeout=10).text
     return sum(float(line.split()[-1]) for line in text.splitlines()
                if line.startswith("model_decoder_active_sequences"))
 

@@ -157,8 +157,9 @@ def test_sse_streams_through_gateway_as_it_comes(stack):
     events = [json.loads(line[6:]) for line in b"".join(arrivals).split(b"\n") if line.startswith(b"data: ")]
     tokens = [ev["token"] for ev in events if "token" in ev]
     assert "".join(tokens) == events[-1]["text"] and len(tokens) == 400
-    # not buffered until the end: the tokens came in many pieces (counted, not timed, so load cannot fake it)
-    assert len(arrivals) >= 10, len(arrivals)
+    # not buffered until the end: the tokens came in several pieces, the first without the end (counted, not
+    # timed: a loaded machine only makes more pieces)
+    assert len(arrivals) >= 3 and b'"text"' not in arrivals[0], [len(a) for a in arrivals]
 
 
 def test_body_size_limit_is_413(stack):

@@ -286,3 +286,24 @@ def test_array_stepped_streams_draw_what_row_stepped_streams_draw(adapter, tmp_p
     assert [reason for _, reason in got] == ["length", "length", "stop", "cancelled", "length", "cancelled", "length"]
     assert events.count(("end", 0)) == 1 and ("first", 5) not in events
     assert max(arrays.calls) >= 4                           # streams share calls
+
+
+def test_cancelled_jobs_of_every_kind_leave_the_batch_at_the_next_step(adapter):
+    """A request whose client left or whose deadline passed marks its jobs cancelled: beam searches leave the
+    batch at the scheduler's next step, as sampled streams do, instead of decoding to their length limit."""
+    beams = [BeamSearchJob(adapter, first_row(), 4, 1000, EOS, banned=(0, EOS)) for _ in range(3)]
+    stream = SamplingJob(adapter, np.zeros(H, np.float32), [1], 1000, 1.0, 0, 1.0, 0)
+    sched = Scheduler(max_rows=64)
+    sched.jobs.extend([*beams, stream])
+    for _ in range(3):
+        sched.tick()
+    assert adapter.calls[-1] == 3 * 4 + 1  # every beam of every job, and the stream
+    beams[0].cancelled = beams[1].cancelled = stream.cancelled = True
+    sched.tick()
+    assert beams[0].done and beams[1].done and stream.done and stream.stop_reason == "cancelled"
+    assert beams[0].finished.is_set() and not beams[2].done
+    assert adapter.calls[-1] == 4 and sched.jobs == [beams[2]]  # only the job still wanted was stepped
+    beams[2].cancelled = True
+    calls = len(adapter.calls)
+    sched.tick()
+    assert sched.jobs == [] and len(adapter.calls) == calls  # nothing left to step

@@ -209,3 +209,14 @@ def test_looping_translations_are_counted():
     from training.jobs.translation import loops
     assert loops("ein bisschen ein bisschen ein bisschen viel") and loops("sehr sehr sehr gut")
     assert not loops("Ich habe meine Schlüssel verloren.") and not loops("ja ja nein ja ja")
+
+
+@pytest.mark.parametrize("ending", ["raise SystemExit('export refused')", "pass"], ids=["failure", "success"])
+def test_export_staging_folders_go_when_the_job_ends(tmp_path, ending):
+    """A job stages its export in a temporary folder: gone when the process ends, published or refused."""
+    code = ("from training.export import staging_dir\n"
+            "(staging_dir() / 'model.onnx').write_bytes(b'staged')\n" + ending)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == (1 if "raise" in ending else 0), proc.stderr[-2000:]
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".ses"] == []  # .ses: ONNX Runtime's own
