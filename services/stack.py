@@ -67,10 +67,13 @@ stdout_logfile=/dev/stdout
 stdout_logfile_maxbytes=0
 """
     for n, p in ports.items():
-        metrics_dir = workdir / f"prometheus-{n}"  # the workers' shared metrics, removed with the stack's folder
+        # the workers' shared metrics and model control, in the stack's folder: removed with it even when a
+        # service was killed (a restarted one keeps the models that were unloaded)
+        metrics_dir = workdir / f"prometheus-{n}"
         metrics_dir.mkdir(exist_ok=True)
         out.append(program(n, f"{py} -m services {n}", f'PORT="{p}",HOST="{host}",PYTHONUNBUFFERED="1",'
-                                                      f'PROMETHEUS_MULTIPROC_DIR="{metrics_dir}"'))
+                                                      f'PROMETHEUS_MULTIPROC_DIR="{metrics_dir}",'
+                                                      f'MODEL_CONTROL_FILE="{workdir}/unloaded-{n}.json"'))
     # Stopping drains from the outside in: supervisord stops one group at a time, the highest priority first.
     # The gateway goes first (it refuses new connections and finishes what it proxies, on services still up),
     # then the services together, as one group.
