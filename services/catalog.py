@@ -1,8 +1,16 @@
 """The services and the models each one serves, written once: the stack, the gateway's built-in backend map,
-the OpenAPI document, k8s/generate.py and the tests all read this table."""
+the OpenAPI document, k8s/generate.py and the tests all read this table. Each service's own routes are declared
+beside it (``services/NAME/routes.py``) and only gathered here."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from services.gan.routes import ROUTES as GAN
+from services.mnist.routes import ROUTES as MNIST
+from services.routes import Route
+from services.sentiment.routes import ROUTES as SENTIMENT
+from services.textgen.routes import ROUTES as TEXTGEN
+from services.translation.routes import ROUTES as TRANSLATION
 
 
 @dataclass(frozen=True)
@@ -10,16 +18,21 @@ class Service:
     name: str
     port: int
     models: tuple[str, ...]
-    routes: tuple[str, ...]  # native routes the gateway sends here (a prefix when it ends in /)
+    routes: tuple[Route, ...]  # the service's own routes (native, OpenAI), which the gateway sends here
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(r.path for r in self.routes)
 
 
 SERVICES = (
-    Service("mnist", 9001, ("mnist",), ("/api/mnist/",)),
-    Service("sentiment", 9002, ("sentiment",), ("/api/sentiment/",)),
-    Service("translation", 9003, ("translation_transformer", "translation_seq2seq"), ("/api/translate",)),
-    Service("textgen", 9004, ("textgen",), ("/api/generate", "/v1/completions", "/v1/models")),  # + OpenAI's API
-    Service("gan", 9005, ("gan",), ("/api/gan/",)),
+    Service("mnist", 9001, ("mnist",), MNIST),
+    Service("sentiment", 9002, ("sentiment",), SENTIMENT),
+    Service("translation", 9003, ("translation_transformer", "translation_seq2seq"), TRANSLATION),
+    Service("textgen", 9004, ("textgen",), TEXTGEN),
+    Service("gan", 9005, ("gan",), GAN),
 )
 GATEWAY_PORT = 8080
 GRPC_PORTS = {"grpc-tfs": 8500, "grpc-v2": 8001}  # on the gateway: TF Serving's and the v2 protocol's gRPC APIs
 MODELS = tuple(m for s in SERVICES for m in s.models)
+ROUTES = {r.path: r for s in SERVICES for r in s.routes}  # every service's own route, by path

@@ -31,7 +31,7 @@ class ExportRefused(RuntimeError):
     """The ONNX graph does not reproduce Keras within tolerance (or does not load)."""
 
 
-def to_onnx(model, input_specs: list, path: Path, output_names: list[str] | None = None) -> Path:
+def to_onnx(model, input_specs: list, path: Path) -> Path:
     """Convert a Keras model (or a Keras-callable wrapped as a model) to ONNX at ``path``."""
     import onnx
     import tf2onnx

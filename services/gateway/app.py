@@ -93,7 +93,7 @@ class Request:
 class Gateway:
     def __init__(self, settings: GatewaySettings, process: ProcessSettings | None = None):
         self.process = process or ProcessSettings()
-        logs.setup("gateway", self.process.log_level)
+        logs.setup(self.process.log_level)
         self.settings = settings
         self.grpc_servers: list = []
         self.router = backends.Router(backends.load(settings))

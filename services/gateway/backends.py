@@ -17,7 +17,7 @@ from services.settings import GatewaySettings
 
 def backend_map(host_of=lambda s: f"127.0.0.1:{s.port}") -> dict:
     """The map as the YAML file holds it, from the service table (``host_of``: a service's host:port)."""
-    return {"backends": {s.name: {"url": f"http://{host_of(s)}", "models": list(s.models), "routes": list(s.routes)}
+    return {"backends": {s.name: {"url": f"http://{host_of(s)}", "models": list(s.models), "routes": list(s.paths)}
                          for s in catalog.SERVICES}}
 
 

@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services import __version__
+from services import __version__, catalog
 from services.gateway import openapi
 from services.runtime.errors import ApiError
 from services.runtime.metrics import exposition
@@ -25,10 +25,11 @@ SWAGGER_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Model 
 <link rel="stylesheet" href="/docs/swagger-ui.css"></head><body><div id="ui"></div>
 <script src="/docs/swagger-ui-bundle.js"></script>
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
-ROUTE_FAMILIES = ("POST /api/{mnist/predict,sentiment/predict,translate,generate,gan/sample}, GET /api/models, "
-                  "/v1/models/NAME[:predict|/metadata], /v2/models/NAME[/infer|/ready|/stats], /v2/models/stats, "
-                  "/v2/repository/{index,models/NAME/load,models/NAME/unload}, /v2/health/{live,ready}, "
-                  "/healthz, /metrics, /openapi.json, /docs, / (demo page)")
+# what a 404 lists: the services' own routes (their declarations), then what every model and the gateway answer
+ROUTE_FAMILIES = ", ".join([f"{r.method} {path}" for path, r in catalog.ROUTES.items()] + [
+    "GET /api/models", "/v1/models/NAME[:predict|/metadata]", "/v2/models/NAME[/infer|/ready|/stats]",
+    "/v2/models/stats", "/v2/repository/{index,models/NAME/load,models/NAME/unload}", "/v2/health/{live,ready}",
+    "/healthz", "/metrics", "/openapi.json", "/docs", "/ (demo page)"])
 
 
 def json_response(obj, status: int = 200) -> Response:

@@ -1,9 +1,10 @@
-"""OpenAPI 3 description of every route the gateway serves (native API, TF Serving REST, OIP v2)."""
+"""OpenAPI 3 description of every route the gateway serves: each service's own routes (native API, OpenAI's)
+from their declarations (``services/NAME/routes.py``), then TF Serving REST and the OIP v2, which every service
+speaks."""
 from __future__ import annotations
 
-from services import __version__
-from services import catalog
-from services.runtime import schemas
+from services import __version__, catalog
+from services.routes import Route
 from services.runtime.config import LIMITS
 
 ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -29,18 +30,21 @@ def _op(summary, body=None, ok=None, tags=None, params=None, ok_content=None, co
     return op
 
 
-OPENAI_COMPLETION = {"type": "object", "required": ["model"], "properties": {
-    "model": {"type": "string"}, "prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-    "max_tokens": {"type": "integer"}, "temperature": {"type": "number"}, "top_p": {"type": "number"},
-    "n": {"type": "integer"}, "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-    "seed": {"type": "integer"}, "stream": {"type": "boolean"}, "echo": {"type": "boolean"}}}
+def declared(route: Route) -> dict:
+    """One service route's operation: its summary, body schema (with this process's limits) and example."""
+    body = _json(route.schema(LIMITS), route.example) if route.method == "POST" else None
+    ok = None
+    if route.answers:
+        ok = {"description": "the answer", "content": {"application/json": {"schema": {"type": "object"}},
+                                                      **{t: {"schema": sch} for t, sch in route.answers.items()}}}
+    codes = (400, 404, 413, 429, 503) if route.method == "POST" else ()
+    return {route.method.lower(): _op(route.summary, body, None, [route.tag], ok_content=ok, codes=codes)}
 
 
 def spec() -> dict:
     n = LIMITS["max_batch_items"]
     name_p = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": MODEL_NAMES}}
     ver_p = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}}
-    native = schemas.native()  # the services validate against the same schemas
     tensor = {"type": "object", "required": ["name", "datatype", "shape"],
               "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
                              "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
@@ -53,24 +57,7 @@ def spec() -> dict:
                                                "inputs": {}, "signature_name": {"type": "string"},
                                                "parameters": {"type": "object"}}}
     paths = {
-        "/api/mnist/predict": {"post": _op("Classify handwritten digits", _json(
-            native["/api/mnist/predict"], {"images": [[[0] * 28] * 28]}),
-            {"type": "object", "properties": {"predictions": {"type": "array"}}}, ["native"])},
-        "/api/sentiment/predict": {"post": _op("Sentiment of review text", _json(
-            native["/api/sentiment/predict"], {"text": "A wonderful, moving film."}), None, ["native"])},
-        "/api/translate": {"post": _op("Translate English to German", _json(
-            native["/api/translate"], {"text": "How are you?", "beam_size": 4}), None, ["native"])},
-        "/api/generate": {"post": _op("Generate Shakespeare-like text (stream: true for server-sent events)", _json(
-            native["/api/generate"], {"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.7, "seed": 1}),
-            None, ["native"],
-            ok_content={"description": "generated text (JSON) or text/event-stream",
-                        "content": {"application/json": {"schema": {"type": "object"}},
-                                    "text/event-stream": {"schema": {"type": "string"}}}})},
-        "/api/gan/sample": {"post": _op("Sample digits from the GAN", _json(
-            native["/api/gan/sample"], {"n": 16, "seed": 7, "format": "json"}), None, ["native"],
-            ok_content={"description": "images", "content": {"application/json": {"schema": {"type": "object"}},
-                                                             "image/png": {"schema": {"type": "string",
-                                                                                      "format": "binary"}}}})},
+        **{path: declared(route) for path, route in catalog.ROUTES.items()},
         "/api/models": {"get": _op("Every model, version, state, device and quality metrics", tags=["native"],
                                    codes=(503,))},
         "/v1/models/{name}": {"get": _op("TF Serving model status", tags=["tfserving"], params=[name_p], codes=(404,))},
@@ -83,11 +70,6 @@ def spec() -> dict:
         "/v1/models/{name}/versions/{version}:predict": {"post": _op("TF Serving predict (one version)",
                                                                      _json(v1_req), None, ["tfserving"],
                                                                      [name_p, ver_p])},
-        "/v1/completions": {"post": _op("OpenAI completions for the text generator (stream: true for data: chunks "
-                                        "ending in data: [DONE])", _json(OPENAI_COMPLETION,
-                                        {"model": "textgen", "prompt": "ROMEO:\n", "max_tokens": 40, "seed": 1}),
-                                        None, ["openai"], codes=(400, 404, 429, 503))},
-        "/v1/models": {"get": _op("OpenAI model list", tags=["openai"], codes=())},
         "/v2": {"get": _op("Server metadata", tags=["v2"], codes=())},
         "/v2/health/live": {"get": _op("Liveness", tags=["v2"], codes=())},
         "/v2/health/ready": {"get": _op("Readiness: 200 only when every backend is ready", tags=["v2"], codes=(503,))},

@@ -306,18 +306,6 @@ class Upstream:
     def host(self, backend) -> bytes:
         return self._address(backend)[2]
 
-    def idle(self, backend) -> Connection | None:
-        """A pooled keep-alive connection ready for a request, when the backend's breaker is closed; else None
-        (the caller then goes through ``send``, which connects, retries and counts failures)."""
-        if self.breaker(backend.name).opened_at is not None:
-            return None
-        pool = self.pools.get(backend.name)
-        while pool:
-            conn = pool.pop()
-            if not conn.closed:
-                return conn
-        return None
-
     async def request(self, backend, method: str, target: bytes, headers: list[tuple[bytes, bytes]],
                       body: bytes, timeout: float | None = None) -> Response:
         """-> the backend's response once its headers are in. Raises ApiError 502/503/504 on backend trouble."""

@@ -5,13 +5,16 @@ import numpy as np
 from flask import Blueprint, request
 
 from services.mnist.model import IMAGE_MAGIC, MnistServable, decode_item, image_to_mnist, raw_image
+from services.mnist.routes import ROUTES
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, UnsupportedMediaType
 from services.runtime.http import json_body
+from services.runtime.validation import unknown_in
 
 api = Blueprint("mnist_api", __name__)
+ROUTE = ROUTES[0]
 
 
 ACCEPTED = ("a JSON object ({\"image\": ...} or {\"images\": [...]}), a multipart/form-data upload "
@@ -25,7 +28,7 @@ def _images() -> dict:
     return {"x": x, "version": version}
 
 
-@native.endpoint(api, "/api/mnist/predict", "mnist", parse=_images)
+@native.endpoint(api, ROUTE, "mnist", parse=_images)
 def predict(s, body):
     probs = s.infer({"image": body["x"]}, {})["probabilities"]
     return {"predictions": [{"digit": int(p.argmax()), "confidence": float(p.max()),
@@ -40,7 +43,8 @@ def _is_upload() -> bool:
 def _uploaded() -> tuple[np.ndarray, str | None]:
     """Image files: multipart fields 'image' (one) or 'images' (several), or the whole body as one image."""
     if request.mimetype == "multipart/form-data":
-        native.unknown_in({**request.form, **request.files}, ["image", "images", "version"], {}, "form field")
+        unknown_in({**request.form, **request.files}, {"properties": {"image": {}, "images": {}, "version": {}}}, {},
+                   "form field")
         files = [(f"images[{i}]" if k == "images" else k, f) for k in ("image", "images")
                  for i, f in enumerate(request.files.getlist(k))]
         if not files:
@@ -64,11 +68,11 @@ def _from_json() -> tuple[np.ndarray, str | None]:
             raise UnsupportedMediaType(f"this body is neither JSON nor an image; send {ACCEPTED}",
                                        field="Content-Type") from None
         raise
-    native.known_fields(body, "/api/mnist/predict")
+    body = native.checked(ROUTE.path, body)
     items, single = native.one_or_many(body, "image", "images", LIMITS["max_batch_items"])
     x = np.stack([decode_item(it, "image" if single else f"images[{i}]") for i, it in enumerate(items)])[..., None]
     return x, body.get("version")
 
 
 def create_app(**kw):
-    return runtime_app("mnist", {"mnist": MnistServable}, api, **kw)
+    return runtime_app("mnist", {"mnist": MnistServable}, api, ROUTES, **kw)

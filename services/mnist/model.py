@@ -21,7 +21,6 @@ class MnistServable(Servable):
 
     def __init__(self, manifest, version_dir):
         super().__init__(manifest, version_dir)
-        self.scale = float(manifest["preprocessing"]["scale"])
         self.run = self.batcher("model", ["probabilities", "logits"])
 
     def warm_up(self):

@@ -19,7 +19,10 @@ from services.runtime.errors import ApiError
 from services.runtime.http import assign_request_id, json_response, log_access
 from services.runtime.protocol_v1 import bp as v1_bp
 from services.runtime.protocol_v2 import bp as v2_bp
+from services.routes import Route
+from services.runtime.dataplane import DataPlane
 from services.runtime.repository import ModelRepository
+from services.runtime.validation import Checked
 
 log = logging.getLogger("runtime.app")
 
@@ -36,11 +39,14 @@ def protocol_of(path: str) -> str:
     return "other"
 
 
-def create_app(service: str, factories: dict, native=None, repository: ModelRepository | None = None,
-               poll: bool = True, settings: ServiceSettings | None = None) -> Flask:
-    """``settings``: the process's (read from the environment once) unless given."""
+def create_app(service: str, factories: dict, native=None, routes: tuple[Route, ...] = (),
+               repository: ModelRepository | None = None, poll: bool = True,
+               settings: ServiceSettings | None = None) -> Flask:
+    """``native``: the service's blueprint of its own ``routes`` (their bodies are checked against the routes'
+    schemas, with this process's limits); ``settings``: the process's (read from the environment once) unless
+    given."""
     settings = settings or ServiceSettings.load()
-    logs.setup(service, ProcessSettings.from_env().log_level)
+    logs.setup(ProcessSettings.from_env().log_level)
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -50,6 +56,9 @@ def create_app(service: str, factories: dict, native=None, repository: ModelRepo
         if poll:
             repo.start_polling()
     app.extensions["repository"] = repo
+    app.extensions["dataplane"] = DataPlane(repo)
+    app.extensions["bodies"] = {r.path: Checked(r.schema(settings.limits), r.hints) for r in routes
+                                if r.method == "POST"}
     app.extensions["service"] = service
     app.register_blueprint(v1_bp)
     app.register_blueprint(v2_bp)

@@ -1,6 +1,6 @@
 """How long a request may take, and whether its client is still there: what a decoder's wait
-(``generation.wait_all``) checks, so that a translation or generation nobody waits for any more leaves the
-batch at its next step.
+(``generation.wait_all``) checks, so that a decoding job nobody waits for any more leaves the batch at its
+next step.
 
 A request starts with ``DECODE_TIMEOUT_SECONDS``; the client may shorten it: v2's ``timeout`` parameter (in
 microseconds, as Triton has; the gateway sets it from a gRPC call's deadline) or the ``openai`` client's

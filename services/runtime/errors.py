@@ -45,7 +45,3 @@ class DeadlineExceeded(ApiError):
 class UnsupportedMediaType(ApiError):
     status = 415
 
-
-def require(cond: bool, message: str, field: str | None = None, limit=None) -> None:
-    if not cond:
-        raise ApiError(message, field=field, limit=limit)

@@ -75,7 +75,7 @@ def child_exit(server, worker):
 
 
 # Balance: keep-alive clients open their connections at once, and on one shared socket the first worker to wake
-# keeps most of them (MNIST c=32 lost 25-45% in rounds, bench/results/vm/FINDINGS.md). With reuse_port, gunicorn
+# keeps most of them (measured in bench/results/vm/FINDINGS.md). With reuse_port, gunicorn
 # gives each worker its own SO_REUSEPORT listener and the kernel spreads new connections evenly; a second stack
 # cannot join, because `python -m services` refuses a port already bound.
 reuse_port = True

@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
-def setup(service: str, level: str = "info") -> None:
+def setup(level: str = "info") -> None:
     root = logging.getLogger()
     if getattr(root, "_json_configured", False):
         return
@@ -38,4 +38,3 @@ def setup(service: str, level: str = "info") -> None:
     root.setLevel(level.upper())
     root._json_configured = True  # type: ignore[attr-defined]
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    logging.LoggerAdapter(root, {"service": service})

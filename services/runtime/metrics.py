@@ -36,7 +36,7 @@ LOADED = Gauge("model_loaded", "1 when a model version is loaded and serving", [
                multiprocess_mode="max")
 LOAD_FAILURES = Counter("model_load_failures_total", "Versions refused at load (bad manifest or checksum)",
                         ["model", "version"])
-ACTIVE_SEQUENCES = Gauge("model_decoder_active_sequences", "Translations and generations in the decoder's batch",
+ACTIVE_SEQUENCES = Gauge("model_decoder_active_sequences", "Decoding jobs in the decoder's batch",
                          multiprocess_mode="livesum")
 
 _children: dict = {}

@@ -2,13 +2,12 @@
 (``instances``) and columnar (``inputs``) formats, ``{"b64": ...}`` strings, and TF Serving's response shapes."""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, g, request
+from flask import Blueprint, current_app, request
 
-from services.runtime import codec, native
+from services.runtime import codec
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_response
-from services.runtime.servable import check_inputs
 
 bp = Blueprint("v1", __name__)
 TF_DTYPES = {"FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "INT64": "DT_INT64", "INT32": "DT_INT32",
@@ -71,8 +70,8 @@ def predict(path):
         raise NotFound(f"unknown action '{action}' (supported: predict)")
     if action != "predict":
         raise NotFound(f"':{action}' is not supported for these models; use ':predict'")
-    s = current_app.extensions["repository"].get(name, version)
-    g.model, g.model_version = s.name, str(s.version)
+    dataplane = current_app.extensions["dataplane"]
+    s = dataplane.model(name, version)
     body = codec.parse_json(codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding")))
     if not isinstance(body, dict):
         raise ApiError("the body must be a JSON object", field="body")
@@ -113,10 +112,10 @@ def predict(path):
         arrays[n] = codec.tfs_value(v, n, specs[n].datatype)
         if arrays[n].ndim == 0:
             arrays[n] = arrays[n].reshape(1)
-    inputs = check_inputs(s, arrays, LIMITS["max_batch_items"])
-    params = body.get("parameters") if isinstance(body.get("parameters"), dict) else {}
-    native.unknown_in(params, sorted(s.parameters), {}, "parameter")
-    outputs = s.infer(inputs, params)
+    params = body.get("parameters", {})
+    if not isinstance(params, dict):
+        raise ApiError("'parameters' must be a JSON object", field="parameters")
+    outputs = dataplane.infer(s, arrays, params)
     if row:
         n = next(iter(outputs.values())).shape[0]
         if len(outputs) == 1:

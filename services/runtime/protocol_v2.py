@@ -4,14 +4,15 @@ JSON bodies are accepted with any or no Content-Type (tritonclient sends none); 
 """
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Blueprint, Response, current_app, request
 
 from services import __version__
-from services.runtime import codec, deadlines, native, schemas, statistics
+from services.runtime import codec, statistics
 from services.runtime.config import LIMITS
+from services.runtime.dataplane import V2_PROTOCOL_PARAMETERS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_body, json_response
-from services.runtime.servable import check_inputs
+from services.runtime.validation import unknown_in
 
 bp = Blueprint("v2", __name__)
 SERVER = {"name": "keras-onnx-serving", "version": __version__,
@@ -51,7 +52,7 @@ def model_metadata(name, version=None):
     return json_response({"name": s.name, "versions": loaded, "platform": "onnxruntime_onnx",
                           "inputs": [t.as_v2() for t in s.inputs], "outputs": [t.as_v2() for t in s.outputs],
                           "parameters": {"version": str(s.version), "device": s.device, "task": s.manifest["task"],
-                                         "request_parameters": s.parameters}})
+                                         "request_parameters": s.parameters()}})
 
 
 @bp.get("/v2/models/<name>/ready")
@@ -83,7 +84,7 @@ def model_config(name, version=None):
 @bp.post("/v2/repository/index")
 def repository_index():
     body = json_body(optional=True)
-    native.unknown_in(body, ["ready"], {}, "field")
+    unknown_in(body, {"properties": {"ready": {}}}, {}, "field")
     out = []
     for n in repo().names():
         for st in repo().status(n):
@@ -100,11 +101,11 @@ def repository_control(name, action):
     """Triton's load and unload take optional parameters; a model's config or files cannot be sent here: the
     repository on disk is what loads."""
     body = json_body(optional=True)
-    native.unknown_in(body, ["parameters"], {}, "field")
+    unknown_in(body, {"properties": {"parameters": {}}}, {}, "field")
     params = body.get("parameters") or {}
     if not isinstance(params, dict):
         raise ApiError("'parameters' must be a JSON object", field="parameters")
-    native.unknown_in(params, ["unload_dependents"], {}, "parameter")
+    unknown_in(params, {"properties": {"unload_dependents": {}}}, {}, "parameter")
     (repo().load if action == "load" else repo().unload)(name)
     return json_response({})
 
@@ -131,16 +132,13 @@ def model_statistics(name=None, version=None):
 @bp.post("/v2/models/<name>/infer")
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name, version=None):
-    s = _servable(name, version)
-    g.model, g.model_version = s.name, str(s.version)
+    dataplane = current_app.extensions["dataplane"]
+    s = dataplane.model(name, version)
     body = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
     req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
     params = codec.v2_check_request(req, [o.name for o in s.outputs])
-    native.unknown_in(params, sorted(set(s.parameters) | schemas.V2_PROTOCOL_PARAMETERS), {}, "parameter")
-    if "timeout" in params:  # microseconds, as Triton's
-        deadlines.shorten(native.integer(params, "timeout", None, 1, 10**12, text_ok=True) / 1e6)
-    inputs = check_inputs(s, codec.v2_decode_inputs(req, tail), LIMITS["max_batch_items"], strict_datatype=True)
-    outputs = s.infer(inputs, {k: v for k, v in params.items() if k not in ("binary_data_output",)})
+    outputs = dataplane.infer(s, codec.v2_decode_inputs(req, tail), params, strict_datatype=True,
+                              protocol=V2_PROTOCOL_PARAMETERS)
     payload, headers = codec.v2_encode_outputs(s.name, str(s.version), outputs, req,
                                                req.get("id") if isinstance(req.get("id"), str) else None)
     return Response(payload, 200, headers=headers)

@@ -1,11 +1,14 @@
-"""A loaded model version, as every protocol sees it: named input/output tensors and ``infer``.
+"""A loaded model version, as every protocol sees it: named input/output tensors, the request parameters it
+takes, and ``infer``.
 
-Each service subclasses ``Servable`` with its pre/post-processing; the v1 and v2 adapters and the native
-API all go through the same object (one dataplane), so every protocol gets the same batching and checks.
+Each service subclasses ``Servable`` with its pre/post-processing; the data plane (``dataplane.py``) checks a
+request against these declarations for every protocol, then calls ``infer``.
 """
 from __future__ import annotations
 
+import functools
 import logging
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from services.runtime import metrics
 from services.runtime.batcher import DynamicBatcher
 from services.runtime.config import batches_in_flight, batching_override
 from services.runtime.sessions import create_session, device_of
-from services.v2_tensors import NP_TO_V2, V2_TO_NP
+from services.runtime.validation import Checked
 
 log = logging.getLogger("runtime.servable")
 
@@ -33,12 +36,11 @@ class TensorSpec:
         return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
 
 
-class Servable:
+class Servable(ABC):
     """Base: owns the ONNX Runtime sessions of one version and their batchers."""
 
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
-    parameters: dict = {}   # request parameters accepted on v1/v2 (name -> description)
 
     def __init__(self, manifest: dict, version_dir: Path):
         self.manifest, self.dir = manifest, Path(version_dir)
@@ -61,8 +63,17 @@ class Servable:
     def warm_up(self) -> None:
         """Run a sample through the whole pipeline once, so the first client request is not the slow one."""
 
+    @abstractmethod
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Checked inputs (``dataplane.check_inputs``) and parameters (with their defaults) -> named outputs."""
+
+    def parameters(self) -> dict[str, dict]:
+        """The v1/v2 request parameters this model takes: name -> JSON schema (none by default)."""
+        return {}
+
+    @functools.cached_property
+    def parameter_check(self) -> Checked:
+        return Checked({"type": "object", "properties": self.parameters()}, what="parameter")
 
     def metadata(self) -> dict:
         m = self.manifest
@@ -74,58 +85,3 @@ class Servable:
         for b in self.batchers:
             b.close()
         metrics.LOADED.labels(self.name, str(self.version), self.device).set(0)
-
-
-def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: int,
-                 strict_datatype: bool = False) -> dict[str, np.ndarray]:
-    """Validate named tensors against the servable's specs: names, datatypes, rank, fixed dimensions, one batch
-    size, batch limit. JSON numbers (TF Serving REST) are cast to the declared numeric type; a v2 request names
-    its datatype, which must then match exactly (``strict_datatype``), as Triton requires."""
-    from services.runtime.errors import ApiError
-    specs = {s.name: s for s in servable.inputs}
-    unknown = sorted(set(inputs) - set(specs))
-    if unknown:
-        raise ApiError(f"unknown input(s) {unknown} for model '{servable.name}' (inputs: {sorted(specs)})",
-                       field=unknown[0])
-    out, batch = {}, None
-    for name, spec in specs.items():
-        if name not in inputs:
-            if spec.optional:
-                continue
-            raise ApiError(f"model '{servable.name}' needs input '{name}' ({spec.datatype} {list(spec.shape)})",
-                           field=name)
-        arr = inputs[name]
-        want = V2_TO_NP[spec.datatype]
-        if spec.datatype == "BYTES":
-            if arr.dtype != object:
-                raise ApiError(f"input '{name}' must be BYTES (strings)", field=name)
-        elif arr.dtype != want and strict_datatype:
-            raise ApiError(f"input '{name}' has datatype {NP_TO_V2.get(arr.dtype.name, arr.dtype.name)}, but model "
-                           f"'{servable.name}' expects {spec.datatype}", field=name)
-        elif arr.dtype != want:
-            kind_ok = (np.dtype(want).kind == "f" and arr.dtype.kind in "fiu") or \
-                      (np.dtype(want).kind in "iu" and arr.dtype.kind in "iu")
-            if not kind_ok:
-                raise ApiError(f"input '{name}' has datatype {NP_TO_V2.get(arr.dtype.name, arr.dtype.name)}, "
-                               f"expected {spec.datatype}", field=name)
-            arr = arr.astype(want)
-        # allow a missing trailing channel dimension of 1 (28x28 vs 28x28x1) for convenience
-        if arr.ndim == len(spec.shape) - 1 and spec.shape[-1] == 1:
-            arr = arr[..., None]
-        if arr.ndim != len(spec.shape):
-            raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)} "
-                           "(-1 = any size)", field=name)
-        for got, exp in zip(arr.shape[1:], spec.shape[1:]):
-            if exp != -1 and got != exp:
-                raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)}",
-                               field=name)
-        if batch is not None and arr.shape[0] != batch:
-            raise ApiError(f"inputs disagree on the batch size ({batch} vs {arr.shape[0]} for '{name}')", field=name)
-        batch = arr.shape[0]
-        if batch == 0:
-            raise ApiError(f"input '{name}' has an empty batch", field=name, limit=max_batch)
-        if batch > max_batch:
-            raise ApiError(f"input '{name}' has a batch of {batch}; the limit is {max_batch}", field=name,
-                           limit=max_batch)
-        out[name] = arr
-    return out

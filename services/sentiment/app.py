@@ -7,11 +7,12 @@ from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.sentiment.model import SentimentServable
+from services.sentiment.routes import ROUTES
 
 api = Blueprint("sentiment_api", __name__)
 
 
-@native.endpoint(api, "/api/sentiment/predict", "sentiment")
+@native.endpoint(api, ROUTES[0], "sentiment")
 def predict(s, body):
     texts, _ = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
     scores = s.predict(texts)
@@ -19,4 +20,4 @@ def predict(s, body):
 
 
 def create_app(**kw):
-    return runtime_app("sentiment", {"sentiment": SentimentServable}, api, **kw)
+    return runtime_app("sentiment", {"sentiment": SentimentServable}, api, ROUTES, **kw)

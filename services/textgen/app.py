@@ -10,9 +10,9 @@ from flask import Blueprint
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.http import event_stream
-from services.runtime.config import LIMITS
 from services.textgen import openai_api
 from services.textgen.model import TextgenServable, flush_seconds, options
+from services.textgen.routes import ROUTES
 
 api = Blueprint("textgen_api", __name__)
 # All the streams of a worker together make at most this many writes a second (0: no limit): past
@@ -48,11 +48,9 @@ def _sse(event: str | None, data: dict) -> bytes:
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-@native.endpoint(api, "/api/generate", "textgen")
+@native.endpoint(api, ROUTES[0], "textgen")
 def generate(s, body):
-    prompt = native.text(body.get("prompt", ""), "prompt", LIMITS["max_prompt_chars"], allow_empty=True)
-    opts = options(body)
-    stream = native.boolean(body, "stream", False)
+    prompt, opts, stream = body["prompt"], options(body), body["stream"]
     s.check_prompt(prompt, "prompt")
     if not stream:
         text, n, reason = s.generate([prompt], opts)[0]
@@ -109,6 +107,6 @@ class _Events:
 
 
 def create_app(**kw):
-    app = runtime_app("textgen", {"textgen": TextgenServable}, api, **kw)
+    app = runtime_app("textgen", {"textgen": TextgenServable}, api, ROUTES, **kw)
     app.register_blueprint(openai_api.bp)
     return app

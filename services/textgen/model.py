@@ -16,9 +16,10 @@ from services.v2_tensors import bytes_tensor
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.servable import Servable, TensorSpec
 from services.runtime.sessions import create_session
+from services.routes import MAX_SEED
+from services.textgen import routes
 from modelcore.textgen import CharModel
 
-MAX_SEED = 2**32 - 1
 log = logging.getLogger("textgen")
 
 
@@ -125,9 +126,6 @@ class Stream:
 class TextgenServable(Servable):
     inputs = [TensorSpec("prompt", "BYTES", (-1,), "prompt text")]
     outputs = [TensorSpec("text", "BYTES", (-1,), "generated continuation")]
-    parameters = {"max_tokens": f"1..{LIMITS['max_new_tokens']} (default 200)", "temperature": "0..5 (default 0.8)",
-                  "top_k": "0 (off) .. vocabulary size", "top_p": "0..1 (default 1)", "seed": "0..2^32-1",
-                  "stop": "a string or up to 4 strings that end the text"}
 
     def __init__(self, manifest, version_dir):
         super().__init__(manifest, version_dir)
@@ -177,26 +175,23 @@ class TextgenServable(Servable):
         wait_all(jobs, self.timeout)
         return [(s.text, len(j.tokens), j.stop_reason) for s, j in zip(streams, jobs)]
 
+    def parameters(self) -> dict[str, dict]:
+        return routes.parameters(LIMITS)
+
     def infer(self, inputs, parameters):
-        opts = options(parameters, param=True)
+        opts = options(parameters)
         prompts = texts_from_bytes(inputs["prompt"], "prompt", LIMITS["max_prompt_chars"])
         for p in prompts:
             self.check_prompt(p, "prompt")
         return {"text": bytes_tensor([t.encode("utf-8") for t, _, _ in self.generate(prompts, opts)])}
 
 
-def options(body: dict, param: bool = False) -> dict:
-    """Sampling knobs with their limits (native body or v1/v2 parameters)."""
-    from services.runtime import native
-    src = dict(body)
-    seed = native.integer(src, "seed", None, 0, MAX_SEED, text_ok=param)
-    stop = stop_strings(src.get("stop", []))
-    return {"max_tokens": native.integer(src, "max_tokens", 200, 1, LIMITS["max_new_tokens"], text_ok=param),
-            "temperature": native.number(src, "temperature", 0.8, 0.0, 5.0),
-            "top_k": native.integer(src, "top_k", 0, 0, 100000, text_ok=param),
-            "top_p": native.number(src, "top_p", 1.0, 0.0, 1.0) or 1.0,
-            "seed": seed if seed is not None else random_seed(),
-            "stop": stop}
+def options(checked: dict) -> dict:
+    """Sampling settings from a checked body or checked parameters (``textgen/routes.py``, defaults filled in)."""
+    seed = checked.get("seed")
+    return {"max_tokens": checked["max_tokens"], "temperature": checked["temperature"], "top_k": checked["top_k"],
+            "top_p": checked["top_p"] or 1.0, "seed": random_seed() if seed is None else seed,
+            "stop": stop_strings(checked.get("stop"))}
 
 
 def flush_seconds() -> float:
@@ -206,13 +201,9 @@ def flush_seconds() -> float:
     return settings().sse_flush_ms / 1000
 
 
-def stop_strings(stop) -> list[str]:
-    """``stop``: a string, or a list of up to 4 strings that end the text."""
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and 0 < len(s) <= 64 for s in stop):
-        raise ApiError("'stop' must be a string or a list of up to 4 strings of 1..64 characters", field="stop",
-                       limit=4)
-    return stop
+def stop_strings(stop: str | list[str] | None) -> list[str]:
+    """``stop`` as checked (``textgen/routes.STOP``): none, one string or a list of them."""
+    return [] if stop is None else [stop] if isinstance(stop, str) else stop
 
 
 def random_seed() -> int:

@@ -14,15 +14,10 @@ from services.runtime import deadlines, native
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import event_stream, json_body, json_response
-from services.textgen.model import MAX_SEED, flush_seconds, random_seed, stop_strings
+from services.textgen.model import flush_seconds, random_seed, stop_strings
 
 bp = Blueprint("openai", __name__)
 OWNER = "keras-onnx-serving"
-SUPPORTED = ("model", "prompt", "max_tokens", "temperature", "top_p", "n", "stop", "seed", "stream",
-             "stream_options", "echo", "user")
-# accepted only at the value that means "off", which is what clients such as LangChain send by default
-NEUTRAL = {"best_of": (None, 1), "presence_penalty": (None, 0), "frequency_penalty": (None, 0),
-           "logit_bias": (None, {}), "logprobs": (None, 0), "suffix": (None, "")}
 
 
 @bp.errorhandler(ApiError)
@@ -48,52 +43,28 @@ def models():
 
 
 def _request() -> tuple[object, dict]:
-    body = json_body()
+    body = {k: v for k, v in json_body().items() if v is not None}  # OpenAI's null: the default
     read_timeout = request.headers.get("x-stainless-read-timeout", "")  # the openai client's own timeout
     try:
         deadlines.shorten(float(read_timeout))
     except ValueError:
         pass  # absent or not a number: the server's limit alone
-    for field in body:
-        if field in NEUTRAL:
-            if body[field] not in NEUTRAL[field]:
-                raise ApiError(f"'{field}' is not supported by this server (only {NEUTRAL[field][1]!r})",
-                               field=field, limit=NEUTRAL[field][1])
-        elif field not in SUPPORTED:
-            raise ApiError(f"unknown or unsupported field '{field}'; supported: {', '.join(SUPPORTED)}",
-                           field=field, limit=list(SUPPORTED))
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError("'model' is required: the name from GET /v1/models", field="model")
+    body = native.checked("/v1/completions", body)
+    model = body["model"]
     name, _, version = model.partition(":")
     repo = current_app.extensions["repository"]
     if name not in repo.names():
         raise NotFound(f"the model '{model}' does not exist here; models: {', '.join(repo.names())}", field="model")
-    s = repo.get(name, version or None)
-    g.model, g.model_version = s.name, str(s.version)
-
-    prompt = body.get("prompt", "<|endoftext|>")
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ApiError("'prompt' must be a string or a non-empty list of strings (token ids are not supported: "
-                       "the model reads characters)", field="prompt")
-    prompts = ["" if p == "<|endoftext|>" else native.text(p, "prompt", LIMITS["max_prompt_chars"], True)
-               for p in prompts]
+    s = current_app.extensions["dataplane"].model(name, version or None)
+    prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
+    prompts = ["" if p == "<|endoftext|>" else p for p in prompts]
     for p in prompts:
         s.check_prompt(p, "prompt")
-    n = native.integer(body, "n", 1, 1, LIMITS["max_batch_items"])
-    native.check_count(len(prompts) * n, "prompt", LIMITS["max_batch_items"])
-    seed = native.integer(body, "seed", None, 0, MAX_SEED)
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        raise ApiError("'stream_options' must be an object", field="stream_options")
-    native.unknown_in(stream_options, ["include_usage"], {}, "field", prefix="stream_options.")
-    opts = {"max_tokens": native.integer(body, "max_tokens", 16, 1, LIMITS["max_new_tokens"]),
-            "temperature": native.number(body, "temperature", 1.0, 0.0, 2.0),
-            "top_p": native.number(body, "top_p", 1.0, 0.0, 1.0) or 1.0, "top_k": 0,
-            "stop": stop_strings([] if body.get("stop") is None else body["stop"]), "seed": seed}
-    return s, {"prompts": prompts, "n": n, "opts": opts, "stream": native.boolean(body, "stream", False),
-               "echo": native.boolean(body, "echo", False), "model": model}
+    native.check_count(len(prompts) * body["n"], "prompt", LIMITS["max_batch_items"])
+    opts = {"max_tokens": body["max_tokens"], "temperature": body["temperature"], "top_p": body["top_p"] or 1.0,
+            "top_k": 0, "stop": stop_strings(body.get("stop")), "seed": body.get("seed")}
+    return s, {"prompts": prompts, "n": body["n"], "opts": opts, "stream": body["stream"], "echo": body["echo"],
+               "model": model}
 
 
 @bp.post("/v1/completions")

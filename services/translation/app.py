@@ -7,22 +7,16 @@ from flask import Blueprint
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
-from services.translation.model import DEFAULT_BEAM, TranslationServable
+from services.translation.model import TranslationServable
+from services.translation.routes import MODELS, ROUTES
 
 api = Blueprint("translation_api", __name__)
 
 
-def _model(body: dict) -> str:
-    # the default is the model with the best held-out BLEU and chrF (the reports under reports/translation_*)
-    return "translation_" + native.choice(body, "model", "transformer", ["transformer", "seq2seq"])
-
-
-@native.endpoint(api, "/api/translate", _model)
+@native.endpoint(api, ROUTES[0], lambda body: MODELS[body["model"]])
 def translate(s, body):
     texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
-    beam = native.integer(body, "beam_size", DEFAULT_BEAM, 1, LIMITS["max_beam_size"])
-    max_len = native.integer(body, "max_length", LIMITS["max_translation_tokens"], 1, LIMITS["max_translation_tokens"])
-    scores = native.boolean(body, "return_scores", False)
+    beam, max_len, scores = body["beam_size"], body.get("max_length"), body["return_scores"]
     nbest = s.translate(texts, beam, max_len)
     out: dict = {"beam_size": beam}
     if single:
@@ -37,5 +31,4 @@ def translate(s, body):
 
 
 def create_app(**kw):
-    return runtime_app("translation", {"translation_transformer": TranslationServable,
-                                       "translation_seq2seq": TranslationServable}, api, **kw)
+    return runtime_app("translation", {name: TranslationServable for name in MODELS.values()}, api, ROUTES, **kw)

@@ -200,13 +200,14 @@ NATIVE_GOOD = {"/api/mnist/predict": ("mnist", {"image": [[0] * 28] * 28}),
 
 @pytest.mark.parametrize("route", list(NATIVE_GOOD))
 def test_native_unknown_field_is_refused_by_name(clients, route):
-    from services.runtime import schemas
+    from services import catalog
+    from services.runtime.config import LIMITS
     service, good = NATIVE_GOOD[route]
     c = clients[service]
     assert post(c, route, good).status_code == 200
     body = assert_clean_4xx(post(c, route, {**good, "colour": "blue"}), route)
     assert body["field"] == "colour" and "unknown field 'colour'" in body["error"]
-    assert body["limit"] == sorted(schemas.native()[route]["properties"])  # the accepted fields
+    assert body["limit"] == sorted(catalog.ROUTES[route].schema(LIMITS)["properties"])  # the accepted fields
 
 
 def test_native_unknown_field_suggests_what_was_meant(clients):

@@ -88,7 +88,7 @@ def test_mnist_v1_and_v2_agree_with_native(clients, mnist_test_digits):
     ({}, "image"), ({"image": "not base64!!"}, "image"), ({"image": [[0] * 27] * 28}, "image"),
     ({"images": []}, "images"), ({"images": [[[0] * 28] * 28] * 65}, "images"),
     ({"image": [[300] * 28] * 28}, "image"), ({"image": base64.b64encode(b"GIF89a-not-an-image").decode()}, "image"),
-    ({"image": 5}, "image"), ({"images": ["x", 5]}, "images[0]"),
+    ({"image": 5}, "image"), ({"images": ["x"]}, "images[0]"), ({"images": [[[0] * 28] * 28, 5]}, "images[1]"),
 ])
 def test_mnist_bad_input_is_400_with_field(clients, body, field):
     r = post(clients["mnist"], "/api/mnist/predict", body)
@@ -245,7 +245,7 @@ def test_gan_seeded_json_png_interpolation(clients):
 
 @pytest.mark.parametrize("body,field", [({"n": 0}, "n"), ({"n": 65}, "n"), ({"seed": "x"}, "seed"),
                                         ({"latent": [[0.0] * 3]}, "latent"), ({"format": "gif"}, "format"),
-                                        ({"interpolate": {"from_seed": 1}}, "interpolate.from_seed"),
+                                        ({"interpolate": {"from_seed": 1}}, "interpolate.to_seed"),
                                         ({"latent": [[float("inf")] * 100]}, "body")])
 def test_gan_bad_input(clients, body, field):
     data = orjson.dumps(body) if field != "body" else b'{"latent": [[Infinity]]}'

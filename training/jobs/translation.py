@@ -479,7 +479,7 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
         "graphs": {"encoder": {"file": "encoder.onnx", "inputs": ei, "outputs": eout},
                    "decoder": {"file": "decoder.onnx", "inputs": di, "outputs": dout}},
         "preprocessing": pre,
-        "batching": {"max_batch_size": 64, "max_queue_delay_ms": 2, "max_decoder_rows": 256},
+        "batching": {"max_batch_size": 64, "max_queue_delay_ms": 2},
         "metrics": metrics,
         "data": {"corpus": ds["provenance"], "test_file": "test.tsv",
                  "training_pairs": len(ds["train"]), "everyday_repeats": state["everyday_repeats"]},

@@ -1,0 +1,98 @@
+"""The data plane: what a request does once its protocol has decoded it, the same for every protocol (native,
+TF Serving REST, v2 over HTTP, and gRPC through the gateway's v2 calls). It looks the model and version up
+(recorded for metrics, statistics and the access log), checks the inputs against the servable's tensors and the
+parameters against its schema, applies the client's deadline, then runs ``Servable.infer``. The protocol views
+only decode and encode; the native routes look their model up here and call the servable's own methods."""
+from __future__ import annotations
+
+import numpy as np
+from flask import g
+
+from services.runtime import deadlines
+from services.runtime.config import LIMITS
+from services.runtime.errors import ApiError
+from services.runtime.repository import ModelRepository
+from services.runtime.servable import Servable
+from services.runtime.validation import Checked
+from services.v2_tensors import NP_TO_V2, V2_TO_NP
+
+# Open Inference Protocol request parameters that are the protocol's, not a model's (tritonclient sends some)
+V2_PROTOCOL_PARAMETERS = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
+                          "timeout", "headers"}
+_TIMEOUT = Checked({"type": "object", "properties": {"timeout": {
+    "type": "integer", "minimum": 1, "maximum": 10**12, "description": "microseconds, as Triton's"}}},
+    what="parameter")
+
+
+class DataPlane:
+    def __init__(self, repository: ModelRepository):
+        self.repository = repository
+
+    def model(self, name: str, version: str | int | None = None) -> Servable:
+        """The servable of ``name`` (``version``, else the newest loaded), counted for this request."""
+        s = self.repository.get(name, version)
+        g.model, g.model_version = s.name, str(s.version)
+        return s
+
+    def infer(self, s: Servable, inputs: dict[str, np.ndarray], parameters: dict, strict_datatype: bool = False,
+              protocol: frozenset | set = frozenset()) -> dict[str, np.ndarray]:
+        """``protocol``: the parameters the protocol itself takes (v2's); the rest are the model's."""
+        own = {k: v for k, v in parameters.items() if k not in protocol}
+        checked = s.parameter_check(own, numbers_as_text=True)
+        if "timeout" in protocol and "timeout" in parameters:
+            deadlines.shorten(_TIMEOUT({"timeout": parameters["timeout"]}, numbers_as_text=True)["timeout"] / 1e6)
+        return s.infer(check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype), checked)
+
+
+def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: int,
+                 strict_datatype: bool = False) -> dict[str, np.ndarray]:
+    """Validate named tensors against the servable's specs: names, datatypes, rank, fixed dimensions, one batch
+    size, batch limit. JSON numbers (TF Serving REST) are cast to the declared numeric type; a v2 request names
+    its datatype, which must then match exactly (``strict_datatype``), as Triton requires."""
+    specs = {s.name: s for s in servable.inputs}
+    unknown = sorted(set(inputs) - set(specs))
+    if unknown:
+        raise ApiError(f"unknown input(s) {unknown} for model '{servable.name}' (inputs: {sorted(specs)})",
+                       field=unknown[0])
+    out, batch = {}, None
+    for name, spec in specs.items():
+        if name not in inputs:
+            if spec.optional:
+                continue
+            raise ApiError(f"model '{servable.name}' needs input '{name}' ({spec.datatype} {list(spec.shape)})",
+                           field=name)
+        arr = inputs[name]
+        want = V2_TO_NP[spec.datatype]
+        if spec.datatype == "BYTES":
+            if arr.dtype != object:
+                raise ApiError(f"input '{name}' must be BYTES (strings)", field=name)
+        elif arr.dtype != want and strict_datatype:
+            raise ApiError(f"input '{name}' has datatype {NP_TO_V2.get(arr.dtype.name, arr.dtype.name)}, but model "
+                           f"'{servable.name}' expects {spec.datatype}", field=name)
+        elif arr.dtype != want:
+            kind_ok = (np.dtype(want).kind == "f" and arr.dtype.kind in "fiu") or \
+                      (np.dtype(want).kind in "iu" and arr.dtype.kind in "iu")
+            if not kind_ok:
+                raise ApiError(f"input '{name}' has datatype {NP_TO_V2.get(arr.dtype.name, arr.dtype.name)}, "
+                               f"expected {spec.datatype}", field=name)
+            arr = arr.astype(want)
+        # allow a missing trailing channel dimension of 1 (28x28 vs 28x28x1) for convenience
+        if arr.ndim == len(spec.shape) - 1 and spec.shape[-1] == 1:
+            arr = arr[..., None]
+        if arr.ndim != len(spec.shape):
+            raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)} "
+                           "(-1 = any size)", field=name)
+        for got, exp in zip(arr.shape[1:], spec.shape[1:]):
+            if exp != -1 and got != exp:
+                raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)}",
+                               field=name)
+        if batch is not None and arr.shape[0] != batch:
+            raise ApiError(f"inputs disagree on the batch size ({batch} vs {arr.shape[0]} for '{name}')", field=name)
+        batch = arr.shape[0]
+        if batch == 0:
+            raise ApiError(f"input '{name}' has an empty batch", field=name, limit=max_batch)
+        if batch > max_batch:
+            raise ApiError(f"input '{name}' has a batch of {batch}; the limit is {max_batch}", field=name,
+                           limit=max_batch)
+        out[name] = arr
+    return out
