@@ -6,7 +6,8 @@ commit), side by side in interleaved rounds, on the measurements a serving-core 
 * text generation: 1 and 32 concurrent SSE streams of 200 tokens (tokens/s, time to first token).
 
 Both checkouts' processes run at once on free ports (an idle one costs nothing); each round measures A then B
-or B then A, alternately, so a slow spell of the machine lands on both. Writes ``bench/results/<host>/ab-NAME.{json,md}``.
+or B then A, alternately, so a slow spell of the machine lands on both. Writes
+``bench/results/<host>/ab-NAME.{json,md}``.
 """
 from __future__ import annotations
 
@@ -88,12 +89,14 @@ def main(argv=None) -> int:
     keys = list(rounds["A"][0])
     summary = {k: {"A_median": statistics.median(r[k] for r in rounds["A"]),
                    "B_median": statistics.median(r[k] for r in rounds["B"]),
-                   "B_vs_A_paired_median": statistics.median(b[k] / a[k] for a, b in zip(rounds["A"], rounds["B"]))}
+                   "B_vs_A_paired_median": statistics.median(
+                       b[k] / a[k] for a, b in zip(rounds["A"], rounds["B"], strict=True))}
                for k in keys}
     result = {"A": str(trees["A"]), "B": str(trees["B"]), "env": envs, "rounds": rounds, "summary": summary,
               "seconds": args.seconds, "client": loadgen.tool()}
     (args.out / f"ab-{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
-    lines = [f"# A/B: {args.name} ({args.rounds} interleaved rounds of {args.seconds:.0f} s, client {loadgen.tool()})", "",
+    lines = [f"# A/B: {args.name} ({args.rounds} interleaved rounds of {args.seconds:.0f} s, "
+             f"client {loadgen.tool()})", "",
              f"A: {trees['A']} {envs['A'] or ''}; B: {trees['B']} {envs['B'] or ''}", "",
              "| measurement | A (baseline) median | B (this) median | B / A, median of paired rounds |",
              "|---|---|---|---|"]

@@ -43,8 +43,8 @@ def main(argv=None) -> int:
     print(f"translation_{args.model} v{version} beam {args.beam}: {sacrebleu.corpus_bleu(hyps, [refs])}, "
           f"{sacrebleu.corpus_chrf(hyps, [refs])}  ({len(pairs)} pairs, {time.time() - t0:.1f}s through the API)")
     for dom in sorted(set(domains)):
-        h = [x for x, d in zip(hyps, domains) if d == dom]
-        r = [x for x, d in zip(refs, domains) if d == dom]
+        h = [x for x, d in zip(hyps, domains, strict=False) if d == dom]
+        r = [x for x, d in zip(refs, domains, strict=False) if d == dom]
         print(f"  {dom}: {len(h)} pairs, BLEU {sacrebleu.corpus_bleu(h, [r]).score:.2f}, "
               f"chrF {sacrebleu.corpus_chrf(h, [r]).score:.2f}")
     if args.latency:

@@ -12,7 +12,6 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-
 from urllib.parse import urlsplit
 
 import httptools

@@ -1,5 +1,6 @@
 """The peers a user would otherwise pick (KServe's Python server, MLServer, BentoML), each installed from its
-pinned requirements file into its own virtual environment under ``bench/.venvs/`` (``BENCH_VENVS``; created on first use), and
+pinned requirements file into its own virtual environment under ``bench/.venvs/`` (``BENCH_VENVS``; created on
+first use), and
 started on free ports serving the shipped MNIST model. Every peer answers one 28x28 digit per request."""
 from __future__ import annotations
 

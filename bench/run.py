@@ -33,7 +33,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start(cmd: list[str], env: dict, ready_url: str, log: Path, cwd: Path = ROOT, ok=(200, 404, 405)) -> subprocess.Popen:
+def start(cmd: list[str], env: dict, ready_url: str, log: Path, cwd: Path = ROOT,
+          ok=(200, 404, 405)) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, **env}, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     for _ in range(240):
@@ -79,6 +80,7 @@ def latest(name: str) -> Path:
 
 def raw_ort(seconds: float, device: str) -> dict:
     import onnxruntime as ort
+
     from services.runtime.sessions import create_session
     sess = create_session(latest("mnist") / "model.onnx", device)
     rng = np.random.default_rng(0)
@@ -108,10 +110,10 @@ def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
     Its many-vs-one ratio bounds what the served ratio can reach on this machine."""
     import threading
 
-    from services.__main__ import ORT_THREADS
-    from services.runtime.config import web_workers
     from modelcore.decoding import Scheduler
     from modelcore.manifest import load_and_verify
+    from services.__main__ import ORT_THREADS
+    from services.runtime.config import web_workers
     from services.settings import ServiceSettings
     from services.textgen.model import Stream, TextgenServable
     saved = os.environ.get("ORT_INTRA_OP_THREADS")
@@ -168,7 +170,7 @@ def long_prompts(url: str, busy_body: bytes, others: int, seconds: float, length
                            "stream": True}).encode()
         alone = loadgen.stream(url, body, 1, seconds)
         bg: dict = {}
-        t = threading.Thread(target=lambda: bg.update(loadgen.stream(url, busy_body, others, seconds + 1)))
+        t = threading.Thread(target=lambda into=bg: into.update(loadgen.stream(url, busy_body, others, seconds + 1)))
         t.start()
         time.sleep(0.5)
         busy = loadgen.stream(url, body, 1, seconds)
@@ -199,7 +201,8 @@ def machine(device: str) -> dict:
         pass
     mem = 0
     try:
-        mem = int(next(line.split()[1] for line in open("/proc/meminfo") if line.startswith("MemTotal"))) // 1024 // 1024
+        with open("/proc/meminfo") as f:
+            mem = int(next(line.split()[1] for line in f if line.startswith("MemTotal"))) // 1024 // 1024
     except (OSError, StopIteration):
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
@@ -227,8 +230,8 @@ def main(argv=None) -> int:
     logs = args.out / "logs"
     logs.mkdir(exist_ok=True)
     py = sys.executable
-    results = {"machine": machine(args.device), "seconds_per_point": args.seconds, "client": loadgen.tool(), "mnist": {},
-               "textgen": {}}
+    results = {"machine": machine(args.device), "seconds_per_point": args.seconds, "client": loadgen.tool(),
+               "mnist": {}, "textgen": {}}
     print("raw ONNX Runtime (in-process) ...", flush=True)
     results["raw_ort"] = raw_ort(min(args.seconds, 4), args.device)
     streams = [int(s) for s in args.streams.split(",")]
@@ -292,7 +295,8 @@ def main(argv=None) -> int:
             results["mnist"][name] = measure_mnist(name, peer.url, peer.body, conc, args.seconds)
             stop(procs)
 
-        gen = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1, "stream": True}).encode()
+        gen = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1,
+                          "stream": True}).encode()
         gen_json = json.dumps({"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.8, "seed": 1}).encode()
         for mode, env in (("continuous", {}), ("one_at_a_time", {"DECODER_MAX_ROWS": "1"})):
             port = ports["textgen" if mode == "continuous" else "textgen_seq"]
@@ -364,7 +368,8 @@ def every_service(seconds: float, logs: Path) -> dict:
     base = free_port()
     gw = base + 5
     stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(gw), "--base-port",
-                              str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", "0"], cwd=ROOT, start_new_session=True,
+                              str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", "0"], cwd=ROOT,
+                             start_new_session=True,
                              env={**os.environ, "LOG_LEVEL": "WARNING", "MODEL_POLL_SECONDS": "0"},
                              stdout=open(logs / "stack.log", "wb"), stderr=subprocess.STDOUT)
     out = {}
@@ -391,7 +396,7 @@ def every_service(seconds: float, logs: Path) -> dict:
 
 def paired_median(a: list[float], b: list[float]) -> float:
     """The median over rounds of a[i] / b[i]."""
-    return float(np.median([x / y for x, y in zip(a, b)]))
+    return float(np.median([x / y for x, y in zip(a, b, strict=False)]))
 
 
 def of_medians(a: list[float], b: list[float]) -> float:
@@ -464,7 +469,8 @@ def markdown(r: dict) -> str:
              f"{m.get('device', 'cpu').upper()}. "
              f"{r['seconds_per_point']:.0f} s per point; load generator ({r.get('client', 'aiohttp')}) on the same "
              "machine (loopback), sharing its cores. Our services and the gateway run with their defaults (services: "
-             "one gunicorn worker per CPU, at most 4, on a GPU too; gateway: one uvicorn worker); `naive_flask` is the plain app with one worker, `naive_flask_workers` the "
+             "one gunicorn worker per CPU, at most 4, on a GPU too; gateway: one uvicorn worker); `naive_flask` is "
+             "the plain app with one worker, `naive_flask_workers` the "
              "same app with one worker per CPU; KServe, MLServer and BentoML run with their own defaults.\n",
              "## MNIST, one digit per request\n",
              f"Raw ONNX Runtime in-process (the ceiling): batch 1 {raw['batch1_images_per_s']:.0f} images/s, "
@@ -492,7 +498,8 @@ def markdown(r: dict) -> str:
               "|---|---|---|---|---|---|---|"]
     for mode, by_s in r["textgen"].items():
         for s, x in by_s.items():
-            lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | {x['ttft_p99_ms']:.1f} | "
+            lines.append(f"| {mode} | {s} | {x['tokens_per_s']:.0f} | {x['ttft_p50_ms']:.1f} | "
+                         f"{x['ttft_p99_ms']:.1f} | "
                          f"{x.get('p50_ms', float('nan')):.1f} | {x.get('errors', 0)} |")
     if r.get("textgen_interleaved"):
         inter = r["textgen_interleaved"]
@@ -507,7 +514,8 @@ def markdown(r: dict) -> str:
                   "Time to first token for a prompt of N characters (20 tokens per request, one client), alone and "
                   f"beside {others} streams of short prompts; `prefill`: the prompt read in one ONNX Runtime call "
                   "(default), `stepped`: one character per batched step (`PREFILL_MIN_TOKENS=0`).\n",
-                  f"| prompt read | characters | alone p50 ms | alone p99 ms | beside {others} p50 ms | beside {others} "
+                  f"| prompt read | characters | alone p50 ms | alone p99 ms | beside {others} p50 ms | "
+                  f"beside {others} "
                   f"p99 ms | the {others} streams' tokens/s | errors |", "|---|---|---|---|---|---|---|---|"]
         for how, by_n in lp.items():
             for n, x in by_n.items():

@@ -19,7 +19,8 @@ P = json.loads((Path(__file__).resolve().parent.parent / "loadtest" / "payloads.
 MIX = [("/api/mnist/predict", lambda: {"image": random.choice(P["digits"])["grid"]}, 6),
        ("/api/sentiment/predict", lambda: {"text": random.choice(P["reviews"])["text"]}, 5),
        ("/api/translate", lambda: {"text": random.choice(P["sentences"]), "beam_size": random.choice([1, 2, 4])}, 2),
-       ("/api/generate", lambda: {"prompt": random.choice(P["prompts"]), "max_tokens": 40, "seed": random.randrange(9999)}, 2),
+       ("/api/generate", lambda: {"prompt": random.choice(P["prompts"]), "max_tokens": 40,
+                                  "seed": random.randrange(9999)}, 2),
        ("/api/gan/sample", lambda: {"n": 4, "seed": random.randrange(9999)}, 2)]
 
 

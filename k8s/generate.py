@@ -23,7 +23,8 @@ RESOURCES = {  # name: (cpu request, memory request, memory limit, max replicas)
     "textgen": ("1", "512Mi", "1Gi", 8),
     "gan": ("500m", "512Mi", "1Gi", 4),
 }
-SERVICES = {s.name: (s.port, list(s.models), *RESOURCES[s.name]) for s in catalog.SERVICES}
+# name -> (port, models, resources)
+DEPLOYMENTS = {s.name: (s.port, list(s.models), *RESOURCES[s.name]) for s in catalog.SERVICES}
 GATEWAY_PORT = catalog.GATEWAY_PORT
 GRACE = 30  # GUNICORN_GRACEFUL_TIMEOUT; pods get GRACE + 15 s to drain
 
@@ -113,10 +114,10 @@ def network_policies():
     to_services = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                    "metadata": {"name": "services-from-gateway-only"},
                    "spec": {"podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In",
-                                                                  "values": list(SERVICES)}]},
+                                                                  "values": list(DEPLOYMENTS)}]},
                             "policyTypes": ["Ingress"],
                             "ingress": [{"from": [{"podSelector": gw}],
-                                         "ports": [{"protocol": "TCP", "port": p} for p, *_ in SERVICES.values()]}]}}
+                                         "ports": [{"protocol": "TCP", "port": p} for p, *_ in DEPLOYMENTS.values()]}]}}
     gateway_in = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                   "metadata": {"name": "gateway-from-ingress"},
                   "spec": {"podSelector": gw, "policyTypes": ["Ingress"],
@@ -128,8 +129,8 @@ def network_policies():
                    "metadata": {"name": "gateway-to-services-and-dns"},
                    "spec": {"podSelector": gw, "policyTypes": ["Egress"],
                             "egress": [{"to": [{"podSelector": {"matchExpressions": [{
-                                "key": "app.kubernetes.io/name", "operator": "In", "values": list(SERVICES)}]}}],
-                                "ports": [{"protocol": "TCP", "port": p} for p, *_ in SERVICES.values()]},
+                                "key": "app.kubernetes.io/name", "operator": "In", "values": list(DEPLOYMENTS)}]}}],
+                                "ports": [{"protocol": "TCP", "port": p} for p, *_ in DEPLOYMENTS.values()]},
                                 {"to": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {
                                     "k8s-app": "kube-dns"}}}],
                                  "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}}
@@ -142,7 +143,7 @@ def base():
     backends = backend_map(lambda s: f"{s.name}:{s.port}")
     docs.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gateway-backends"},
                  "data": {"backends.yaml": yaml.safe_dump(backends, sort_keys=False)}})
-    for n, (port, _m, cpu, mem, lim, mx) in SERVICES.items():
+    for n, (port, _m, cpu, mem, lim, mx) in DEPLOYMENTS.items():
         docs += [deployment(n, port, [{"name": "MODEL_DEVICE", "value": "cpu"}], cpu, mem, lim), service(n, port),
                  hpa(n, mx), pdb(n)]
     gw = deployment("gateway", GATEWAY_PORT, [{"name": "GATEWAY_BACKENDS_FILE", "value": "/etc/gateway/backends.yaml"},
@@ -188,7 +189,7 @@ def main(out: Path = HERE):
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../../base\n"
         f"images:\n  - name: {IMAGE}\n    newTag: serve-cpu\n")
     gpu_patch = []
-    for n in SERVICES:
+    for n in DEPLOYMENTS:
         gpu_patch.append({"target": {"kind": "Deployment", "name": n}, "patch": yaml.safe_dump([
             {"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": f"{IMAGE}:serve-gpu"},
             # env: PORT, GUNICORN_GRACEFUL_TIMEOUT, PROMETHEUS_MULTIPROC_DIR, WEB_CONCURRENCY, MODEL_DEVICE.

@@ -112,7 +112,8 @@ class ModelUser(FastHttpUser):
     @task(1)
     def translation_v2(self):
         self.post("/v2/models/translation_transformer/infer",
-                  {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": [random.choice(P["sentences"])]}],
+                  {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1],
+                               "data": [random.choice(P["sentences"])]}],
                    "parameters": {"beam_size": 2}})
 
     @tag("gan", "v2")

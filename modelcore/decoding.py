@@ -19,7 +19,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 
-
 @functools.lru_cache(maxsize=64)
 def banned_ids(banned: tuple[int, ...]) -> np.ndarray:
     """One read-only id array per banned set, shared by every job that bans it: sample_rows masks a whole
@@ -166,8 +165,8 @@ class SamplingJob(Job):
 
     def __init__(self, adapter, first_state, prompt_ids: list[int], max_tokens: int, temperature: float,
                  top_k: int, top_p: float, seed: int, banned: tuple[int, ...] = (),
-                 on_token: Callable[[int | None], bool | None] | None = None, on_first: Callable[[], None] | None = None,
-                 on_end: Callable[[], None] | None = None):
+                 on_token: Callable[[int | None], bool | None] | None = None,
+                 on_first: Callable[[], None] | None = None, on_end: Callable[[], None] | None = None):
         if not prompt_ids:
             raise ValueError("a prompt of at least one token is needed")
         self.adapter, self.max_tokens = adapter, max_tokens
@@ -212,7 +211,7 @@ class SamplingJob(Job):
         draw = last if last is not None and last.jobs == picked else Draw(picked)
         tokens = sample_rows(logprobs if every else logprobs[drawing], draw.temperature, draw.top_k, draw.top_p,
                              np.array([j.next_uniform() for j in picked]), draw.banned, draw.flags)
-        for i, job, tok in zip(drawing, picked, tokens.tolist()):
+        for i, job, tok in zip(drawing, picked, tokens.tolist(), strict=False):
             job.tokens.append(tok)
             row = job.row
             row.state, row.token, row.position = states[i], tok, row.position + 1
@@ -225,9 +224,8 @@ class SamplingJob(Job):
         return draw
 
     def next_uniform(self) -> float:
-        """The stream's next U[0, 1) number: the same sequence as one ``rng.random()`` a token, at a fifth of
-        the cost (a Generator call takes its lock; at 16 streams per tick the calls were 7% of the scheduler
-        thread)."""
+        """The stream's next U[0, 1) number: the same sequence as one ``rng.random()`` a token, at a fraction of
+        the cost (a Generator call takes its lock, once per token and stream; FINDINGS)."""
         if not self.uniforms:
             self.uniforms = self.rng.random(64)[::-1].tolist()
         return self.uniforms.pop()
@@ -321,8 +319,8 @@ class SampledBatch:
     """The sampled streams of one adapter, stepped together tick after tick as arrays: the step's inputs are
     the last step's outputs and sampled tokens, fed back as they are, so a tick costs one step-graph call, one
     vectorised draw and a list append per stream. Per-stream Python (a row object, a callback) costs the
-    scheduler thread about 7 us a stream and tick at 16 streams, a fifth of what a row of the step costs (bench
-    in FINDINGS), and it grows with the streams where the rest does not. It is only paid here when the
+    scheduler thread a noticeable share of what a row of the step costs (FINDINGS), and it grows with the
+    streams where the rest does not. It is only paid here when the
     streams change: the scheduler builds a batch when streams join or leave, and releases the old one.
 
     For adapters with ``step_arrays(tokens, states) -> (logits, states)``, whose row state is
@@ -373,7 +371,7 @@ class SampledBatch:
                                 draw.top_p, np.array([j.next_uniform() for j in self.drawers]), draw.banned,
                                 draw.flags)
             self.tokens[self.drawing] = drawn
-            for job, tok in zip(self.drawers, drawn.tolist()):
+            for job, tok in zip(self.drawers, drawn.tolist(), strict=False):
                 job.tokens.append(tok)
             if self.fresh:
                 for job in self.fresh:

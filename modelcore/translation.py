@@ -30,7 +30,7 @@ class TranslationModel:
         self.enc, self.dec = encoder_sess, decoder_sess
         enc_names = [o.name for o in encoder_sess.get_outputs()]
         # the service swaps in a dynamic batcher here; evaluation calls the session directly
-        self.encoder_run = lambda feeds: dict(zip(enc_names, encoder_sess.run(enc_names, feeds)))
+        self.encoder_run = lambda feeds: dict(zip(enc_names, encoder_sess.run(enc_names, feeds), strict=False))
         self.cache_names = [i.name for i in decoder_sess.get_inputs() if i.name.startswith("cache_")
                             and i.name != "cache_mask"]
         dec_inputs = {i.name: i for i in decoder_sess.get_inputs()}

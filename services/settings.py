@@ -64,11 +64,13 @@ class _FromEnv:
 @dataclass(frozen=True)
 class ProcessSettings(_FromEnv):
     """Every process: the services and the gateway under gunicorn."""
-    host: str = setting("HOST", "0.0.0.0", "bind address (`python -m services NAME`; `make serve` binds 127.0.0.1)")
+    host: str | None = setting("HOST", None, "bind address", shown="0.0.0.0 (`make serve`: 127.0.0.1)")
     port: int | None = setting("PORT", None, "service port (`GATEWAY_PORT` for the gateway; `make serve` numbers the "
                                "services from `SERVICE_BASE_PORT`, 9001)",
                                shown="mnist 9001 ... gan 9005")
-    gateway_port: int = setting("GATEWAY_PORT", 8080, "gateway port")
+    gateway_port: int = setting("GATEWAY_PORT", catalog.GATEWAY_PORT, "gateway port")
+    base_port: int = setting("SERVICE_BASE_PORT", catalog.SERVICES[0].port, "`make serve`: the first service's "
+                             "port (mnist); the others follow")
     workers: int | None = setting("WEB_CONCURRENCY", None, "gunicorn workers; each has its own batchers and "
                                   "ONNX Runtime sessions", shown="services: one per usable CPU, at most 4; gateway: 1")
     threads: int = setting("GUNICORN_THREADS", 16, "request threads per worker (a stream holds one for its "
@@ -77,6 +79,22 @@ class ProcessSettings(_FromEnv):
                                     "after SIGTERM")
     log_level: str = setting("LOG_LEVEL", "info", "JSON logs on stderr, with `request_id`",
                              choices=("debug", "info", "warning", "error"))
+    metrics_dir: Path | None = setting("PROMETHEUS_MULTIPROC_DIR", None, "where a service's workers share their "
+                                       "metrics (prometheus_client's own variable)",
+                                       shown="a new temporary folder at each start, with several workers")
+
+    @property
+    def bind_host(self) -> str:
+        """Where a lone service or gateway listens (``make serve`` gives its own, 127.0.0.1, unless HOST is set)."""
+        return self.host or "0.0.0.0"
+
+
+# Per service, where the general defaults fit it badly (``python -m services NAME`` sets them unless given):
+# - textgen: a stream holds its request thread for its whole life, so 16 threads per worker are too few; and a
+#   step is a [streams, 384] LSTM cell, too small to split well across ONNX Runtime threads (FINDINGS);
+# - gateway: one event loop proxies for every service, and a second worker would only take CPU from them.
+SERVICE_DEFAULTS = {"textgen": {"GUNICORN_THREADS": "64", "ORT_INTRA_OP_THREADS": "1"},
+                    "gateway": {"WEB_CONCURRENCY": "1"}}
 
 
 @dataclass(frozen=True)
@@ -162,10 +180,10 @@ class GatewaySettings(_FromEnv):
     breaker_failures: int = setting("GATEWAY_BREAKER_FAILURES", 3, "failed calls that open a backend's circuit")
     breaker_reset_seconds: float = setting("GATEWAY_BREAKER_RESET_SECONDS", 5.0, "seconds before an open circuit "
                                            "lets a trial call through")
-    grpc_tfs_port: int = setting("GRPC_TFS_PORT", catalog.GRPC_PORTS["grpc-tfs"], "TF Serving's gRPC API (PredictionService, "
-                                 "ModelService) on the gateway's host (0: off)")
-    grpc_v2_port: int = setting("GRPC_V2_PORT", catalog.GRPC_PORTS["grpc-v2"], "Open Inference Protocol v2 over gRPC (Triton's "
-                                "GRPCInferenceService) on the gateway's host (0: off)")
+    grpc_tfs_port: int = setting("GRPC_TFS_PORT", catalog.GRPC_PORTS["grpc-tfs"], "TF Serving's gRPC API "
+                                 "(PredictionService, ModelService) on the gateway's host (0: off)")
+    grpc_v2_port: int = setting("GRPC_V2_PORT", catalog.GRPC_PORTS["grpc-v2"], "Open Inference Protocol v2 over gRPC "
+                                "(Triton's GRPCInferenceService) on the gateway's host (0: off)")
     cors_origins: str = setting("GATEWAY_CORS_ORIGINS", "", "allowed browser origins, comma-separated",
                                 shown="off")
     max_body_bytes: int = setting("MAX_BODY_BYTES", 16 * 1024 * 1024, "request body (413), checked before it is "

@@ -8,7 +8,6 @@ one-shot ``ready`` program prints that line.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -18,18 +17,18 @@ import time
 import urllib.request
 from pathlib import Path
 
-from services import catalog
-from services.__main__ import SERVICES
+from services.__main__ import DEFAULT_PORTS
+from services.settings import GatewaySettings, ProcessSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def config(workdir: Path, gateway_port: int, base_port: int, host: str, grpc_ports: tuple[int, int]) -> str:
     py = sys.executable
-    names = [n for n in SERVICES if n != "gateway"]
+    names = [n for n in DEFAULT_PORTS if n != "gateway"]
     ports = {n: base_port + i for i, n in enumerate(names)}
     backend_env = ",".join(f'BACKEND_{n.upper()}_URL="http://127.0.0.1:{p}"' for n, p in ports.items())
-    grace = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30")) + 5
+    grace = ProcessSettings.from_env().graceful_timeout + 5
     out = [f"""[supervisord]
 nodaemon=true
 logfile={workdir}/supervisord.log
@@ -103,15 +102,16 @@ def wait_ready(url: str, timeout: float = 600) -> int:
 
 
 def main(argv=None) -> int:
+    process, gateway = ProcessSettings.from_env(), GatewaySettings.from_env()
     p = argparse.ArgumentParser(prog="python -m services.stack", description=__doc__)
-    p.add_argument("--gateway-port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
-    p.add_argument("--base-port", type=int, default=int(os.environ.get("SERVICE_BASE_PORT", "9001")),
+    p.add_argument("--gateway-port", type=int, default=process.gateway_port)
+    p.add_argument("--base-port", type=int, default=process.base_port,
                    help="first service port (mnist); the others follow")
-    p.add_argument("--grpc-tfs-port", type=int, default=int(os.environ.get("GRPC_TFS_PORT", catalog.GRPC_PORTS["grpc-tfs"])),
+    p.add_argument("--grpc-tfs-port", type=int, default=gateway.grpc_tfs_port,
                    help="TF Serving's gRPC API on the gateway (0: off)")
-    p.add_argument("--grpc-v2-port", type=int, default=int(os.environ.get("GRPC_V2_PORT", catalog.GRPC_PORTS["grpc-v2"])),
+    p.add_argument("--grpc-v2-port", type=int, default=gateway.grpc_v2_port,
                    help="the v2 protocol's gRPC API on the gateway (0: off)")
-    p.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    p.add_argument("--host", default=process.host or "127.0.0.1")
     p.add_argument("--workdir", type=Path, default=None)
     p.add_argument("--wait-ready", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -119,7 +119,7 @@ def main(argv=None) -> int:
         return wait_ready(args.wait_ready)
     from services.ports import ensure_free
     grpc_ports = (args.grpc_tfs_port, args.grpc_v2_port)
-    for port in [args.gateway_port, *grpc_ports] + [args.base_port + i for i in range(len(SERVICES) - 1)]:
+    for port in [args.gateway_port, *grpc_ports] + [args.base_port + i for i in range(len(DEFAULT_PORTS) - 1)]:
         if port:
             ensure_free(args.host, port)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="model-stack-"))

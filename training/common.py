@@ -93,7 +93,7 @@ def plot_curves(hist: dict[str, list[float]], path: Path, title: str) -> None:
     if not names:
         return
     fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), squeeze=False)
-    for ax, n in zip(axes[0], names):
+    for ax, n in zip(axes[0], names, strict=False):
         for key, label in ((n, "train"), (f"val_{n}", "validation")):
             if key in hist:
                 ax.plot(range(1, len(hist[key]) + 1), hist[key], marker="o", label=label)

@@ -49,10 +49,8 @@ def to_onnx(model, input_specs: list, path: Path) -> Path:
 
 def ort_session(path: Path):
     import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(os.environ.get("ORT_INTRA_OP_THREADS", "2"))
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - any load failure refuses the export
         raise ExportRefused(f"{path}: ONNX Runtime cannot load the exported graph: {exc}") from None
 
@@ -69,7 +67,7 @@ def parity(keras_fn, onnx_path: Path, feeds: list[dict], output_names: list[str]
     for feed in feeds:
         ref = keras_fn(feed)
         got = sess.run(output_names, feed)
-        for name, g in zip(output_names, got):
+        for name, g in zip(output_names, got, strict=False):
             r = np.asarray(ref[name], dtype=np.float64)
             if r.shape != g.shape:
                 raise ExportRefused(f"{onnx_path.name}: output {name} shape {g.shape} != Keras {r.shape}")

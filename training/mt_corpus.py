@@ -164,7 +164,7 @@ def ding_pairs(path: Path) -> list[tuple[str, str, str]]:
         if line.startswith("#") or "::" not in line:
             continue
         de, en = line.split("::", 1)
-        for d, e in zip(de.split("|"), en.split("|")):
+        for d, e in zip(de.split("|"), en.split("|"), strict=False):
             for dd in d.split(";"):
                 for ee in e.split(";"):
                     dd2, ee2 = normalize_text(_clean_side(dd)), normalize_text(_clean_side(ee))
@@ -211,13 +211,13 @@ def description_pairs() -> list[tuple[str, str, str]]:
         d_par = [p for p in "\n".join(d_lines[1:]).split("\n.") if p.strip()]
         if len(e_par) != len(d_par):
             continue
-        for ep, dp in zip(e_par, d_par):
+        for ep, dp in zip(e_par, d_par, strict=False):
             if ep.lstrip().startswith(("*", "-", "+")):
                 continue  # lists do not split into sentences
             es = _SENTENCE_END.split(normalize_text(ep))
             ds = _SENTENCE_END.split(normalize_text(dp))
             if len(es) == len(ds):
-                out += [(a, b, f"pkg:{pkg}") for a, b in zip(es, ds)]
+                out += [(a, b, f"pkg:{pkg}") for a, b in zip(es, ds, strict=False)]
     return out
 
 

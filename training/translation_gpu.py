@@ -120,7 +120,7 @@ def split(flat: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
 def plan(src: list, tgt: list, budget: int, seed: int) -> list[tuple[int, np.ndarray, int]]:
     """One shuffled pass as (padded length, pair indices, rows): each pair in the shortest of ``LENGTHS`` that
     holds it, ``budget // length`` rows a batch (a bucket's last batch filled with empty rows)."""
-    need = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
+    need = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt, strict=False)])
     bucket_of = np.searchsorted(LENGTHS, need)
     rng = np.random.default_rng(seed)
     batches = []

@@ -8,8 +8,8 @@ from services.gan.model import GanServable, png_grid, to_uint8
 from services.gan.routes import ROUTES
 from services.routes import MAX_SEED
 from services.runtime import native
-from services.runtime.errors import ApiError
 from services.runtime.app import create_app as runtime_app
+from services.runtime.errors import ApiError
 from services.runtime.http import json_response
 
 api = Blueprint("gan_api", __name__)

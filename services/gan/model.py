@@ -52,7 +52,7 @@ def png_grid(images: np.ndarray, columns: int | None = None, scale: int = 2, pad
     for i, im in enumerate(images):
         r, c = divmod(i, cols)
         canvas[pad + r * cell: pad + r * cell + 28, pad + c * cell: pad + c * cell + 28] = im
-    img = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)
+    img = Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     img.save(buf, "PNG")
     return buf.getvalue()

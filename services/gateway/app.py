@@ -6,8 +6,8 @@ owning service (backend map in ``backends.py``); aggregates readiness, ``/api/mo
 index; checks body size before reading, API keys and rate limits; streams server-sent events through as
 they come; passes binary OIP bodies through untouched; measures everything.
 
-Why an event loop and not Flask: the gateway does no model work, only I/O, and a thread per request cost
-1 ms of CPU per proxied call, as much as the model service itself on a small machine. Every request takes one
+Why an event loop and not Flask: the gateway does no model work, only I/O, and a thread per request cost as
+much CPU per proxied call as the model service itself on a small machine (FINDINGS). Every request takes one
 path: this ASGI app, on uvicorn's public worker. The few routes the gateway answers itself are in ``control``.
 """
 from __future__ import annotations
@@ -140,9 +140,9 @@ class Gateway:
                         # imported only when served: its messages share full names with tensorflow-serving-api's,
                         # which a process cannot load twice (a test process may hold the real client's)
                         from services.gateway import grpc_api
-                        self.grpc_servers = await grpc_api.start(self, self.process.host, self.settings.grpc_tfs_port,
-                                                                 self.settings.grpc_v2_port,
-                                                                 self.settings.max_body_bytes)
+                        self.grpc_servers = await grpc_api.start(
+                            self, self.process.bind_host, self.settings.grpc_tfs_port, self.settings.grpc_v2_port,
+                            self.settings.max_body_bytes)
                 except Exception as exc:  # noqa: BLE001 - e.g. a port that cannot be bound: refuse to start
                     await send({"type": "lifespan.startup.failed", "message": f"gRPC: {exc}"})
                     return
@@ -248,27 +248,15 @@ class Gateway:
 
     async def _forward(self, req: Request, backend, method: str, headers, body: bytes):
         """-> (status, body, headers) of a whole answer; None after passing on a stream but its end."""
-        for attempt in (1, 2):
-            try:
-                resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
-            except ApiError as exc:
-                if exc.status == 503 and req.model and req.model != backend.name:  # name what the caller asked for
-                    exc.message = f"model '{req.model}' is unavailable: {exc.message}"
-                raise
-            out = response_headers(resp)
-            if resp.streaming and req.method != "HEAD":
-                break
-            try:
-                return resp.status, await resp.read(), out
-            except TimeoutError:
-                raise ApiError(f"backend '{backend.name}' did not finish its answer in time", status=504) from None
-            except ConnectionResetError as exc:
-                # the worker died mid-answer: nothing reached the client yet and model calls have no side
-                # effects, so ask once more
-                if attempt == 2:
-                    raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
-            except ConnectionError as exc:
-                raise ApiError(f"backend '{backend.name}' failed: {exc}", status=502) from None
+        try:
+            resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
+        except ApiError as exc:
+            if exc.status == 503 and req.model and req.model != backend.name:  # name what the caller asked for
+                exc.message = f"model '{req.model}' is unavailable: {exc.message}"
+            raise
+        out = response_headers(resp)
+        if not resp.streaming or req.method == "HEAD":
+            return resp.status, await resp.read(), out  # read whole by the upstream's own tries
         # server-sent events (or any chunked answer): pass each piece on as it comes
         await req.start(resp.status, out)
         async for chunk in resp.chunks_as_they_come():

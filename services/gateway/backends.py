@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # no stubs without types-PyYAML
 
 from services import catalog
 from services.settings import GatewaySettings
-
 
 
 def backend_map(host_of=lambda s: f"127.0.0.1:{s.port}") -> dict:

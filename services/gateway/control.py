@@ -15,7 +15,7 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Respon
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from services import __version__, catalog
+from services import V2_EXTENSIONS, __version__, catalog
 from services.gateway import openapi
 from services.runtime.errors import ApiError
 from services.runtime.metrics import exposition
@@ -107,7 +107,7 @@ class Control:
 
     async def server_meta(self, request: Request) -> Response:
         return json_response({"name": "keras-onnx-serving-gateway", "version": __version__,
-                              "extensions": ["binary_tensor_data", "model_repository", "statistics"]})
+                              "extensions": V2_EXTENSIONS})
 
     async def models(self, request: Request) -> Response:
         request.scope["gateway.request"].route = "native"

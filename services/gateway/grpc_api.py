@@ -248,7 +248,7 @@ class PredictionService(tfs_grpc.PredictionServiceServicer):
         out = tfs.PredictResponse()
         out.model_spec.name, out.model_spec.signature_name = answer["model_name"], "serving_default"
         out.model_spec.version.value = int(answer.get("model_version") or 0)
-        for o, data in zip(answer["outputs"], raws):
+        for o, data in zip(answer["outputs"], raws, strict=False):
             out.outputs[o["name"]].CopyFrom(_to_tensor_proto(o["datatype"], o["shape"], data))
         return out
 
@@ -309,8 +309,10 @@ async def _from_tensor_proto(t, alias: str, context) -> tuple[str, list[int], by
     """A TensorProto -> (v2 datatype, shape, raw bytes)."""
     datatype = TF_TO_V2.get(t.dtype)
     if datatype is None:
+        known = sorted(tfs.DataType.Name(d) for d in TF_TO_V2)
         await context.abort(Code.INVALID_ARGUMENT, f"input '{alias}': dtype {tfs.DataType.Name(t.dtype)} is not "
-                                                   f"supported (one of {sorted(tfs.DataType.Name(d) for d in TF_TO_V2)})")
+                                                   f"supported (one of {known})")
+        raise AssertionError("unreachable: abort raises")
     shape = [d.size for d in t.tensor_shape.dim]
     count = math.prod(shape)
     if datatype != "BYTES" and t.tensor_content:

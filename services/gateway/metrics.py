@@ -4,6 +4,7 @@ import logging
 
 from prometheus_client import Counter, Histogram
 
+from services.runtime.logs import QUIET_PATHS
 from services.runtime.metrics import LATENCY_BUCKETS, child
 
 REQUESTS = Counter("gateway_requests_total", "Requests through the gateway", ["route", "model", "status"])
@@ -20,13 +21,12 @@ def observe(route: str, model: str, status: int, seconds: float) -> None:
 
 
 access = logging.getLogger("access")
-QUIET = ("/metrics", "/v2/health/live", "/v2/health/ready")  # probes and scrapes: counted, not logged
 
 
 def record(method: str, path: str, status: int, seconds: float, route: str, model: str, request_id: str) -> None:
     """Count, time and log one finished request."""
     observe(route, model, status, seconds)
-    if path not in QUIET and access.isEnabledFor(logging.INFO):
+    if path not in QUIET_PATHS and access.isEnabledFor(logging.INFO):
         access.info("request", extra={"method": method, "path": path, "status": status,
                                       "ms": round(seconds * 1000, 2), "route": route, "model": model,
                                       "request_id": request_id})

@@ -10,8 +10,8 @@ import ipaddress
 import time
 
 from limits import parse
-from limits.storage import storage_from_string
 from limits.aio.strategies import FixedWindowRateLimiter
+from limits.storage import storage_from_string
 
 from services.gateway import auth
 from services.runtime.errors import ApiError

@@ -17,8 +17,8 @@ import httptools
 
 from services.gateway import metrics
 from services.gateway.headers import DROPPED
-from services.settings import GatewaySettings
 from services.runtime.errors import ApiError
+from services.settings import GatewaySettings
 
 PAUSE_BYTES = 1 << 20  # a slow stream reader: stop reading the backend past 1 MiB buffered
 
@@ -85,12 +85,24 @@ class CircuitBreaker:
         return result
 
 
-class Receiver:
-    """What a backend connection's answer goes to. It keeps ``conn``, ``timer``, ``timeout`` and ``last``
-    (time.monotonic of the last byte) and ends with ``_end``; a call that stays silent for ``timeout`` seconds
-    ends in TimeoutError (504)."""
+class Response:
+    """A backend's answer as it arrives: status and headers first, then the body (whole or chunk by chunk). A
+    call that stays silent for ``timeout`` seconds ends in TimeoutError (504)."""
 
-    __slots__ = ()
+    def __init__(self, conn: "Connection", timeout: float):
+        loop = asyncio.get_running_loop()
+        self.conn: Connection | None = conn
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head = loop.create_future()
+        self.chunks: deque[bytes] = deque()
+        self.body: bytes | None = None
+        self.buffered = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self.waiter: asyncio.Future | None = None
+        self.timeout, self.last = timeout, time.monotonic()
+        self.timer = loop.call_later(timeout, self._check_idle)
 
     def _check_idle(self) -> None:
         idle = time.monotonic() - self.last
@@ -102,24 +114,6 @@ class Receiver:
         if conn is not None:
             conn.abort()
 
-
-class Response(Receiver):
-    """A backend's answer as it arrives: status and headers first, then the body (whole or chunk by chunk)."""
-
-    def __init__(self, conn: "Connection", timeout: float):
-        loop = asyncio.get_running_loop()
-        self.conn: Connection | None = conn
-        self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.head = loop.create_future()
-        self.chunks: deque[bytes] = deque()
-        self.buffered = 0
-        self.done = False
-        self.error: BaseException | None = None
-        self.waiter: asyncio.Future | None = None
-        self.timeout, self.last = timeout, time.monotonic()
-        self.timer = loop.call_later(timeout, self._check_idle)
-
     # -- from the connection (parser callbacks)
     def _headers(self, status: int) -> None:
         self.status, self.last = status, time.monotonic()
@@ -130,7 +124,7 @@ class Response(Receiver):
         self.chunks.append(data)
         self.buffered += len(data)
         self.last = time.monotonic()
-        if self.buffered > PAUSE_BYTES and self.conn is not None:
+        if self.buffered > PAUSE_BYTES and self.conn is not None and self.conn.transport is not None:
             self.conn.transport.pause_reading()
         self._wake()
 
@@ -172,9 +166,13 @@ class Response(Receiver):
                 self.waiter = None
 
     async def read(self) -> bytes:
-        if self.done and self.error is None:  # the usual case: the whole answer came with its headers
-            return b"".join(self.chunks)
-        return b"".join([c async for c in self.chunks_as_they_come()])
+        """The whole body (read once, kept)."""
+        if self.body is None:
+            if self.done and self.error is None:  # the usual case: the whole answer came with its headers
+                self.body = b"".join(self.chunks)
+            else:
+                self.body = b"".join([c async for c in self.chunks_as_they_come()])
+        return self.body
 
     async def chunks_as_they_come(self):
         try:
@@ -226,12 +224,12 @@ class Connection(asyncio.Protocol):
     def send(self, data: bytes, timeout: float) -> Response:
         return self.start(data, Response(self, timeout))
 
-    def start(self, data: bytes, receiver):
-        """Send one request; the parser's callbacks go to ``receiver`` (anything with ``headers``, ``status``,
-        ``_headers``, ``_body`` and ``_end``)."""
-        self.response = receiver
+    def start(self, data: bytes, response: Response) -> Response:
+        """Send one request; the parser's callbacks go to ``response``."""
+        assert self.transport is not None, "sent before the connection was made"
+        self.response = response
         self.transport.write(data)
-        return receiver
+        return response
 
     def abort(self) -> None:
         self.closed = True
@@ -255,7 +253,7 @@ class Connection(asyncio.Protocol):
         r, self.response = self.response, None
         if r is not None:
             r._end()
-        if self.parser.should_keep_alive() and not self.closed and len(self.pool) < self.pool.maxlen:
+        if self.parser.should_keep_alive() and not self.closed and len(self.pool) < (self.pool.maxlen or 0):
             self.pool.append(self)  # ready for the next request while the caller still reads this body
         else:
             self.abort()  # a full pool would drop its oldest connection without closing it
@@ -336,11 +334,15 @@ class Upstream:
                 resp = conn.send(data, timeout)
                 try:
                     await resp.head
+                    if not resp.streaming:
+                        # the whole answer, within these tries: a worker that dies mid-answer has sent the
+                        # client nothing yet, and model calls have no side effects, so it is asked again
+                        await resp.read()
                     return resp
                 except asyncio.CancelledError:  # the caller gave up before the answer: drop the connection
                     conn.abort()
                     raise
-                except BackendDown:
+                except (BackendDown, ConnectionResetError):
                     if reused:
                         while pool:
                             pool.popleft().abort()

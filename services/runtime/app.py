@@ -12,17 +12,17 @@ import time
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
+from services.routes import Route
 from services.runtime import deadlines, logs, metrics
 from services.runtime.config import LIMITS
-from services.settings import ProcessSettings, ServiceSettings
+from services.runtime.dataplane import DataPlane
 from services.runtime.errors import ApiError
 from services.runtime.http import assign_request_id, json_response, log_access
 from services.runtime.protocol_v1 import bp as v1_bp
 from services.runtime.protocol_v2 import bp as v2_bp
-from services.routes import Route
-from services.runtime.dataplane import DataPlane
 from services.runtime.repository import ModelRepository
 from services.runtime.validation import Checked
+from services.settings import ProcessSettings, ServiceSettings
 
 log = logging.getLogger("runtime.app")
 

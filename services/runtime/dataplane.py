@@ -82,7 +82,7 @@ def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: i
         if arr.ndim != len(spec.shape):
             raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)} "
                            "(-1 = any size)", field=name)
-        for got, exp in zip(arr.shape[1:], spec.shape[1:]):
+        for got, exp in zip(arr.shape[1:], spec.shape[1:], strict=False):
             if exp != -1 and got != exp:
                 raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)}",
                                field=name)

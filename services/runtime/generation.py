@@ -5,9 +5,9 @@ import threading
 import time
 from collections import defaultdict
 
+from modelcore.decoding import Job, Scheduler
 from services.runtime import deadlines, metrics
 from services.runtime.config import settings
-from modelcore.decoding import Job, Scheduler
 from services.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
 
 _scheduler: Scheduler | None = None
@@ -17,9 +17,9 @@ _lock = threading.Lock()
 
 class StepMetrics:
     """The decoder's steps in the metrics: rows per step at once, and Triton's batch statistics (steps and their
-    time by rows) added to their counters a few times a second and when the decoder falls idle. At thousands of
-    steps a second, two more counter updates per step cost one stream about 5% of its tokens/s (measured,
-    bench/results/vm/FINDINGS.md). Called from the scheduler's thread only."""
+    time by rows) added to their counters a few times a second and when the decoder falls idle: at thousands of
+    steps a second, two more counter updates per step cost a stream measurably (bench/results/vm/FINDINGS.md).
+    Called from the scheduler's thread only."""
 
     FLUSH_SECONDS = 0.25
 

@@ -9,20 +9,22 @@ accepting, lets in-flight requests finish within GUNICORN_GRACEFUL_TIMEOUT, then
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 from services.runtime.config import web_workers
-from services.settings import ProcessSettings
+from services.settings import ProcessSettings, ServiceSettings
 
 _process = ProcessSettings.from_env()
-bind = f"{_process.host}:{_process.port or 8000}"
+bind = f"{_process.bind_host}:{_process.port or 8000}"
 workers = web_workers(_process)
 _made: list[str] = []  # temporary folders this master made, removed when it exits (``on_exit``)
-if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+_metrics_dir = _process.metrics_dir
+if workers > 1 and not _metrics_dir:
     # several workers: /metrics must sum them, through prometheus_client's multiprocess files (the variable is
     # prometheus_client's own)
     _made.append(tempfile.mkdtemp(prefix="prometheus-"))
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _made[-1]
-if not os.environ.get("MODEL_CONTROL_FILE"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"], _metrics_dir = _made[-1], Path(_made[-1])
+if not ServiceSettings.from_env().model_control_file:
     # explicit model loads and unloads (Triton's model control), seen by every worker; afresh at each start
     _made.append(tempfile.mkdtemp(prefix="model-control-"))
     os.environ["MODEL_CONTROL_FILE"] = os.path.join(_made[-1], "unloaded.json")
@@ -43,11 +45,9 @@ control_socket_disable = True
 def on_starting(server):
     """A restarted master starts its metrics afresh: prometheus_client's multiprocess files of an earlier run
     would otherwise be summed with the new ones."""
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if folder and os.path.isdir(folder):
-        for name in os.listdir(folder):
-            if name.endswith(".db"):
-                os.unlink(os.path.join(folder, name))
+    if _metrics_dir and _metrics_dir.is_dir():
+        for db in _metrics_dir.glob("*.db"):
+            db.unlink()
 
 
 def on_exit(server):
@@ -69,7 +69,7 @@ def post_fork(server, worker):
 
 def child_exit(server, worker):
     """A dead worker's live gauges must stop counting in the multiprocess metrics."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _metrics_dir:
         from prometheus_client import multiprocess
         multiprocess.mark_process_dead(worker.pid)
 

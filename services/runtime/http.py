@@ -8,6 +8,7 @@ import orjson
 from flask import Response, g, request, stream_with_context
 
 from services.runtime import codec
+from services.runtime.logs import QUIET_PATHS
 from services.runtime.request_ids import request_id
 
 
@@ -31,7 +32,6 @@ def json_body(optional: bool = False) -> dict:
 
 
 _access = logging.getLogger("access")
-_QUIET = ("/metrics", "/v2/health/live", "/v2/health/ready")
 
 
 def assign_request_id() -> str:
@@ -44,6 +44,6 @@ def assign_request_id() -> str:
 def log_access(resp: Response, seconds: float, **fields) -> None:
     """One JSON access-log line per request (probes and scrapes excepted); echoes the request id."""
     resp.headers["X-Request-ID"] = g.get("request_id", "")
-    if request.path not in _QUIET:
+    if request.path not in QUIET_PATHS:
         _access.info("request", extra={"method": request.method, "path": request.path,
                                        "status": resp.status_code, "ms": round(seconds * 1000, 2), **fields})

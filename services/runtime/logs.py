@@ -7,6 +7,8 @@ import time
 
 import orjson
 
+# probes and scrapes: counted in the metrics, not written to the access log (the services' and the gateway's)
+QUIET_PATHS = ("/metrics", "/v2/health/live", "/v2/health/ready")
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 

@@ -3,13 +3,21 @@
 Several gunicorn workers share counters through ``PROMETHEUS_MULTIPROC_DIR`` when it is set."""
 from __future__ import annotations
 
-import os
+from services.settings import ProcessSettings
 
-if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # must exist before the first metric is created
-    os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
+_SHARED = ProcessSettings.from_env().metrics_dir  # the workers' shared files (prometheus_client reads it too)
+if _SHARED:  # must exist before the first metric is created
+    _SHARED.mkdir(parents=True, exist_ok=True)
 
 from prometheus_client import (  # noqa: E402
-    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest)
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -27,7 +35,8 @@ COMPUTE_TIME = Histogram("model_compute_seconds", "ONNX Runtime call time per ba
 BATCH_SIZE = Histogram("model_batch_size", "Rows per ONNX Runtime call", ["model", "version", "graph"],
                        buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 # every exact batch size, with its compute time: Triton's batch_stats
-BATCHES = Counter("model_batches_total", "ONNX Runtime calls by rows in the call", ["model", "version", "graph", "size"])
+BATCHES = Counter("model_batches_total", "ONNX Runtime calls by rows in the call",
+                  ["model", "version", "graph", "size"])
 BATCH_SECONDS = Counter("model_batch_seconds_total", "ONNX Runtime call time by rows in the call",
                         ["model", "version", "graph", "size"])
 QUEUE_DEPTH = Gauge("model_queue_depth", "Rows waiting in the batcher", ["model", "version", "graph"],
@@ -54,7 +63,7 @@ def child(metric, *values):
 
 def registry():
     """Every metric of this service: summed over its workers' files when there are several."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if _SHARED:
         from prometheus_client import multiprocess
         summed = CollectorRegistry()
         multiprocess.MultiProcessCollector(summed)

@@ -1,10 +1,9 @@
 """A prompt read in one ONNX Runtime call: the recurrent step graph's state path wrapped in an ONNX ``Scan``.
 
-Why: a generation reads its prompt one token per scheduler tick, and a tick costs a whole Python round (0.19
-ms alone, 1.2 ms beside 31 other streams on 2 cores), so time to first token grows with the prompt: 0.36 s alone
-and 1.9 s beside 31 streams for a 2,000-character prompt. ``Scan`` runs the same nodes over the whole prompt
-inside ONNX Runtime (84 us a token here: 0.18 s and 0.29 s) with the same results, bit for bit, as stepping the
-graph (bench/results/vm/FINDINGS.md). It is built at load time from the step graph the manifest lists and
+Why: a generation reads its prompt one token per scheduler tick, and a tick costs a whole Python round, more
+beside other streams, so time to first token grows with the prompt. ``Scan`` runs the same nodes over the whole
+prompt inside ONNX Runtime, with the same results, bit for bit, as stepping the graph (the figures:
+bench/results/vm/FINDINGS.md). It is built at load time from the step graph the manifest lists and
 checksums (so every shipped version gets it), and checked against that graph before it is used.
 """
 from __future__ import annotations
@@ -53,9 +52,9 @@ def check_against_steps(prefill, step, token: str, states: list[tuple[str, str]]
     stepped = dict(feeds)
     for t in range(length):
         got = step.run(outs, {token: ids[t], **stepped})
-        stepped = {i: v for (i, _), v in zip(states, got)}
+        stepped = {i: v for (i, _), v in zip(states, got, strict=False)}
     scanned = prefill.run(outs, {"tokens": ids, **feeds})
-    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(stepped.values(), scanned))
+    worst = max(float(np.max(np.abs(a - b))) for a, b in zip(stepped.values(), scanned, strict=False))
     if not worst <= tolerance:
         raise ValueError(f"prefill graph differs from the step graph by {worst:.3g} > {tolerance}")
     return worst

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
-from services import __version__
+from services import V2_EXTENSIONS, __version__
 from services.runtime import codec, statistics
 from services.runtime.config import LIMITS
 from services.runtime.dataplane import V2_PROTOCOL_PARAMETERS
@@ -15,8 +15,7 @@ from services.runtime.http import json_body, json_response
 from services.runtime.validation import unknown_in
 
 bp = Blueprint("v2", __name__)
-SERVER = {"name": "keras-onnx-serving", "version": __version__,
-          "extensions": ["binary_tensor_data", "model_repository", "statistics"]}
+SERVER = {"name": "keras-onnx-serving", "version": __version__, "extensions": V2_EXTENSIONS}
 
 
 def repo():
@@ -73,8 +72,9 @@ def model_config(name, version=None):
     s = _servable(name, version)
     return json_response({"name": s.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
                           "max_batch_size": LIMITS["max_batch_items"],
-                          "dynamic_batching": {"max_queue_delay_microseconds": int(s.batching["max_queue_delay_ms"] * 1000),
-                                               "preferred_batch_size": [s.batching["max_batch_size"]]},
+                          "dynamic_batching": {
+                              "max_queue_delay_microseconds": int(s.batching["max_queue_delay_ms"] * 1000),
+                              "preferred_batch_size": [s.batching["max_batch_size"]]},
                           "input": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"
                                      else f"TYPE_{t.datatype}", "dims": list(t.shape[1:])} for t in s.inputs],
                           "output": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"

@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from modelcore.manifest import ManifestError, load_and_verify
 from services.runtime import metrics
 from services.runtime.config import settings
 from services.runtime.errors import NotFound, Unavailable
-from modelcore.manifest import ManifestError, load_and_verify
 from services.runtime.servable import Servable
 
 log = logging.getLogger("runtime.repository")

@@ -52,7 +52,7 @@ class Servable(ABC):
 
     def batcher(self, graph: str, outputs: list[str], pad: dict | None = None) -> DynamicBatcher:
         sess = self.sessions[graph]
-        b = DynamicBatcher(lambda feeds: dict(zip(outputs, sess.run(outputs, feeds))),
+        b = DynamicBatcher(lambda feeds: dict(zip(outputs, sess.run(outputs, feeds), strict=False)),
                            max_batch_size=self.batching["max_batch_size"],
                            max_queue_delay_ms=self.batching["max_queue_delay_ms"],
                            max_queue_size=self.batching["max_queue_size"], pad=pad, model=self.name,
@@ -60,7 +60,7 @@ class Servable(ABC):
         self.batchers.append(b)
         return b
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> None:  # noqa: B027 - a servable with nothing to warm up need not write one
         """Run a sample through the whole pipeline once, so the first client request is not the slow one."""
 
     @abstractmethod

@@ -49,9 +49,8 @@ def create_session(path, device: str | None = None) -> ort.InferenceSession:
     """``path``: an .onnx file, or a serialized model (a graph derived at load time, e.g. ``prefill``)."""
     device = device or model_device()
     opts = ort.SessionOptions()
-    # two threads even when the workers share the CPUs: a batch-1 call takes 0.3 ms instead of 0.5 ms, and
-    # with spinning off, idle pool threads sleep (measured on 2 cores, 2 workers: c=1 580 vs 470 req/s,
-    # c=32 unchanged)
+    # two threads even when the workers share the CPUs: a batch-1 call is faster, and with spinning off, idle
+    # pool threads sleep (bench/results/vm/FINDINGS.md)
     opts.intra_op_num_threads = settings().ort_threads or min(2, usable_cpus())
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

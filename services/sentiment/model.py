@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelcore.text import Vocabulary, review_tokens
 from services.runtime.config import LIMITS
 from services.runtime.native import texts_from_bytes
-from services.v2_tensors import bytes_tensor
 from services.runtime.servable import Servable, TensorSpec
-from modelcore.text import Vocabulary, review_tokens
+from services.v2_tensors import bytes_tensor
 
 
 class SentimentServable(Servable):

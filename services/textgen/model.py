@@ -5,20 +5,22 @@ import logging
 import threading
 import time
 from collections import deque
+from typing import Any, Callable
 
 import numpy as np
 
+from modelcore.decoding import SamplingJob
+from modelcore.textgen import CharModel
+from services.routes import MAX_SEED
 from services.runtime.config import LIMITS, settings
 from services.runtime.errors import ApiError
 from services.runtime.generation import submit_all, wait_all
 from services.runtime.native import texts_from_bytes
-from services.v2_tensors import bytes_tensor
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.servable import Servable, TensorSpec
 from services.runtime.sessions import create_session
-from services.routes import MAX_SEED
 from services.textgen import routes
-from modelcore.textgen import CharModel
+from services.v2_tensors import bytes_tensor
 
 log = logging.getLogger("textgen")
 
@@ -29,8 +31,8 @@ class Stream:
     With ``flush_seconds`` > 0 the writer keeps its own time: the scheduler wakes it (``ready``) only for the
     first piece (time to first token) and for the end; in between, the writer waits ``flush_seconds`` and
     takes whatever was made meanwhile. Waking a thread costs the scheduler a system call and, on a small CPU,
-    usually a context switch: with a wake-up per write, 32 streams spent over a quarter of the scheduler
-    thread's time in them (measured). With 0, every piece wakes the writer.
+    usually a context switch: with a wake-up per write, many streams spend much of the scheduler thread's time
+    in them (FINDINGS). With 0, every piece wakes the writer.
 
     ``job()`` makes the generation with the callbacks the stream needs. Without stop strings (and with a
     writer that keeps its own time) the scheduler calls it twice, for the first token and the end, and the
@@ -47,12 +49,13 @@ class Stream:
         self.flush_seconds = flush_seconds
         self.woken = False  # the first piece has woken the writer
         self.last_piece = time.monotonic()
-        self.source = None  # the job whose tokens are read (without per-token checks)
+        self.source: SamplingJob | None = None  # the job whose tokens are read (without per-token checks)
         self.sent = 0  # how many of its tokens drain() has given out
 
     def job(self, prompt: str, max_tokens: int, temperature: float, top_k: int, top_p: float, seed: int):
         per_token = bool(self.stop) or (self.pieces is not None and not self.flush_seconds)
-        callbacks = dict(on_token=self.on_token) if per_token else dict(on_first=self.first, on_end=self.end)
+        callbacks: dict[str, Callable[..., Any]] = (dict(on_token=self.on_token) if per_token
+                                                    else dict(on_first=self.first, on_end=self.end))
         job = self.model.job(prompt, max_tokens, temperature, top_k, top_p, seed, **callbacks)
         if not per_token:
             self.source = job
@@ -173,7 +176,7 @@ class TextgenServable(Servable):
     def generate(self, prompts: list[str], opts: dict):
         streams, jobs = self.start(prompts, opts)
         wait_all(jobs, self.timeout)
-        return [(s.text, len(j.tokens), j.stop_reason) for s, j in zip(streams, jobs)]
+        return [(s.text, len(j.tokens), j.stop_reason) for s, j in zip(streams, jobs, strict=False)]
 
     def parameters(self) -> dict[str, dict]:
         return routes.parameters(LIMITS)

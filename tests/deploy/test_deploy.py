@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from services.__main__ import SERVICES
+from services.__main__ import DEFAULT_PORTS
 from tests.conftest import ROOT
 
 K8S_VERSION = "1.32.0"
@@ -23,7 +23,8 @@ def render(overlay: str) -> list[dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.fail("kubectl is not installed: `make test` installs it (apt-get install kubectl)")
-    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / overlay)], capture_output=True, text=True, check=True)
+    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / overlay)], capture_output=True, text=True,
+                         check=True)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
@@ -62,10 +63,11 @@ def _by_kind(docs, kind):
 def test_cpu_overlay_invariants():
     docs = render("overlays/cpu")
     deps = _by_kind(docs, "Deployment")
-    assert set(deps) == set(SERVICES)
-    svcs, hpas, pdbs = _by_kind(docs, "Service"), _by_kind(docs, "HorizontalPodAutoscaler"), _by_kind(docs, "PodDisruptionBudget")
+    assert set(deps) == set(DEFAULT_PORTS)
+    svcs, hpas = _by_kind(docs, "Service"), _by_kind(docs, "HorizontalPodAutoscaler")
+    pdbs = _by_kind(docs, "PodDisruptionBudget")
     for name, d in deps.items():
-        port = SERVICES[name]
+        port = DEFAULT_PORTS[name]
         pod = d["spec"]["template"]["spec"]
         c = pod["containers"][0]
         assert c["args"] == [name] and c["ports"][0]["containerPort"] == port
@@ -97,7 +99,7 @@ def test_network_policy_only_gateway_reaches_services():
     deny = pols["default-deny"]["spec"]
     assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
     svc = pols["services-from-gateway-only"]["spec"]
-    assert set(svc["podSelector"]["matchExpressions"][0]["values"]) == set(SERVICES) - {"gateway"}
+    assert set(svc["podSelector"]["matchExpressions"][0]["values"]) == set(DEFAULT_PORTS) - {"gateway"}
     assert svc["ingress"][0]["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
     assert "gateway-from-ingress" in pols
 
@@ -113,14 +115,14 @@ def test_gateway_config_map_matches_the_code(tmp_path):
     local = backends.load(GatewaySettings.from_env({}))
     assert {n: (b.models, b.routes) for n, b in loaded.items()} == {n: (b.models, b.routes) for n, b in local.items()}
     for name, b in loaded.items():
-        assert b.url == f"http://{name}:{SERVICES[name]}"
+        assert b.url == f"http://{name}:{DEFAULT_PORTS[name]}"
     gw = _by_kind(docs, "Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert {"name": "GATEWAY_BACKENDS_FILE", "value": "/etc/gateway/backends.yaml"} in gw["env"]
 
 
 def test_gpu_overlay_requests_gpus():
     deps = _by_kind(render("overlays/gpu"), "Deployment")
-    for name in set(SERVICES) - {"gateway"}:
+    for name in set(DEFAULT_PORTS) - {"gateway"}:
         c = deps[name]["spec"]["template"]["spec"]["containers"][0]
         assert c["resources"]["limits"]["nvidia.com/gpu"] == 1 and c["image"].endswith(":serve-gpu")
         assert {"name": "MODEL_DEVICE", "value": "cuda"} in c["env"]

@@ -11,7 +11,6 @@ import pytest
 import requests
 
 
-
 @pytest.mark.timeout(400)
 def test_no_server_errors_from_openapi_fuzzing(stack, tmp_path):
     st = shutil.which("schemathesis") or str(Path(sys.executable).parent / "schemathesis")

@@ -13,7 +13,6 @@ import requests
 import uvicorn
 
 
-
 class LiveGateway:
     """The gateway app on uvicorn (uvloop, httptools) in a thread on a free port."""
 
@@ -73,7 +72,8 @@ def test_api_keys(gateway, tmp_path):
     assert r.status_code == 401 and r.json()["field"] == "Authorization" and "Bearer" in r.headers["WWW-Authenticate"]
     assert c.post("/api/sentiment/predict", json=body, headers={"Authorization": "Bearer wrong"}).status_code == 401
     for key in ("secret-1", "file-key-2"):
-        assert c.post("/api/sentiment/predict", json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+        bearer = {"Authorization": f"Bearer {key}"}
+        assert c.post("/api/sentiment/predict", json=body, headers=bearer).status_code == 200
     assert c.get("/v2/health/live").status_code == 200  # probes need no key
     assert c.get("/metrics").status_code == 200
 
@@ -189,14 +189,19 @@ class ScriptedBackend:
 
 
 @pytest.fixture()
-def scripted():
+def scripted(tmp_path):
+    """The scripted backend, and a backend map (``GATEWAY_BACKENDS_FILE``) that sends it every path under
+    ``/api/mnist/``."""
     b = ScriptedBackend()
+    b.backends_file = tmp_path / "backends.yaml"
+    b.backends_file.write_text(f"backends:\n  mnist:\n    url: {b.url}\n    models: [mnist]\n"
+                               f"    routes: [/api/mnist/]\n")
     yield b
     b.close()
 
 
 def test_proxy_headers_pipelining_and_close(gateway, scripted):
-    c = gateway(BACKEND_MNIST_URL=scripted.url)
+    c = gateway(GATEWAY_BACKENDS_FILE=str(scripted.backends_file), BACKEND_MNIST_URL=scripted.url)
     r = c.post("/api/mnist/ok", data=b"hello", headers={"X-Request-ID": "rid-1", "Content-Type": "text/plain"})
     got = r.json()
     assert r.status_code == 201 and r.headers["X-Backend"] == "scripted" and r.headers["X-Request-ID"] == "rid-1"
@@ -217,7 +222,8 @@ def test_proxy_headers_pipelining_and_close(gateway, scripted):
 
 
 def test_proxy_retries_a_dead_connection_and_maps_failures(gateway, scripted):
-    c = gateway(BACKEND_MNIST_URL=scripted.url, GATEWAY_UPSTREAM_TIMEOUT="0.2")
+    c = gateway(GATEWAY_BACKENDS_FILE=str(scripted.backends_file), BACKEND_MNIST_URL=scripted.url,
+                GATEWAY_UPSTREAM_TIMEOUT="0.2")
     assert c.post("/api/mnist/ok", data=b"1").status_code == 201  # leaves a pooled connection
     r = c.post("/api/mnist/die", data=b"2")  # the pooled one dies unanswered: retried on a fresh one
     assert r.status_code == 201 and r.json()["served"] == 1

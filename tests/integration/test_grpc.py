@@ -17,7 +17,6 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import ROOT, free_port_block
 
 
-
 @pytest.fixture(scope="module")
 def triton(stack):
     return grpcclient.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")

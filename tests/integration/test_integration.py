@@ -22,7 +22,6 @@ from bench import loadgen
 from tests.conftest import ROOT
 
 
-
 @pytest.fixture(scope="module")
 def triton(stack):
     return httpclient.InferenceServerClient(stack.url.replace("http://", ""), connection_timeout=10,
@@ -283,8 +282,9 @@ def test_a_stack_names_its_demo_page_and_leaves_nothing_in_the_temporary_folder(
     base = free_port_block(8)
     proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
                              "--base-port", str(base), "--grpc-tfs-port", str(base + 6),
-                             "--grpc-v2-port", str(base + 7)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True, text=True)
+                             "--grpc-v2-port", str(base + 7)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True,
+                            text=True)
     lines = []
     try:
         for line in proc.stdout:

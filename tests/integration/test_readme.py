@@ -8,9 +8,7 @@ import shlex
 import subprocess
 import sys
 
-
 from tests.conftest import ROOT
-
 
 
 def try_it_calls() -> list[str]:

@@ -88,7 +88,8 @@ def test_request_larger_than_batch_is_split_and_joined():
 
 def test_variable_length_inputs_are_padded():
     def run(feeds):
-        return {"n": (feeds["tok"] != 0).sum(1, keepdims=True), "w": np.full((len(feeds["tok"]), 1), feeds["tok"].shape[1])}
+        return {"n": (feeds["tok"] != 0).sum(1, keepdims=True),
+                "w": np.full((len(feeds["tok"]), 1), feeds["tok"].shape[1])}
     b = make(run, pad={"tok": (1, 0, "pre")}, max_queue_delay_ms=50)
     res = {}
 

@@ -10,8 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from modelcore.decoding import (BeamSearchJob, Row, SamplingJob, Scheduler, batched_inputs, log_softmax,
-                                      sample_rows)
+from modelcore.decoding import BeamSearchJob, Row, SamplingJob, Scheduler, batched_inputs, log_softmax, sample_rows
 
 V, H, EOS = 6, 4, 5
 

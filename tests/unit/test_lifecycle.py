@@ -8,7 +8,6 @@ import shutil
 import threading
 import time
 
-
 from modelcore.manifest import file_entries
 from tests.conftest import REPO
 

@@ -8,10 +8,10 @@ import pytest
 
 from bench.run import LONG_PROMPT as PROMPT  # the benchmark's passage (Romeo and Juliet, II.2)
 from modelcore.manifest import load_and_verify
-from services.settings import ServiceSettings
+from modelcore.textgen import CharModel
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.sessions import create_session
-from modelcore.textgen import CharModel
+from services.settings import ServiceSettings
 from tests.conftest import ROOT
 
 TEXTGEN = ROOT / "exported_models" / "textgen" / "2"

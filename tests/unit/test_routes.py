@@ -46,6 +46,7 @@ def test_a_declared_knob_is_one_schema_for_the_native_route_and_the_v1_v2_parame
     v2 = c.post("/v2/models/translation_transformer/infer", json={
         "inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hi."]}],
         "parameters": {"beam_size": LIMITS["max_beam_size"] + 1}}).json
-    assert native["field"] == v2["field"] == "beam_size" and native["limit"] == v2["limit"] == [1, LIMITS["max_beam_size"]]
+    assert native["field"] == v2["field"] == "beam_size"
+    assert native["limit"] == v2["limit"] == [1, LIMITS["max_beam_size"]]
     meta = c.get("/v2/models/translation_transformer").json["parameters"]["request_parameters"]
     assert meta["beam_size"]["maximum"] == LIMITS["max_beam_size"]

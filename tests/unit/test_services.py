@@ -120,7 +120,8 @@ def test_sentiment_v1_v2_strings(clients):
     v1 = post(c, "/v1/models/sentiment:predict", {"instances": [{"text": {"b64": b64}}]}).json
     assert v1["predictions"][0]["label"] == "negative"
     meta = c.get("/v1/models/sentiment/metadata").json
-    assert meta["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]["text"]["dtype"] == "DT_STRING"
+    signature = meta["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["inputs"]["text"]["dtype"] == "DT_STRING"
 
 
 @pytest.mark.parametrize("body,field", [({"text": ""}, "text"), ({"text": 3}, "text"), ({"text": "x" * 20001}, "text"),
@@ -143,7 +144,7 @@ def test_translation_of_the_readme_and_demo_sentences_is_exact(clients, model, b
     r = post(clients["translation"], "/api/translate", {"texts": list(README_AND_DEMO), "model": model,
                                                         "beam_size": beam_size})
     assert r.status_code == 200, r.json
-    assert dict(zip(README_AND_DEMO, r.json["translations"])) == README_AND_DEMO
+    assert dict(zip(README_AND_DEMO, r.json["translations"], strict=False)) == README_AND_DEMO
     assert r.json["model"] == f"translation_{model}"
 
 
@@ -154,7 +155,7 @@ def test_translation_beam_hypotheses_and_the_default_model(clients):
     assert r.status_code == 200, r.json
     assert r.json["translations"] == ["Die Datei konnte nicht gespeichert werden.",
                                       "Ich habe meine Schlüssel verloren."]
-    for translation, hyps in zip(r.json["translations"], r.json["hypotheses"]):
+    for translation, hyps in zip(r.json["translations"], r.json["hypotheses"], strict=False):
         scores = [h["score"] for h in hyps]
         assert scores == sorted(scores, reverse=True) and 1 <= len(hyps) <= 4
         assert hyps[0]["text"] == translation  # the best hypothesis is the answer
@@ -167,7 +168,8 @@ def test_translation_v2_bytes_with_parameters(clients):
               "parameters": {"beam_size": 4}})
     assert r.status_code == 200
     out = {o["name"]: o for o in r.json["outputs"]}
-    assert out["translation"]["datatype"] == "BYTES" and out["translation"]["data"] == ["Bitte schließen Sie das Fenster."]
+    assert out["translation"]["datatype"] == "BYTES"
+    assert out["translation"]["data"] == ["Bitte schließen Sie das Fenster."]
     bad = post(clients["translation"], "/v2/models/translation_seq2seq/infer",
                {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["Hi."]}],
                 "parameters": {"beam_size": 99}})
@@ -205,7 +207,8 @@ def test_textgen_stream_matches_final_text(clients):
 
 
 def test_textgen_stop_string(clients):
-    r = post(clients["textgen"], "/api/generate", {"prompt": "ROMEO:\n", "max_tokens": 300, "seed": 2, "stop": "\n"}).json
+    r = post(clients["textgen"], "/api/generate",
+             {"prompt": "ROMEO:\n", "max_tokens": 300, "seed": 2, "stop": "\n"}).json
     assert "\n" not in r["text"] and r["finish_reason"] in ("stop", "length")
 
 
@@ -280,7 +283,8 @@ def test_batch_size_metric_shows_batching(clients, mnist_test_digits):
     x, _ = mnist_test_digits
     c = clients["mnist"]
     body = orjson.dumps({"image": x[0].tolist()})
-    ts = [threading.Thread(target=lambda: [c.post("/api/mnist/predict", data=body) for _ in range(5)]) for _ in range(8)]
+    ts = [threading.Thread(target=lambda: [c.post("/api/mnist/predict", data=body) for _ in range(5)])
+          for _ in range(8)]
     [t.start() for t in ts]
     [t.join() for t in ts]
     text = c.get("/metrics").data.decode()

@@ -9,8 +9,8 @@ from tests.conftest import sse_events
 
 def test_textgen_stream_sends_every_token_in_order_and_frees_its_row_when_the_reader_leaves(clients):
     from services.runtime.generation import scheduler
-    r = clients["textgen"].post("/api/generate", json={"prompt": "ROMEO:", "max_tokens": 600, "seed": 4, "stream": True},
-                                buffered=False)
+    r = clients["textgen"].post("/api/generate", buffered=False,
+                                json={"prompt": "ROMEO:", "max_tokens": 600, "seed": 4, "stream": True})
     writes = list(r.response)
     events = sse_events(b"".join(writes))
     tokens = [e for e in events if "token" in e]

@@ -9,10 +9,18 @@ from __future__ import annotations
 import numpy as np
 
 from training import data
-from training.common import (JobOptions, Timer, log, plot_curves, read_history, resumable_callbacks,
-                             seed_everything, write_json)
+from training.common import (
+    JobOptions,
+    Timer,
+    log,
+    plot_curves,
+    read_history,
+    resumable_callbacks,
+    seed_everything,
+    write_json,
+)
 from training.data import REPO_ROOT
-from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
+from training.export import ort_session, parity, staging_dir, tensor_meta, to_onnx, write_version
 
 NAME = "gan"
 LATENT = 100
@@ -82,9 +90,9 @@ def make_gan_class():
                 # one-sided label smoothing keeps the discriminator from saturating
                 d_loss = self.bce(tf.ones_like(r) * 0.9, r) + self.bce(tf.zeros_like(f), f)
             self.g_opt.apply_gradients(zip(gt.gradient(g_loss, self.generator.trainable_variables),
-                                           self.generator.trainable_variables))
+                                           self.generator.trainable_variables, strict=False))
             self.d_opt.apply_gradients(zip(dt.gradient(d_loss, self.discriminator.trainable_variables),
-                                           self.discriminator.trainable_variables))
+                                           self.discriminator.trainable_variables, strict=False))
             self.g_loss.update_state(g_loss)
             self.d_loss.update_state(d_loss)
             return {"g_loss": self.g_loss.result(), "d_loss": self.d_loss.result()}

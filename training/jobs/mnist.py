@@ -8,9 +8,17 @@ from __future__ import annotations
 import numpy as np
 
 from training import data
-from training.common import (JobOptions, Timer, log, plot_curves, read_history, resumable_callbacks,
-                             seed_everything, write_json)
-from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
+from training.common import (
+    JobOptions,
+    Timer,
+    log,
+    plot_curves,
+    read_history,
+    resumable_callbacks,
+    seed_everything,
+    write_json,
+)
+from training.export import ort_session, parity, staging_dir, tensor_meta, to_onnx, write_version
 
 NAME = "mnist"
 BAR = 0.99
@@ -115,7 +123,7 @@ def _sample_grid(x, pred, y, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(4, 8, figsize=(8, 4.6))
-    for ax, img, p, t in zip(axes.flat, x, pred, y):
+    for ax, img, p, t in zip(axes.flat, x, pred, y, strict=False):
         ax.imshow(img, cmap="gray")
         ax.set_title(f"{p}" + ("" if p == t else f" ({t})"), color="black" if p == t else "red", fontsize=9)
         ax.axis("off")

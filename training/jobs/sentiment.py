@@ -10,9 +10,17 @@ import numpy as np
 
 from modelcore.text import Vocabulary, pad_pre, review_tokens
 from training import data
-from training.common import (JobOptions, Timer, log, plot_curves, read_history, resumable_callbacks,
-                             seed_everything, write_json)
-from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
+from training.common import (
+    JobOptions,
+    Timer,
+    log,
+    plot_curves,
+    read_history,
+    resumable_callbacks,
+    seed_everything,
+    write_json,
+)
+from training.export import ort_session, parity, staging_dir, tensor_meta, to_onnx, write_version
 
 NAME = "sentiment"
 BAR = 0.87

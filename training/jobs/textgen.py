@@ -13,9 +13,17 @@ import numpy as np
 
 from modelcore.text import PAD, UNK, Vocabulary
 from training import data
-from training.common import (JobOptions, Timer, log, plot_curves, read_history, resumable_callbacks,
-                             seed_everything, write_json)
-from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
+from training.common import (
+    JobOptions,
+    Timer,
+    log,
+    plot_curves,
+    read_history,
+    resumable_callbacks,
+    seed_everything,
+    write_json,
+)
+from training.export import ort_session, parity, staging_dir, tensor_meta, to_onnx, write_version
 
 NAME = "textgen"
 SEQ = 100
@@ -57,7 +65,7 @@ def sample(char_model, prompts: list[str], n: int, temperature: float, seed: int
     from modelcore.decoding import Scheduler
     jobs = [char_model.job(p, n, temperature, 0, 1.0, seed + i) for i, p in enumerate(prompts)]
     Scheduler().run_until_done(jobs)
-    return [p + char_model.text(j.tokens) for p, j in zip(prompts, jobs)]
+    return [p + char_model.text(j.tokens) for p, j in zip(prompts, jobs, strict=False)]
 
 
 def run(opts: JobOptions) -> dict:

@@ -26,10 +26,22 @@ from modelcore.text import SubwordTokenizer
 from modelcore.translation import TranslationModel, translate_batch
 from training import mt_corpus
 from training.common import JobOptions, Timer, log, seed_everything, write_json
-from training.export import parity, staging_dir, tensor_meta, to_onnx, ort_session, write_version
-from training.jobs.translation_core import (CONFIGS, LABEL_SMOOTHING, MAX_TOKENS, PEAK_LR, POSITIONS, TOKENS_PER_BATCH,
-                                            WARMUP_STEPS, build_model, epoch_batches, make_arrays, make_optimizer,
-                                            restore_optimizer, smoothed_loss)
+from training.export import ort_session, parity, staging_dir, tensor_meta, to_onnx, write_version
+from training.jobs.translation_core import (
+    CONFIGS,
+    LABEL_SMOOTHING,
+    MAX_TOKENS,
+    PEAK_LR,
+    POSITIONS,
+    TOKENS_PER_BATCH,
+    WARMUP_STEPS,
+    build_model,
+    epoch_batches,
+    make_arrays,
+    make_optimizer,
+    restore_optimizer,
+    smoothed_loss,
+)
 
 EVERYDAY_REPEATS = 3  # a new run's mix, and the one of checkpoints and stretches that record none
 BARS = {"translation_transformer": 20.0, "translation_seq2seq": 12.0}
@@ -121,7 +133,7 @@ class Checkpoint:
         for f in files:
             model.load_weights(str(f))
             weights = model.get_weights()
-            total = weights if total is None else [t + w for t, w in zip(total, weights)]
+            total = weights if total is None else [t + w for t, w in zip(total, weights, strict=False)]
         if total:
             model.set_weights([t / len(files) for t in total])
         return len(files)
@@ -163,7 +175,7 @@ def train(kind: str, opts: JobOptions, run_dir: Path, ds: dict, tok: SubwordToke
     trained_on = state.setdefault("everyday_repeats", EVERYDAY_REPEATS)
     repeats = trained_on if opts.everyday_repeats is None else opts.everyday_repeats  # default: keep the mix
     src, tgt, val_src, val_tgt = encode_splits(ds, tok, repeats)
-    lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt)])
+    lengths = np.array([max(len(s), len(t) + 1) for s, t in zip(src, tgt, strict=False)])
     val_batches = [np.arange(i, min(i + 64, len(val_src))) for i in range(0, len(val_src), 64)]
     budget = 600 if opts.quick else TOKENS_PER_BATCH
     log(f"{kind}: {len(src):,} training pairs, vocabulary {len(tok)}, {cfg}")
@@ -330,8 +342,9 @@ def export(kind: str, model, cfg: dict, tok: SubwordTokenizer, stage: Path, seed
         x = rng.integers(4, len(tok), (n, s)).astype(np.int64)
         x[0, s - 2:] = 0  # a padded row
         enc_feeds.append({"src": x})
-    enc_par = parity(lambda f: dict(zip(enc_out, [o.numpy() for o in enc(tf.constant(f["src"]), training=False)])),
-                     stage / "encoder.onnx", enc_feeds, enc_out)
+    def enc_fn(f):
+        return dict(zip(enc_out, [o.numpy() for o in enc(tf.constant(f["src"]), training=False)], strict=True))
+    enc_par = parity(enc_fn, stage / "encoder.onnx", enc_feeds, enc_out)
     dec_in = [s.name for s in dec_specs]
     dec_out = [o.name for o in ort_session(stage / "decoder.onnx").get_outputs()]
     dec_feeds = []
@@ -354,7 +367,7 @@ def export(kind: str, model, cfg: dict, tok: SubwordTokenizer, stage: Path, seed
 
     def dec_keras(f):
         outs = dec([tf.constant(f[k]) for k in dec_in], training=False)
-        return dict(zip(dec_out, [o.numpy() for o in outs]))
+        return dict(zip(dec_out, [o.numpy() for o in outs], strict=False))
     dec_par = parity(dec_keras, stage / "decoder.onnx", dec_feeds, dec_out)
     return {"max_abs_diff": max(enc_par["max_abs_diff"], dec_par["max_abs_diff"]),
             "tolerance": enc_par["tolerance"], "encoder": enc_par, "decoder": dec_par}
@@ -392,8 +405,8 @@ def evaluate(model: TranslationModel, test: list, beam_sizes=(1, 4)) -> dict:
                "chrf": round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2), "decode_seconds": round(t.seconds, 1),
                "looping_outputs": sum(loops(h) for h in hyps), "domains": {}}
         for dom in sorted(set(domains)):
-            h = [x for x, d in zip(hyps, domains) if d == dom]
-            r = [x for x, d in zip(refs, domains) if d == dom]
+            h = [x for x, d in zip(hyps, domains, strict=False) if d == dom]
+            r = [x for x, d in zip(refs, domains, strict=False) if d == dom]
             res["domains"][dom] = {"pairs": len(h), "bleu": round(sacrebleu.corpus_bleu(h, [r]).score, 2),
                                    "chrf": round(sacrebleu.corpus_chrf(h, [r]).score, 2)}
         out[f"beam{beam}"] = res
@@ -459,9 +472,9 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
     write_json(rep / "metrics.json", metrics)
     write_json(rep / "stretches.json", state["stretches"])
     write_report(rep / "report.md", name, metrics, state["stretches"], history,
-                 list(zip(EVERYDAY, translate_batch(tm, EVERYDAY, beam_size=4))))
+                 list(zip(EVERYDAY, translate_batch(tm, EVERYDAY, beam_size=4), strict=False)))
     write_json(rep / "samples.json", [{"en": r[0], "de_reference": r[1], "domain": r[2], "greedy": g, "beam4": b}
-                                      for r, g, b in list(zip(test, hyps[1], hyps[4]))[:40]])
+                                      for r, g, b in list(zip(test, hyps[1], hyps[4], strict=False))[:40]])
     if not better:
         log(f"{name}: not published: beam-4 BLEU {b4['bleu']} / chrF {b4['chrf']} do not beat the shipped "
             f"{baseline['bleu']} / {baseline['chrf']}")

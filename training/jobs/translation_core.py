@@ -89,9 +89,9 @@ def restore_optimizer(optimizer, files: list) -> bool:
     order), when it matches this optimizer's variables one for one."""
     values = [part[k] for f in files for part in [np.load(f)] for k in sorted(part.files, key=lambda k: int(k[4:]))]
     if not values or len(values) != len(optimizer.variables) or any(
-            tuple(v.shape) != tuple(x.shape) for v, x in zip(optimizer.variables, values)):
+            tuple(v.shape) != tuple(x.shape) for v, x in zip(optimizer.variables, values, strict=False)):
         return False
-    for var, value in zip(optimizer.variables, values):
+    for var, value in zip(optimizer.variables, values, strict=False):
         var.assign(value)
     return True
 

@@ -135,7 +135,7 @@ class Transformer(keras.Model):
     def decode_step(self, token, position, memory, mem_mask, caches, cache_mask):
         x = self.emb(token[:, None]) * math.sqrt(self.d) + self.tgt_pos(position[:, None])
         new = []
-        for layer, (ck, cv) in zip(self.dec, caches):
+        for layer, (ck, cv) in zip(self.dec, caches, strict=False):
             x, k, v = layer.step(x, memory, mem_mask, ck, cv, cache_mask)
             new += [k, v]
         return self.head(self.dec_ln(x))[:, 0], new
@@ -216,12 +216,12 @@ def transformer_graphs(m: Transformer):
 
     def fn(mm, xs):
         t, p, me, mk, cm, *cs = xs
-        logits, new = mm.decode_step(t, p, me, mk, list(zip(cs[0::2], cs[1::2])), cm)
+        logits, new = mm.decode_step(t, p, me, mk, list(zip(cs[0::2], cs[1::2], strict=False)), cm)
         return [ops.log_softmax(logits, axis=-1)] + new
     outs = _Call(m, fn)([tok, pos, mem, mmask, cmask, *caches])
     names = ["logprobs"] + [f"new_cache_{kind}{i}" for i in range(m.layers_n) for kind in "kv"]
     decoder = keras.Model([tok, pos, mem, mmask, cmask, *caches],
-                          [layers.Identity(name=n)(o) for n, o in zip(names, outs)])
+                          [layers.Identity(name=n)(o) for n, o in zip(names, outs, strict=False)])
     return encoder, decoder
 
 
@@ -229,7 +229,7 @@ def seq2seq_graphs(m: Seq2Seq):
     src = keras.Input((None,), dtype="int64", name="src")
     memory, h, c, mask = _Call(m, lambda mm, s: mm.encode(s))(src)
     encoder = keras.Model(src, [layers.Identity(name=n)(o) for n, o in
-                                zip(["memory", "h", "c", "memory_mask"], [memory, h, c, mask])])
+                                zip(["memory", "h", "c", "memory_mask"], [memory, h, c, mask], strict=False)])
     tok = keras.Input((), dtype="int64", name="token")
     hi, ci = keras.Input((m.units,), name="h"), keras.Input((m.units,), name="c")
     mem, mmask = keras.Input((None, m.units), name="memory"), keras.Input((None,), name="memory_mask")
@@ -240,5 +240,6 @@ def seq2seq_graphs(m: Seq2Seq):
         return [ops.log_softmax(logits, axis=-1), h2, c2]
     outs = _Call(m, fn)([tok, hi, ci, mem, mmask])
     decoder = keras.Model([tok, hi, ci, mem, mmask],
-                          [layers.Identity(name=n)(o) for n, o in zip(["logprobs", "h_out", "c_out"], outs)])
+                          [layers.Identity(name=n)(o)
+                           for n, o in zip(["logprobs", "h_out", "c_out"], outs, strict=True)])
     return encoder, decoder
