@@ -110,8 +110,8 @@ def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
     Its many-vs-one ratio bounds what the served ratio can reach on this machine."""
     import threading
 
-    from modelcore.decoding import Scheduler
     from modelcore.manifest import load_and_verify
+    from modelcore.scheduler import Scheduler
     from services.__main__ import ORT_THREADS
     from services.runtime.config import web_workers
     from services.settings import ServiceSettings

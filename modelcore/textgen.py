@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from modelcore.decoding import SamplingJob, batched_inputs
+from modelcore.jobs import SamplingJob
+from modelcore.steps import ArrayStepAdapter, batched_inputs
 from modelcore.text import Vocabulary
 
 
-class CharModel:
+class CharModel(ArrayStepAdapter):
     # step() returns raw logits: streams are only sampled, and sampling is the same for logits and for
     # log-probabilities (they differ by one constant per row), so the log-softmax of every step is skipped
     normalized = False
@@ -52,7 +53,7 @@ class CharModel:
     def step_arrays(self, token: np.ndarray, states: tuple) -> tuple[np.ndarray, tuple]:
         """One step of N streams from arrays: token [N], (h, c) [N, units] -> logits [N, V], (h, c). The
         scheduler feeds the outputs back as the next step's inputs while the same streams step together
-        (``decoding.SampledBatch``)."""
+        (``scheduler.SampledBatch``)."""
         logits, h, c = self.sess.run(self.OUTPUTS, {"token": token, "h": states[0], "c": states[1]})
         return logits, (h, c)
 

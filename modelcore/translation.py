@@ -9,13 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from modelcore.decoding import BeamSearchJob, Row, Scheduler, pad_stack
+from modelcore.jobs import BeamSearchJob
+from modelcore.scheduler import Scheduler
+from modelcore.steps import Row, StepAdapter, pad_stack
 from modelcore.text import SubwordTokenizer
 
 NO_REPEAT_NGRAM = 3  # no output repeats a 3-gram of pieces (nor a piece three times in a row)
 
 
-class TranslationModel:
+class TranslationModel(StepAdapter):
     """One exported translation model: ``kind`` is ``transformer`` or ``seq2seq``."""
 
     def __init__(self, manifest: dict, version_dir: Path, encoder_sess, decoder_sess):

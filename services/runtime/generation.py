@@ -5,7 +5,8 @@ import threading
 import time
 from collections import defaultdict
 
-from modelcore.decoding import Job, Scheduler
+from modelcore.jobs import Job
+from modelcore.scheduler import Scheduler
 from services.runtime import deadlines, metrics
 from services.runtime.config import settings
 from services.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
@@ -28,7 +29,7 @@ class StepMetrics:
         self.flushed = time.monotonic()
 
     def step(self, adapter, rows: int, seconds: float) -> None:
-        model, version = getattr(adapter, "model_name", "decoder"), getattr(adapter, "model_version", "")
+        model, version = adapter.model_name, adapter.model_version
         metrics.child(metrics.BATCH_SIZE, model, version, "decoder").observe(rows)
         counts = self.pending[(model, version, rows)]
         counts[0] += 1

@@ -10,7 +10,10 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from modelcore.decoding import BeamSearchJob, Row, SamplingJob, Scheduler, batched_inputs, log_softmax, sample_rows
+from modelcore.jobs import BeamSearchJob, SamplingJob
+from modelcore.sampling import sample_rows
+from modelcore.scheduler import Scheduler
+from modelcore.steps import ArrayStepAdapter, Row, StepAdapter, batched_inputs, log_softmax
 
 V, H, EOS = 6, 4, 5
 
@@ -39,7 +42,7 @@ def tiny_step_graph(path):
     onnx.save(model, path)
 
 
-class Adapter:
+class Adapter(StepAdapter):
     def __init__(self, path):
         self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.calls = []
@@ -238,7 +241,7 @@ def test_stop_callback_ends_stream(adapter):
 
 
 def test_failed_step_fails_its_jobs_only():
-    class Broken:
+    class Broken(StepAdapter):
         def step(self, rows):
             raise RuntimeError("boom")
     job = BeamSearchJob(Broken(), first_row(), 2, 5, EOS)
@@ -251,7 +254,7 @@ def test_array_stepped_streams_draw_what_row_stepped_streams_draw(adapter, tmp_p
     rebuilt when streams join or leave): streams that read prompts, join mid-way, stop on a callback, are
     cancelled or reach max_tokens must make exactly the tokens the row-by-row path makes, and each reader
     hears of its first token and its end once."""
-    class Arrays(Adapter):
+    class Arrays(Adapter, ArrayStepAdapter):
         def step_arrays(self, token, states):
             self.calls.append(len(token))
             logits, h = self.sess.run(["logits", "h_out"], {"token": token, "h": states[0]})

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelcore.decoding import BeamSearchJob, Row, repeating_tokens
+from modelcore.jobs import BeamSearchJob, repeating_tokens
+from modelcore.steps import Row, StepAdapter
 from training import mt_corpus
 
 
@@ -41,9 +42,8 @@ def test_repeats_are_blocked():
     assert repeating_tokens([1, 2, 3, 1, 2], 3) == [3]  # 1 2 3 again
 
 
-class _Loop:
+class _Loop(StepAdapter):
     """A step that always prefers token 4, then 5: left alone, greedy decoding loops 4 5 4 5 ..."""
-    normalized = True
 
     def step(self, rows):
         lp = np.full((len(rows), 8), -9.0)
@@ -55,7 +55,7 @@ class _Loop:
 
 
 def test_greedy_and_beam_never_repeat_a_trigram():
-    from modelcore.decoding import Scheduler
+    from modelcore.scheduler import Scheduler
     for beam in (1, 3):
         job = BeamSearchJob(_Loop(), Row(None, 2, 0), beam, 20, 3, banned=(0, 1, 2), no_repeat_ngram=3)
         Scheduler(max_rows=8).run_until_done([job])

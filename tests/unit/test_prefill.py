@@ -52,7 +52,7 @@ def test_a_prefill_graph_that_differs_from_the_steps_is_refused(sessions):
 
 
 def test_a_generation_is_the_same_whether_its_prompt_is_stepped_or_prefilled(sessions):
-    from modelcore.decoding import Scheduler
+    from modelcore.scheduler import Scheduler
     step, prefill = sessions
     manifest = load_and_verify(TEXTGEN)
     stepped, prefilled = (CharModel(manifest, TEXTGEN, step, p, n) for p, n in ((None, 0), (prefill, 16)))

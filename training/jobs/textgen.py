@@ -62,7 +62,7 @@ def windows(ids: np.ndarray, seq: int, stride: int):
 
 def sample(char_model, prompts: list[str], n: int, temperature: float, seed: int) -> list[str]:
     """Sample with the serving code itself (scheduler + sampling jobs over the exported step graph)."""
-    from modelcore.decoding import Scheduler
+    from modelcore.scheduler import Scheduler
     jobs = [char_model.job(p, n, temperature, 0, 1.0, seed + i) for i, p in enumerate(prompts)]
     Scheduler().run_until_done(jobs)
     return [p + char_model.text(j.tokens) for p, j in zip(prompts, jobs, strict=False)]
