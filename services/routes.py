@@ -1,7 +1,10 @@
 """How a service declares a route of its own, once, where it is served: the path, the JSON schema of its body,
 an example and a summary. The service validates requests against the schema; the catalog, the gateway's routing,
 its OpenAPI document and its 404 hints are derived from the same declarations. Light on purpose: the gateway
-reads the declarations without loading any model code."""
+reads the declarations without loading any model code.
+
+A field of several forms is one schema with a list of types (each keyword applies to its own type) rather than a
+``oneOf``: jsonschema checks the one in a fraction of the time it takes for the other."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -9,8 +12,7 @@ from dataclasses import dataclass, field
 
 MAX_SEED = 2**32 - 1
 SEED = {"type": "integer", "minimum": 0, "maximum": MAX_SEED, "description": "the same seed gives the same answer"}
-VERSION = {"oneOf": [{"type": "string"}, {"type": "integer"}],
-           "description": "model version (default: the newest ready one)"}
+VERSION = {"type": ["string", "integer"], "description": "model version (default: the newest ready one)"}
 
 
 @dataclass(frozen=True)

@@ -22,10 +22,7 @@ def sample(s, body):
         raise ApiError("send at most one of 'latent' or 'interpolate' (with 'seed' and 'n' otherwise)", field=given[1])
     seed = body.get("seed")
     if "latent" in body:
-        z = np.asarray(body["latent"], dtype=np.float32) if _rectangular(body["latent"], s.latent_dim) else None
-        if z is None:
-            raise ApiError(f"'latent' must be a list of vectors of {s.latent_dim} numbers", field="latent",
-                           limit=s.latent_dim)
+        z = _latents(body["latent"], s.latent_dim)
     elif "interpolate" in body:
         ip = body["interpolate"]
         z = s.interpolate(ip["from_seed"], ip["to_seed"], ip["steps"])
@@ -44,8 +41,17 @@ def sample(s, body):
                           "version": str(s.version), "device": s.device}, headers=headers)  # with its headers
 
 
-def _rectangular(vectors: list, width: int) -> bool:
-    return all(isinstance(v, list) and len(v) == width for v in vectors)
+def _latents(vectors: list, width: int) -> np.ndarray:
+    """The vectors as one array, checked as an array (not number by number)."""
+    try:
+        z = np.asarray(vectors, dtype=np.float32)
+    except (ValueError, TypeError):
+        z = None
+    if z is None or z.ndim != 2 or z.shape[1] != width:
+        raise ApiError(f"'latent' must be a list of vectors of {width} numbers", field="latent", limit=width)
+    if not np.all(np.abs(z) <= 100):
+        raise ApiError("'latent' values must lie within -100..100", field="latent", limit=[-100, 100])
+    return z
 
 
 def create_app(**kw):

@@ -9,8 +9,8 @@ def _sample(limits) -> dict:
     return body({
         "n": {"type": "integer", "minimum": 1, "maximum": n, "default": 1},
         "seed": SEED,
-        "latent": {"type": "array", "minItems": 1, "maxItems": n, "description": "latent vectors to draw",
-                   "items": {"type": "array", "items": {"type": "number", "minimum": -100, "maximum": 100}}},
+        "latent": {"type": "array", "minItems": 1, "maxItems": n, "items": {"type": "array"},
+                   "description": "latent vectors to draw, values within -100..100 (checked as an array)"},
         "interpolate": {"type": "object", "additionalProperties": False, "required": ["from_seed", "to_seed"],
                         "description": "digits on the way from one seed's latent to another's",
                         "properties": {"from_seed": SEED, "to_seed": SEED,

@@ -71,6 +71,9 @@ def api_error(err: ValidationError, what: str = "field") -> ApiError:
     if kind in ("minimum", "maximum"):
         return ApiError(f"'{field}' is {value}; it must lie in {span}", field=field, limit=[lo, hi])
     if kind == "type":
+        if isinstance(s["type"], list):  # a field of several forms: its description names them
+            return ApiError(f"'{field}' must be {s.get('description') or ' or '.join(_KINDS[t] for t in s['type'])}",
+                            field=field)
         want = _KINDS.get(str(s["type"]), str(s["type"]))
         if lo is not None or hi is not None:
             return ApiError(f"'{field}' must be {want} in {span}", field=field, limit=[lo, hi])

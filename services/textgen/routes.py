@@ -5,7 +5,7 @@ from __future__ import annotations
 from services.routes import SEED, Route, body
 
 STOP_ONE = {"type": "string", "minLength": 1, "maxLength": 64}
-STOP = {"oneOf": [STOP_ONE, {"type": "array", "items": STOP_ONE, "maxItems": 4}],
+STOP = {**STOP_ONE, "type": ["string", "array"], "items": STOP_ONE, "maxItems": 4,
         "description": "a string, or a list of up to 4 strings of 1..64 characters, that ends the text"}
 
 
@@ -34,7 +34,7 @@ def completion(limits) -> dict:
     return {"type": "object", "additionalProperties": False, "required": ["model"], "properties": {
         "model": {"type": "string", "minLength": 1, "description": "a name from GET /v1/models (NAME:VERSION for an "
                                                                   "older loaded version)"},
-        "prompt": {"oneOf": [prompt, {"type": "array", "items": prompt, "minItems": 1}], "default": "<|endoftext|>",
+        "prompt": {**prompt, "type": ["string", "array"], "items": prompt, "minItems": 1, "default": "<|endoftext|>",
                    "description": "a string or a non-empty list of strings (token ids are not supported: the "
                                   "model reads characters)"},
         "max_tokens": {"type": "integer", "minimum": 1, "maximum": limits["max_new_tokens"], "default": 16},
