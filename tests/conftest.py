@@ -25,10 +25,14 @@ os.environ.setdefault("MODEL_POLL_SECONDS", "0")
 
 # Every process the suite starts keeps its temporary files in one folder of its own (TMPDIR is inherited); what
 # is left in it at the end fails the run (pytest_sessionfinish), and the folder goes, so /tmp stays as it was.
-# (``tests.conftest`` may be imported a second time, by name, from a test module: it reuses the folder)
-SUITE_TMP = Path(os.environ.get("SUITE_TMPDIR") or tempfile.mkdtemp(prefix="keras-serving-tests-"))
-os.environ["TMPDIR"] = os.environ["SUITE_TMPDIR"] = str(SUITE_TMP)
-tempfile.tempdir = None  # this process too: tempfile reads TMPDIR again
+SUITE_TMP: Path | None = None
+
+
+def pytest_configure(config):
+    global SUITE_TMP
+    SUITE_TMP = Path(tempfile.mkdtemp(prefix="keras-serving-tests-"))
+    os.environ["TMPDIR"] = str(SUITE_TMP)
+    tempfile.tempdir = None  # this process too: tempfile reads TMPDIR again
 
 
 def latest(name: str) -> Path:
@@ -143,6 +147,8 @@ def pytest_runtest_logreport(report):
 
 @pytest.hookimpl(trylast=True)  # after the session fixtures' teardown (stacks stopped, their folders gone)
 def pytest_sessionfinish(session):
+    if SUITE_TMP is None:
+        return
     # pytest's own tmp_path folders, and the session id file ONNX Runtime's native library writes on import
     left = sorted(p.name for p in SUITE_TMP.iterdir() if not p.name.startswith("pytest-of-") and p.name != ".ses")
     shutil.rmtree(SUITE_TMP, ignore_errors=True)
