@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --disable-pip-version-check -q
 export PYTHONUNBUFFERED := 1
 
-.PHONY: chromium kubectl newman lint lint-checks protos serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
+.PHONY: chromium kubectl promtool newman lint lint-checks protos serve serve-gpu test test-fast train-all fetch-data bench loadtest clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -24,7 +24,7 @@ serve-gpu:
 
 # Everything the suite needs (serving, training for the --quick jobs, the real clients and tools), then the whole
 # suite. A tool that cannot be installed stops here, named: the suite skips nothing but CUDA without a GPU.
-test: $(PY) chromium kubectl newman
+test: $(PY) chromium kubectl promtool newman
 	$(PIP) -e '.[serve,train,dev]'
 	# TF Serving's own gRPC client for the tests; the tensorflow it asks for is there as tensorflow-cpu
 	$(PIP) --no-deps tensorflow-serving-api==2.21.0
@@ -52,8 +52,9 @@ newman:
 	    npm install --prefix tests/.node --no-audit --no-fund --silent newman@6.2.2 >/dev/null 2>&1; } || \
 	  { echo "newman could not be installed (npm install newman@6.2.2): the Postman test needs it"; exit 1; }
 
-# Debian's packages for the browser test (Chromium: Playwright drives it, and downloads no browser) and the deploy
-# tests (kubectl kustomize): installed as root with apt-get, or the run stops naming the one missing.
+# Debian's packages for the browser test (Chromium: Playwright drives it, and downloads no browser), the deploy
+# tests (kubectl kustomize) and the monitoring tests (promtool): installed as root with apt-get, or the run
+# stops naming the one missing.
 apt = { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
   (apt-get install -y -qq $(1) >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq $(1) >/dev/null)); }
 chromium:
@@ -62,6 +63,9 @@ chromium:
 kubectl:
 	@command -v kubectl >/dev/null 2>&1 || $(call apt,kubectl) || \
 	  { echo "kubectl could not be installed (apt-get install kubectl): the deploy tests need it"; exit 1; }
+promtool:
+	@command -v promtool >/dev/null 2>&1 || $(call apt,prometheus) || \
+	  { echo "promtool could not be installed (apt-get install prometheus): the monitoring tests need it"; exit 1; }
 
 # The suite without the TensorFlow training jobs (faster when iterating on services).
 test-fast: $(PY)

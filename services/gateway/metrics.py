@@ -2,7 +2,7 @@
 line, written where a request is counted."""
 import logging
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from services.runtime.logs import QUIET_PATHS
 from services.runtime.metrics import LATENCY_BUCKETS, child
@@ -12,6 +12,8 @@ LATENCY = Histogram("gateway_request_seconds", "End-to-end latency at the gatewa
                     buckets=LATENCY_BUCKETS)
 UPSTREAM_LATENCY = Histogram("gateway_upstream_seconds", "Time waiting on a backend", ["backend"],
                              buckets=LATENCY_BUCKETS)
+CIRCUIT_OPEN = Gauge("gateway_backend_circuit_open", "1 while a backend's circuit is not closed (open, or waiting "
+                     "for its trial call): calls to it fail fast", ["backend"])
 
 
 def observe(route: str, model: str, status: int, seconds: float) -> None:

@@ -35,8 +35,8 @@ class CircuitBreaker:
     """closed -> (fail_max consecutive connection failures) -> open -> (reset seconds) -> half-open: one trial
     call; success closes, failure opens again. Used from one event loop, so it needs no lock."""
 
-    def __init__(self, fail_max: int, reset_seconds: float):
-        self.fail_max, self.reset = fail_max, reset_seconds
+    def __init__(self, fail_max: int, reset_seconds: float, name: str = ""):
+        self.fail_max, self.reset, self.name = fail_max, reset_seconds, name
         self.failures = 0
         self.opened_at: float | None = None
         self.trial_running = False
@@ -59,6 +59,8 @@ class CircuitBreaker:
 
     def succeeded(self, trial: bool) -> None:
         if self.failures or trial:
+            if self.opened_at is not None:
+                metrics.CIRCUIT_OPEN.labels(self.name).set(0)
             self.failures, self.opened_at = 0, None
             self.trial_running = False
 
@@ -70,6 +72,7 @@ class CircuitBreaker:
         self.failures += 1
         if trial or self.failures >= self.fail_max:
             self.opened_at = time.monotonic()
+            metrics.CIRCUIT_OPEN.labels(self.name).set(1)
 
     async def call(self, fn):
         trial = self.before()
@@ -275,7 +278,7 @@ class Upstream:
     def breaker(self, name: str) -> CircuitBreaker:
         b = self.breakers.get(name)
         if b is None:
-            b = self.breakers[name] = CircuitBreaker(self.fail_max, self.reset)
+            b = self.breakers[name] = CircuitBreaker(self.fail_max, self.reset, name)
         return b
 
     def _address(self, backend) -> tuple[str, int, bytes]:

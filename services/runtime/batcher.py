@@ -44,6 +44,7 @@ class DynamicBatcher:
         self.max_queue = max_queue_size
         self.pad = pad or {}
         self.labels = {"model": model, "version": version, "graph": graph}
+        metrics.QUEUE_LIMIT.labels(**self.labels).set(max_queue_size)  # what the queue-depth alert compares with
         self.queue: deque[_Pending] = deque()
         self.queued_rows = 0
         self.last_batch_requests = 1

@@ -41,6 +41,8 @@ BATCH_SECONDS = Counter("model_batch_seconds_total", "ONNX Runtime call time by 
                         ["model", "version", "graph", "size"])
 QUEUE_DEPTH = Gauge("model_queue_depth", "Rows waiting in the batcher", ["model", "version", "graph"],
                     multiprocess_mode="livesum")
+QUEUE_LIMIT = Gauge("model_queue_limit", "Rows a batcher holds before it answers 429 (MAX_QUEUE_SIZE)",
+                    ["model", "version", "graph"], multiprocess_mode="max")
 LOADED = Gauge("model_loaded", "1 when a model version is loaded and serving", ["model", "version", "device"],
                multiprocess_mode="max")
 LOAD_FAILURES = Counter("model_load_failures_total", "Versions refused at load (bad manifest or checksum)",

@@ -167,8 +167,13 @@ def test_a_body_without_a_length_is_refused_once_past_the_limit(app):
 
 
 # ------------------------------------------------------------------------------------------------ breaker
+def circuit_gauge(backend: str) -> float | None:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value("gateway_backend_circuit_open", {"backend": backend})
+
+
 def test_circuit_breaker_states():
-    b = CircuitBreaker(fail_max=2, reset_seconds=0.2)
+    b = CircuitBreaker(fail_max=2, reset_seconds=0.2, name="breaker-test")
 
     async def down():
         raise BackendDown("refused")
@@ -179,11 +184,12 @@ def test_circuit_breaker_states():
         assert b.state == "closed"
         with pytest.raises(BackendDown):
             asyncio.run(b.call(down))
-    assert b.state == "open"
+    assert b.state == "open" and circuit_gauge("breaker-test") == 1  # what the CircuitOpen alert reads
     with pytest.raises(CircuitOpen):  # open: the backend is not even tried
         asyncio.run(b.call(ok))
     time.sleep(0.3)
     assert b.state == "half-open" and asyncio.run(b.call(ok)) == "ok" and b.state == "closed"
+    assert circuit_gauge("breaker-test") == 0
     for _ in range(2):
         with pytest.raises(BackendDown):
             asyncio.run(b.call(down))
