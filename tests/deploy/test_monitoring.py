@@ -42,3 +42,13 @@ def test_the_rules_read_only_metrics_the_code_exports():
     families = {re.sub(r"_(bucket|sum|count|total)$", "", m) for m in used}
     missing = sorted(f for f in families if f not in exported)
     assert not missing, f"metrics the rules read that nothing exports: {missing}"
+
+
+def test_the_dashboard_is_the_recording_rules_and_is_up_to_date():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("dashboard", ROOT / "monitoring" / "dashboard.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert (ROOT / "monitoring" / "dashboard.json").read_text() == module.render(), "run python monitoring/dashboard.py"
+    exprs = {t["expr"] for p in module.dashboard()["panels"] for t in p.get("targets", [])}
+    assert exprs == set(module.recording_rules())
