@@ -301,7 +301,7 @@ async def _spec_version(spec, context) -> str:
         await context.abort(Code.FAILED_PRECONDITION, f"Serving signature name: '{spec.signature_name}' not found "
                                                       "in signature def (signatures: ['serving_default'])")
     if spec.WhichOneof("version_choice") == "version_label":
-        await context.abort(Code.INVALID_ARGUMENT, "version labels are not supported; give a version number")
+        return spec.version_label  # resolved by the service, from the model's serving.json
     return str(spec.version.value) if spec.HasField("version") else ""
 
 

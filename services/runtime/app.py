@@ -83,6 +83,7 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
         model = g.get("model")
         if model:
             version, status = g.get("model_version", ""), resp.status_code
+            resp.headers["X-Model-Version"] = version  # which version answered (a label or canary may choose it)
             metrics.child(metrics.REQUESTS, model, version, proto, str(status)).inc()
             metrics.child(metrics.REQUEST_LATENCY, model, version, proto,
                           "success" if status < 400 else "fail").observe(dt)

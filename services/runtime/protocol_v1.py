@@ -25,9 +25,7 @@ def _split(path: str) -> tuple[str, str | None, str]:
     parts = path.split("/")
     if len(parts) == 1:
         return parts[0], None, action
-    if len(parts) == 3 and parts[1] in ("versions", "labels"):
-        if parts[1] == "labels":
-            raise NotFound("version labels are not supported; use /versions/N", field="version")
+    if len(parts) == 3 and parts[1] in ("versions", "labels"):  # a label: serving.json's (repository.py)
         return parts[0], parts[2], action
     raise NotFound(f"no such route: /v1/models/{path}")
 
@@ -49,6 +47,7 @@ def get_model(path):
         raise NotFound(f"model '{name}' is not served here", field="model")
     states = repo.status(name)
     if version is not None:
+        version = repo.version_number(name, version)
         states = [st for st in states if st["version"] == str(version)]
         if not states:
             raise NotFound(f"version {version} of model '{name}' is not loaded", field="version")

@@ -7,6 +7,13 @@ a load. A version whose manifest or checksums are wrong is refused with a log li
 readiness/status endpoints, and the version already serving keeps serving. Versions removed from disk are
 unloaded after their in-flight requests finish (their batchers drain on close).
 
+Version labels and canary traffic: ``NAME/serving.json`` (optional), read at every refresh, e.g.
+``{"labels": {"stable": 8, "canary": 9}, "traffic": {"canary": 10}}``. A request may name a label where it names a
+version; ``traffic`` sends that percentage of the requests that name no version to the labelled version, and the
+rest go to the version labelled ``stable`` when there is one, else to the newest (a canary is usually the newest).
+A file that names an unknown label or a version that is not loaded is refused with a log line, and the previous
+routing stays.
+
 Triton's model control: ``unload(name)`` unloads every version of a model until ``load(name)``, in every worker
 of the service (they share the set of unloaded models through ``MODEL_CONTROL_FILE``), and polling leaves an
 unloaded model alone.
@@ -17,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -25,13 +33,17 @@ from typing import Callable
 from modelcore.manifest import ManifestError, load_and_verify
 from services.runtime import metrics
 from services.runtime.config import settings
-from services.runtime.errors import NotFound, Unavailable
+from services.runtime.errors import ApiError, NotFound, Unavailable
 from services.runtime.servable import Servable
+from services.runtime.validation import Checked
 
 log = logging.getLogger("runtime.repository")
 
 
 MAX_VERSIONS = 2  # newest versions loaded side by side: the default and the one before it
+SERVING = Checked({"type": "object", "additionalProperties": False, "properties": {
+    "labels": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
+    "traffic": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 100}}}})
 
 class ModelRepository:
     def __init__(self, root: Path, factories: dict[str, Callable[[dict, Path], Servable]],
@@ -44,6 +56,8 @@ class ModelRepository:
         self.factories = factories          # model name -> Servable class
         self.loaded: dict[str, dict[int, Servable]] = {n: {} for n in factories}
         self.failed: dict[tuple[str, int], str] = {}     # (name, version) -> why it was refused
+        self.serving: dict[str, dict] = {n: {} for n in factories}  # name -> its serving.json, once accepted
+        self._serving_refused: dict[str, str] = {}  # name -> the last refusal logged
         self._failed_stamp: dict[tuple[str, int], tuple] = {}
         self.lock = threading.RLock()
         self.max_versions = MAX_VERSIONS
@@ -86,6 +100,33 @@ class ModelRepository:
             for s in gone:
                 log.info("unloading model version", extra={"model": name, "version": s.version})
                 threading.Thread(target=s.close, daemon=True).start()
+            self._read_serving(name)
+
+    def _read_serving(self, name: str) -> None:
+        """``NAME/serving.json``: accepted when its labels name loaded versions and its traffic names labels;
+        else logged once, and the previous routing stays."""
+        path = self.root / name / "serving.json"
+        try:
+            cfg = SERVING(json.loads(path.read_text())) if path.exists() else {}
+            labels, traffic = cfg.get("labels", {}), cfg.get("traffic", {})
+            loaded = sorted(self.loaded[name])
+            for label, version in labels.items():
+                if version not in loaded:
+                    raise ValueError(f"label '{label}' names version {version}, which is not loaded (loaded: "
+                                     f"{loaded or 'none'})")
+            for label in traffic:
+                if label not in labels:
+                    raise ValueError(f"traffic names label '{label}', which 'labels' does not define")
+            if sum(traffic.values()) > 100:
+                raise ValueError(f"traffic adds up to {sum(traffic.values())}%, over 100%")
+        except (OSError, ValueError, ApiError) as exc:
+            why = str(exc.message if isinstance(exc, ApiError) else exc)
+            if self._serving_refused.get(name) != why:
+                log.error("refused %s: %s; the previous routing stays", path, why, extra={"model": name})
+                self._serving_refused[name] = why
+            return
+        self._serving_refused.pop(name, None)
+        self.serving[name] = {"labels": labels, "traffic": traffic}
 
     def _load(self, name: str, version: int, factory) -> Servable | None:
         vdir = self.root / name / str(version)
@@ -162,15 +203,35 @@ class ModelRepository:
             if version is None or version == "":
                 if not versions:
                     raise Unavailable(f"model '{name}' has no loaded version", field="model")
-                return versions[max(versions)]
-            try:
-                v = int(version)
-            except (TypeError, ValueError):
-                raise NotFound(f"version '{version}' of model '{name}' is not a number", field="version") from None
+                chosen = self._canary(name)
+                return versions[chosen if chosen in versions else max(versions)]
+            v = self.version_number(name, version)
             if v not in versions:
                 raise NotFound(f"version {v} of model '{name}' is not loaded "
                                f"(loaded: {sorted(versions) or 'none'})", field="version")
             return versions[v]
+
+    def version_number(self, name: str, version: str | int) -> int:
+        """A version as a request names it, a number or a label of ``serving.json``, as its number."""
+        try:
+            return int(version)
+        except (TypeError, ValueError):
+            labels = self.serving.get(name, {}).get("labels", {})
+            if version in labels:
+                return labels[version]
+            raise NotFound(f"version '{version}' of model '{name}' is neither a number nor a label (labels: "
+                           f"{sorted(labels) or 'none'})", field="version") from None
+
+    def _canary(self, name: str) -> int | None:
+        """The version this request without a version goes to: a labelled one by ``traffic``, else ``stable``'s;
+        None: the newest."""
+        serving = self.serving.get(name, {})
+        draw, total = random.uniform(0, 100), 0.0
+        for label, percent in serving.get("traffic", {}).items():
+            total += percent
+            if draw < total:
+                return serving["labels"][label]
+        return serving.get("labels", {}).get("stable")
 
     def is_ready(self, name: str | None = None) -> bool:
         """A model: a version is loaded. The service: every model not explicitly unloaded has one."""

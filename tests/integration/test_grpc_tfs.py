@@ -81,3 +81,27 @@ def test_tf_serving_errors(tfs_channel):
     with pytest.raises(grpc.RpcError) as e:
         stub.Predict(req, timeout=30)
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "image" in e.value.details()
+
+
+def test_tf_serving_version_labels_from_the_shipped_serving_json(tfs_channel):
+    """exported_models/textgen/serving.json labels version 2 'stable' and version 1 'previous': TF Serving's
+    clients name them with model_spec.version_label, and the answer says which version served."""
+    import tensorflow as tf
+    stub = tf_serving.PredictionServiceStub(tfs_channel)
+    served = {}
+    for label in ("stable", "previous"):
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name, req.model_spec.version_label = "textgen", label
+        req.inputs["prompt"].CopyFrom(tf.make_tensor_proto(["ROMEO:\n"]))
+        served[label] = stub.Predict(req, timeout=60).model_spec.version.value
+    assert served == {"stable": 2, "previous": 1}
+    status_req = get_model_status_pb2.GetModelStatusRequest()
+    status_req.model_spec.name, status_req.model_spec.version_label = "textgen", "previous"
+    status = model_service_pb2_grpc.ModelServiceStub(tfs_channel).GetModelStatus(status_req, timeout=30)
+    assert [v.version for v in status.model_version_status] == [1]
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name, req.model_spec.version_label = "textgen", "nightly"
+    req.inputs["prompt"].CopyFrom(tf.make_tensor_proto(["ROMEO:\n"]))
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Predict(req, timeout=60)
+    assert e.value.code() == grpc.StatusCode.NOT_FOUND and "labels: ['previous', 'stable']" in e.value.details()
