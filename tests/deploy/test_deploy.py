@@ -28,7 +28,7 @@ def render(overlay: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
-@pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu", "jobs"])
+@pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu", "overlays/queue-autoscaling", "jobs"])
 def test_overlay_renders_and_validates(overlay, tmp_path):
     docs = render(overlay)
     f = tmp_path / "rendered.yaml"
@@ -52,6 +52,7 @@ def test_dockerfile_is_hadolint_clean():
 def test_generated_manifests_are_up_to_date(tmp_path):
     subprocess.run([sys.executable, str(ROOT / "k8s" / "generate.py"), str(tmp_path)], check=True)
     for rel in ("base/resources.yaml", "base/kustomization.yaml", "overlays/gpu/kustomization.yaml",
+                "overlays/queue-autoscaling/kustomization.yaml", "overlays/queue-autoscaling/prometheus-adapter.yaml",
                 "jobs/training-jobs.yaml"):
         assert filecmp.cmp(tmp_path / rel, ROOT / "k8s" / rel, shallow=False), f"{rel}: run python k8s/generate.py"
 
@@ -128,3 +129,21 @@ def test_gpu_overlay_requests_gpus():
         assert {"name": "MODEL_DEVICE", "value": "cuda"} in c["env"]
         assert deps[name]["spec"]["template"]["spec"]["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "nvidia.com/gpu" not in deps["gateway"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_queue_overlay_scales_each_service_on_its_pods_queue_depth_through_prometheus_adapter():
+    """Each service's HPA reads ``model_queue_depth`` per pod (what the batchers export), through the adapter rule
+    that ships beside it; the gateway keeps scaling on CPU."""
+    from prometheus_client import REGISTRY
+
+    import services.runtime.metrics  # noqa: F401 - registers model_queue_depth
+    docs = render("overlays/queue-autoscaling")
+    hpas = _by_kind(docs, "HorizontalPodAutoscaler")
+    services = set(DEFAULT_PORTS) - {"gateway"}
+    for name in services:
+        [metric] = hpas[name]["spec"]["metrics"]
+        assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == "model_queue_depth"
+    assert hpas["gateway"]["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+    adapter = yaml.safe_load(_by_kind(docs, "ConfigMap")["prometheus-adapter"]["data"]["config.yaml"])
+    assert [r["name"]["as"] for r in adapter["rules"]] == ["model_queue_depth"]
+    assert "model_queue_depth" in {m.name for m in REGISTRY.collect()}
