@@ -43,6 +43,12 @@ class Job:
     finished: threading.Event
     error: BaseException | None = None
     cancelled: bool = False
+    steps: int = 0  # step-graph calls this job took part in
+
+    @property
+    def tokens_made(self) -> int:
+        """Tokens of output so far (a beam search: its longest hypothesis)."""
+        raise NotImplementedError
 
     def rows(self) -> list[Row]:
         raise NotImplementedError
@@ -121,6 +127,10 @@ class BeamSearchJob(Job):
             self.done = True
             self.finished.set()
 
+    @property
+    def tokens_made(self) -> int:
+        return max((len(h.tokens) for h in self.complete + self.live), default=0)
+
     def results(self) -> list[Hypothesis]:
         return sorted(self.complete, key=lambda h: -h.score(self.alpha))[: self.beam_size]
 
@@ -171,6 +181,14 @@ class SamplingJob(Job):
 
     def rows(self) -> list[Row]:
         return [self.row]
+
+    @property
+    def steps(self) -> int:  # type: ignore[override]  # the steps that drew a token (the prompt's are not counted)
+        return len(self.tokens)
+
+    @property
+    def tokens_made(self) -> int:
+        return len(self.tokens)
 
     def next_uniform(self) -> float:
         """The stream's next U[0, 1) number: the same sequence as one ``rng.random()`` a token, at a fraction of

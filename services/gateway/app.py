@@ -19,7 +19,9 @@ import time
 from urllib.parse import quote
 
 import orjson
+from opentelemetry.trace import SpanKind
 
+from services import tracing
 from services.gateway import auth, backends, control, metrics, ratelimit
 from services.gateway.headers import FORWARD
 from services.gateway.upstream import Upstream, response_headers
@@ -94,6 +96,7 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, process: ProcessSettings | None = None):
         self.process = process or ProcessSettings()
         logs.setup(self.process.log_level)
+        tracing.setup("gateway")
         self.settings = settings
         self.grpc_servers: list = []
         self.router = backends.Router(backends.load(settings))
@@ -109,6 +112,14 @@ class Gateway:
             return
         t0 = time.perf_counter()
         req = Request(scope, receive, send)
+        with tracing.span("gateway request", SpanKind.SERVER,
+                          _trace_headers(req.headers) if tracing.enabled else None) as span:
+            await self._serve(req, t0)
+            if span is not None:
+                span.set_attributes({"http.request.method": req.method, "url.path": req.path, "route": req.route,
+                                     "model": req.model, "http.response.status_code": req.status})
+
+    async def _serve(self, req: Request, t0: float) -> None:
         try:
             await self.handle(req)
         except ApiError as exc:
@@ -229,6 +240,10 @@ class Gateway:
         if client:
             headers.append((b"X-Forwarded-For", client[0].encode()))
         method = "GET" if req.method == "HEAD" else req.method  # a HEAD answer has no body to frame
+        upstream_span = tracing.span(f"upstream {backend.name}", SpanKind.CLIENT)
+        upstream_span.__enter__()
+        if tracing.enabled:
+            headers += tracing.inject()  # the service's request span continues this trace
         # a client that leaves cancels this call, which closes the backend connection: the service then stops
         # decoding for nobody, streaming or not
         left = asyncio.Event()
@@ -241,6 +256,7 @@ class Gateway:
             raise ConnectionAbortedError("client disconnected") from None
         finally:
             watcher.cancel()  # before the answer ends: uvicorn reports a finished response as a disconnect
+            upstream_span.__exit__(None, None, None)
         if whole is None:
             await req.send({"type": "http.response.body", "body": b""})  # the end of a stream
         else:
@@ -272,6 +288,10 @@ class Gateway:
                 if task is not None:
                     task.cancel()
                 return
+
+
+def _trace_headers(headers: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode("latin-1") for k, v in headers.items() if k in (b"traceparent", b"tracestate")}
 
 
 def create_app(settings: GatewaySettings | None = None):

@@ -28,7 +28,7 @@ from services.gateway.protos import tensorflow_serving_pb2_grpc as tfs_grpc
 from services.v2_tensors import deserialize_bytes, raw_bytes, tensor_of
 
 Code = grpc.StatusCode
-FORWARDED_METADATA = ("authorization", "x-request-id")
+FORWARDED_METADATA = ("authorization", "x-request-id", "traceparent", "tracestate")
 # where a v2 tensor's values sit in InferTensorContents
 CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
             "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",

@@ -10,8 +10,10 @@ import logging
 import time
 
 from flask import Flask, Response, g, request
+from opentelemetry.trace import SpanKind
 from werkzeug.exceptions import HTTPException
 
+from services import tracing
 from services.routes import Route
 from services.runtime import deadlines, logs, metrics
 from services.runtime.config import LIMITS
@@ -47,6 +49,7 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
     given."""
     settings = settings or ServiceSettings.load()
     logs.setup(ProcessSettings.from_env().log_level)
+    tracing.setup(service)
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -71,6 +74,15 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
         assign_request_id()
         g.model, g.model_version = None, ""
         deadlines.begin(settings.decode_timeout_seconds, request.environ)  # this thread's, until its next request
+        if tracing.enabled:  # the request's span, current until teardown (in this thread)
+            g.span = tracing.span(f"{service} {request.method} {request.path}", SpanKind.SERVER, request.headers)
+            g.span.__enter__()
+
+    @app.teardown_request
+    def _end_span(exc):
+        span = g.pop("span", None)
+        if span is not None:
+            span.__exit__(None, None, None)
 
     @app.errorhandler(ConnectionAbortedError)
     def _client_gone(_exc):

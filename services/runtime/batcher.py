@@ -22,16 +22,23 @@ from typing import Callable
 
 import numpy as np
 
+from services import tracing
 from services.runtime import metrics
 from services.runtime.errors import Overloaded, Unavailable
+
+
+class _Result(Future):
+    """A request's outputs, and (with traces on) its wait and its batch's run as spans to record."""
+    spans: tuple = ()
 
 
 @dataclass
 class _Pending:
     feeds: dict
     rows: int
-    future: Future = field(default_factory=Future)
+    future: _Result = field(default_factory=_Result)
     enqueued: float = field(default_factory=time.perf_counter)
+    enqueued_ns: int = 0  # wall clock, for the queue span (traces on)
 
 
 class DynamicBatcher:
@@ -65,7 +72,7 @@ class DynamicBatcher:
             parts = [self.submit({k: v[i:i + self.max_batch] for k, v in feeds.items()})
                      for i in range(0, rows, self.max_batch)]
             return _join(parts)
-        item = _Pending(feeds, rows)
+        item = _Pending(feeds, rows, enqueued_ns=time.time_ns() if tracing.enabled else 0)
         with self.cond:
             if self.closed:
                 raise Unavailable("server is shutting down")
@@ -92,7 +99,11 @@ class DynamicBatcher:
         return item.future
 
     def __call__(self, feeds: dict, timeout: float | None = 60.0) -> dict:
-        return self.submit(feeds).result(timeout)
+        future = self.submit(feeds)
+        outputs = future.result(timeout)
+        if tracing.enabled:  # in the request's thread: children of its span
+            tracing.record_spans(getattr(future, "spans", ()))
+        return outputs
 
     def close(self) -> None:
         """Stop taking work; requests already queued are still run."""
@@ -143,7 +154,7 @@ class DynamicBatcher:
                     self.cond.notify_all()
 
     def _run(self, batch: list[_Pending]) -> None:
-        start = time.perf_counter()
+        start, start_ns = time.perf_counter(), time.time_ns() if tracing.enabled else 0
         for p in batch:
             metrics.QUEUE_TIME.labels(**self.labels).observe(start - p.enqueued)
         try:
@@ -153,8 +164,15 @@ class DynamicBatcher:
             for p in batch:
                 p.future.set_exception(exc)
             return
-        metrics.observe_batch(self.labels["model"], self.labels["version"], self.labels["graph"],
-                              sum(p.rows for p in batch), time.perf_counter() - start)
+        rows = sum(p.rows for p in batch)
+        metrics.observe_batch(self.labels["model"], self.labels["version"], self.labels["graph"], rows,
+                              time.perf_counter() - start)
+        if tracing.enabled:
+            end_ns = time.time_ns()
+            for p in batch:
+                p.future.spans = (("batcher queue", p.enqueued_ns, start_ns, dict(self.labels)),
+                                  ("batch run", start_ns, end_ns, {**self.labels, "batch.size": rows,
+                                                                   "batch.requests": len(batch)}))
         offset = 0
         for p in batch:
             p.future.set_result({k: v[offset:offset + p.rows] for k, v in outputs.items()})

@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from modelcore.jobs import Job
 from modelcore.scheduler import Scheduler
+from services import tracing
 from services.runtime import deadlines, metrics
 from services.runtime.config import settings
 from services.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
@@ -71,7 +72,18 @@ def submit_all(jobs: list[Job]) -> None:
 
 def wait_all(jobs: list[Job], timeout: float) -> None:
     """Wait for every job, at most ``timeout`` seconds or the request's own deadline (``deadlines``); past it,
-    or once the client has closed its connection, the jobs are cancelled and leave the batch at the next step."""
+    or once the client has closed its connection, the jobs are cancelled and leave the batch at the next step.
+    With traces on, the wait is one span (its jobs, steps and tokens), not one per step."""
+    with tracing.span("decode", attributes={"decode.sequences": len(jobs)}) as span:
+        try:
+            _wait_all(jobs, timeout)
+        finally:
+            if span is not None:
+                span.set_attributes({"decode.steps": max((j.steps for j in jobs), default=0),
+                                     "decode.tokens": sum(j.tokens_made for j in jobs)})
+
+
+def _wait_all(jobs: list[Job], timeout: float) -> None:
     budget = deadlines.current.get()
     end = time.monotonic() + timeout
     by_client = budget is not None and budget.set_by_client and budget.deadline < end

@@ -7,6 +7,8 @@ import time
 
 import orjson
 
+from services import tracing
+
 # probes and scrapes: counted in the metrics, not written to the access log (the services' and the gateway's)
 QUIET_PATHS = ("/metrics", "/v2/health/live", "/v2/health/ready")
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
@@ -25,6 +27,9 @@ class JsonFormatter(logging.Formatter):
         for k, v in record.__dict__.items():
             if k not in _STD and not k.startswith("_"):
                 out[k] = v
+        trace_id = tracing.trace_id()
+        if trace_id:
+            out["trace_id"] = trace_id
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(out, default=str).decode()
