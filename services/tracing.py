@@ -29,9 +29,13 @@ def setup(default_service_name: str) -> None:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
-    if os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") != "http/protobuf":
-        raise SystemExit("OTEL_EXPORTER_OTLP_PROTOCOL: only http/protobuf is installed")
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    protocol = os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    elif protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # type: ignore[assignment]
+    else:
+        raise SystemExit(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use http/protobuf (the default) or grpc")
     # the sampler (OTEL_TRACES_SAMPLER[_ARG]) and the endpoint are read from the environment by the SDK
     provider = TracerProvider(resource=Resource.create({"service.name": default_service_name}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
