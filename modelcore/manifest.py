@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 
 SCHEMA_VERSION = 1
-DTYPES = ["float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool", "string"]
+DTYPES = ["float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool", "string"]
 
 _TENSOR = {
     "type": "object",
@@ -35,7 +35,7 @@ SCHEMA = {
         "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
         "version": {"type": "integer", "minimum": 1},
         "task": {"enum": ["image-classification", "text-classification", "translation", "text-generation",
-                          "image-generation"]},
+                          "image-generation", "generic"]},  # generic: an imported model (training/importer.py)
         "description": {"type": "string"},
         "graphs": {
             "type": "object", "minProperties": 1,
@@ -49,7 +49,7 @@ SCHEMA = {
         "preprocessing": {"type": "object"},
         "batching": {
             "type": "object", "required": ["max_batch_size", "max_queue_delay_ms"],
-            "properties": {"max_batch_size": {"type": "integer", "minimum": 1},
+            "properties": {"max_batch_size": {"type": "integer", "minimum": 0},  # 0: no batching
                            "max_queue_delay_ms": {"type": "number", "minimum": 0}},
         },
         "metrics": {"type": "object"},

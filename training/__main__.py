@@ -1,4 +1,6 @@
-"""``python -m training FAMILY [--epochs N] [--quick] [--out DIR]``: train, export (with parity gate), report."""
+"""``python -m training FAMILY [--epochs N] [--quick] [--out DIR]``: train, export (with parity gate), report.
+``python -m training import NAME SOURCE.onnx``: a user's model, checked and written the same way
+(``training/importer.py``)."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +20,9 @@ FAMILIES = ["mnist", "sentiment", "translation", "textgen", "gan"]
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["import"]:  # a user's model, not a family's training job
+        from training import importer
+        return importer.main(argv[1:])
     from training.common import JobOptions
     from training.data import REPO_ROOT
 
