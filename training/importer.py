@@ -12,12 +12,12 @@ every input and output and the rows of a batch of N answer as N batches of one (
 from __future__ import annotations
 
 import argparse
-import hashlib
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from modelcore.manifest import sha256_file
 from training.export import ExportRefused, next_version, staging_dir, write_version
 
 # ONNX tensor element types -> (manifest dtype, v2 datatype)
@@ -138,15 +138,11 @@ def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, in
                           "dynamic": {t["name"]: [i for i, d in enumerate(t["shape"]) if d == -1 and i > 0]
                                       for t in inputs + outputs}},
         "batching": {"max_batch_size": batch, "max_queue_delay_ms": 2},
-        "metrics": {}, "data": {"source": source.name, "source_sha256": _sha256(source), "opset": opset},
+        "metrics": {}, "data": {"source": source.name, "source_sha256": sha256_file(source), "opset": opset},
         "training": {"seed": 0, "imported": True},  # write_version records the command and the libraries
         "parity": {"max_abs_diff": 0.0, "tolerance": TOLERANCE, "reference": "the source itself (ONNX)"},
     }
     return write_version(repo, name, stage, manifest, next_version(repo / name))
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def main(argv: list[str]) -> int:

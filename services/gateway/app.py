@@ -240,23 +240,21 @@ class Gateway:
         if client:
             headers.append((b"X-Forwarded-For", client[0].encode()))
         method = "GET" if req.method == "HEAD" else req.method  # a HEAD answer has no body to frame
-        upstream_span = tracing.span(f"upstream {backend.name}", SpanKind.CLIENT)
-        upstream_span.__enter__()
-        if tracing.enabled:
-            headers += tracing.inject()  # the service's request span continues this trace
         # a client that leaves cancels this call, which closes the backend connection: the service then stops
         # decoding for nobody, streaming or not
         left = asyncio.Event()
         watcher = asyncio.ensure_future(self._cancel_on_disconnect(req, asyncio.current_task(), left))
-        try:
-            whole = await self._forward(req, backend, method, headers, body)
-        except asyncio.CancelledError:
-            if not left.is_set():
-                raise
-            raise ConnectionAbortedError("client disconnected") from None
-        finally:
-            watcher.cancel()  # before the answer ends: uvicorn reports a finished response as a disconnect
-            upstream_span.__exit__(None, None, None)
+        with tracing.span(f"upstream {backend.name}", SpanKind.CLIENT):
+            if tracing.enabled:
+                headers += tracing.inject()  # the service's request span continues this trace
+            try:
+                whole = await self._forward(req, backend, method, headers, body)
+            except asyncio.CancelledError:
+                if not left.is_set():
+                    raise
+                raise ConnectionAbortedError("client disconnected") from None
+            finally:
+                watcher.cancel()  # before the answer ends: uvicorn reports a finished response as a disconnect
         if whole is None:
             await req.send({"type": "http.response.body", "body": b""})  # the end of a stream
         else:

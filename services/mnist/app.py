@@ -69,7 +69,7 @@ def _from_json() -> tuple[np.ndarray, str | None]:
                                        field="Content-Type") from None
         raise
     body = native.checked(ROUTE.path, body)
-    items, single = native.one_or_many(body, "image", "images", LIMITS["max_batch_items"])
+    items, single = native.one_or_many(body, "image", "images")
     x = np.stack([decode_item(it, "image" if single else f"images[{i}]") for i, it in enumerate(items)])[..., None]
     return x, body.get("version")
 

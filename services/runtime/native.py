@@ -37,17 +37,14 @@ def checked(path: str, body: dict) -> dict:
     return current_app.extensions["bodies"][path](body)
 
 
-def one_or_many(body: dict, one: str, many: str, limit: int) -> tuple[list, bool]:
-    """``{"text": x}`` or ``{"texts": [x, ...]}`` -> (items, single)."""
+def one_or_many(body: dict, one: str, many: str) -> tuple[list, bool]:
+    """``{"text": x}`` or ``{"texts": [x, ...]}`` of a body its route's schema checked (the list and its length)
+    -> (items, single)."""
     if (one in body) == (many in body):
         raise ApiError(f"send exactly one of '{one}' (one item) or '{many}' (a list)", field=one)
     if one in body:
         return [body[one]], True
-    items = body[many]
-    if not isinstance(items, list) or not items:
-        raise ApiError(f"'{many}' must be a non-empty list", field=many, limit=limit)
-    check_count(len(items), many, limit)
-    return items, False
+    return body[many], False
 
 
 def check_count(n: int, field: str, limit: int) -> None:
@@ -55,9 +52,9 @@ def check_count(n: int, field: str, limit: int) -> None:
         raise ApiError(f"'{field}' has {n} items; the limit is {limit}", field=field, limit=limit)
 
 
-def texts(body: dict, limit: int, max_chars: int) -> tuple[list[str], bool]:
+def texts(body: dict, max_chars: int) -> tuple[list[str], bool]:
     """``{"text": s}`` or ``{"texts": [s, ...]}``, each checked -> (texts, single)."""
-    items, single = one_or_many(body, "text", "texts", limit)
+    items, single = one_or_many(body, "text", "texts")
     return [text(t, "text" if single else f"texts[{i}]", max_chars) for i, t in enumerate(items)], single
 
 

@@ -14,7 +14,7 @@ api = Blueprint("sentiment_api", __name__)
 
 @native.endpoint(api, ROUTES[0], "sentiment")
 def predict(s, body):
-    texts, _ = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
+    texts, _ = native.texts(body, LIMITS["max_text_chars"])
     scores = s.predict(texts)
     return {"predictions": [{"label": s.labels[int(p >= s.threshold)], "score": round(float(p), 6)} for p in scores]}
 

@@ -15,7 +15,7 @@ api = Blueprint("translation_api", __name__)
 
 @native.endpoint(api, ROUTES[0], lambda body: MODELS[body["model"]])
 def translate(s, body):
-    texts, single = native.texts(body, LIMITS["max_batch_items"], LIMITS["max_text_chars"])
+    texts, single = native.texts(body, LIMITS["max_text_chars"])
     beam, max_len, scores = body["beam_size"], body.get("max_length"), body["return_scores"]
     nbest = s.translate(texts, beam, max_len)
     out: dict = {"beam_size": beam}
