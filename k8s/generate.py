@@ -23,6 +23,7 @@ RESOURCES = {  # name: (cpu request, memory request, memory limit, max replicas)
     "translation": ("1", "768Mi", "1536Mi", 8),
     "textgen": ("1", "512Mi", "1Gi", 8),
     "gan": ("500m", "512Mi", "1Gi", 4),
+    "models": ("500m", "512Mi", "1Gi", 8),  # the imported models: size it for yours (docs/deployment.md)
 }
 # name -> (port, models, resources)
 DEPLOYMENTS = {s.name: (s.port, list(s.models), *RESOURCES[s.name]) for s in catalog.SERVICES}

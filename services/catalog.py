@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from services.gan.routes import ROUTES as GAN
 from services.mnist.routes import ROUTES as MNIST
+from services.models.routes import ROUTES as IMPORTED
 from services.routes import Route
 from services.sentiment.routes import ROUTES as SENTIMENT
 from services.textgen.routes import ROUTES as TEXTGEN
@@ -19,6 +20,7 @@ class Service:
     port: int
     models: tuple[str, ...]
     routes: tuple[Route, ...]  # the service's own routes (native, OpenAI), which the gateway sends here
+    imported: bool = False  # serves every model in the repository no other service names (found at run time)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -31,8 +33,9 @@ SERVICES = (
     Service("translation", 9003, ("translation_transformer", "translation_seq2seq"), TRANSLATION),
     Service("textgen", 9004, ("textgen",), TEXTGEN),
     Service("gan", 9005, ("gan",), GAN),
+    Service("models", 9006, (), IMPORTED, imported=True),  # python -m training import NAME SOURCE
 )
 GATEWAY_PORT = 8080
 GRPC_PORTS = {"grpc-tfs": 8500, "grpc-v2": 8001}  # on the gateway: TF Serving's and the v2 protocol's gRPC APIs
-MODELS = tuple(m for s in SERVICES for m in s.models)
+MODELS = tuple(m for s in SERVICES for m in s.models)  # the families' models; imported ones are found at run time
 ROUTES = {r.path: r for s in SERVICES for r in s.routes}  # every service's own route, by path

@@ -1,23 +1,28 @@
-"""``python -m training import NAME SOURCE.onnx [--samples FILE.npz] [--max-batch-size N]``: a user's ONNX model
-checked by running it, then written as the next version under ``exported_models/NAME/`` with a manifest (its
-tensors read from the graph, the batching proved, the samples, sha256 of every file and of the source, and the
-tools' versions). A refusal names the cause and the fix, writes nothing and exits non-zero.
+"""``python -m training import NAME SOURCE [--samples FILE.npz] [--max-batch-size N]``: a user's model (a .keras
+or .h5 file, a TensorFlow SavedModel folder, or an .onnx file) checked by running it, then written as the next
+version under ``exported_models/NAME/`` with a manifest (its tensors read from the graph, the batching proved,
+the parity with the source, the samples, sha256 of every file and of the source, and the tools' versions). The
+``models`` service serves it on every protocol with no code. A refusal names the cause and the fix, writes
+nothing and exits non-zero.
 
-The checks: ``onnx.checker``; ONNX Runtime loads the graph (an opset too new for it is named); no float64 input
-unless ``--allow-fp64``; two runs give the same answer; batching only when the first dimension is dynamic on
-every input and output and the rows of a batch of N answer as N batches of one (the largest N that does becomes
-``max_batch_size``; 0: no batching). Without ``--samples``, inputs are drawn from the signature, and it says so.
-(Keras and SavedModel sources, and serving the result, come next: issue 33.)
+The checks: a Keras or SavedModel source converts (``training/tf_source.py``) and the graph answers like the
+source on the samples within ``--tolerance``; ``onnx.checker``; ONNX Runtime loads the graph (an opset too new
+for it is named); no float64 input unless ``--allow-fp64``; two runs give the same answer; batching only when the
+first dimension is dynamic on every input and output and the rows of a batch of N answer as N batches of one
+(the largest N that does becomes ``max_batch_size``; 0: no batching). Without ``--samples``, inputs are drawn
+from the signature, and it says so.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 
-from modelcore.manifest import sha256_file
+from modelcore.manifest import SCHEMA, sha256_file
 from training.export import ExportRefused, next_version, staging_dir, write_version
 
 # ONNX tensor element types -> (manifest dtype, v2 datatype)
@@ -25,6 +30,7 @@ ELEM_TYPES = {1: ("float32", "FP32"), 10: ("float16", "FP16"), 11: ("float64", "
               3: ("int8", "INT8"), 5: ("int16", "INT16"), 6: ("int32", "INT32"), 7: ("int64", "INT64"),
               9: ("bool", "BOOL"), 8: ("string", "BYTES")}
 TOLERANCE = 1e-4
+NAME = SCHEMA["properties"]["name"]["pattern"]
 
 
 def tensors(value_infos) -> list[dict]:
@@ -70,20 +76,72 @@ def max_batch(sess, inputs: list[dict], outputs: list[dict], samples: dict, limi
         together = sess.run(None, batch)
         alone = [sess.run(None, {k: v[i:i + 1] for k, v in batch.items()}) for i in range(n)]
         for j, out in enumerate(together):
-            if not np.allclose(out, np.concatenate([a[j] for a in alone]), atol=TOLERANCE):
+            if not same(out, np.concatenate([a[j] for a in alone])):
                 return best
         best, n = n, n * 2
     return best
 
 
-def import_onnx(repo: Path, name: str, source: Path, samples_file: Path | None, limit: int,
-                allow_fp64: bool) -> Path:
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Numbers within the tolerance, anything else (strings, booleans) equal."""
+    if a.dtype.kind in "fc" and a.shape == b.shape:
+        return bool(np.allclose(a, b, atol=TOLERANCE))
+    return bool(np.array_equal(a, b))
+
+
+def import_model(repo: Path, name: str, source: Path, samples_file: Path | None, limit: int,
+                 allow_fp64: bool, tolerance: float = TOLERANCE, custom_module: str | None = None) -> Path:
+    """Convert (a Keras or SavedModel source), check by running, and publish; raises ExportRefused."""
+    kind = source_kind(source)
+    stage = staging_dir()
+    try:
+        reference = None
+        graph = source
+        if kind != "onnx":
+            from training import tf_source
+            graph, reference = tf_source.convert(source, kind, stage / "model.onnx", custom_module)
+        sess, model, inputs, outputs, opset = _checked_graph(graph, allow_fp64)
+        samples = _samples(samples_file, inputs)
+        first, second = sess.run(None, samples), sess.run(None, samples)
+        if not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True)):
+            raise ExportRefused("two runs on the same samples answered differently: remove the model's randomness")
+        parity = {"max_abs_diff": 0.0, "tolerance": tolerance, "reference": "the source itself (ONNX)"}
+        if reference is not None:
+            parity = _parity(reference, sess, samples, [t["name"] for t in outputs], tolerance, kind)
+        batch = max_batch(sess, inputs, outputs, samples, limit)
+        print(f"[import] {name}: max_batch_size {batch}" + (" (a fixed first dimension, or rows that depend on "
+                                                             "each other: served unbatched)" if batch == 0 else ""),
+              flush=True)
+        if graph != stage / "model.onnx":
+            shutil.copy(graph, stage / "model.onnx")
+        return _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)  # now, not at exit: a caller may import several in one process
+
+
+def source_kind(source: Path) -> str:
+    if source.is_dir():
+        if (source / "saved_model.pb").is_file():
+            return "savedmodel"
+        raise ExportRefused(f"{source} is a folder without saved_model.pb: give a TensorFlow SavedModel folder, "
+                            "or a .keras, .h5 or .onnx file")
+    kinds = {".onnx": "onnx", ".keras": "keras", ".h5": "keras", ".hdf5": "keras"}
+    if source.suffix not in kinds:
+        raise ExportRefused(f"{source}: unknown kind of model; give a .keras, .h5 or .onnx file, or a "
+                            "TensorFlow SavedModel folder")
+    if not source.is_file():
+        raise ExportRefused(f"{source}: no such file")
+    return kinds[source.suffix]
+
+
+def _checked_graph(path: Path, allow_fp64: bool):
+    """The ONNX checks: readable, opset supported, onnx.checker, ONNX Runtime loads it, float64 inputs."""
     import onnx
     import onnxruntime as ort
     try:
-        model = onnx.load(str(source))
+        model = onnx.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any failure refuses the import
-        raise ExportRefused(f"{source} is not a readable ONNX file ({exc}): export it again") from None
+        raise ExportRefused(f"{path} is not a readable ONNX file ({exc}): export it again") from None
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
     if opset > onnx.defs.onnx_opset_version():
         raise ExportRefused(f"opset {opset} is newer than this ONNX ({onnx.__version__}) and ONNX Runtime "
@@ -92,11 +150,11 @@ def import_onnx(repo: Path, name: str, source: Path, samples_file: Path | None, 
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001
-        raise ExportRefused(f"onnx.checker refuses {source}: {exc}") from None
+        raise ExportRefused(f"onnx.checker refuses {path}: {exc}") from None
     try:
-        sess = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
-        raise ExportRefused(f"ONNX Runtime {ort.__version__} cannot load {source} (opset {opset}): {exc}; export "
+        raise ExportRefused(f"ONNX Runtime {ort.__version__} cannot load {path} (opset {opset}): {exc}; export "
                             "with an opset it supports") from None
     initializers = {i.name for i in model.graph.initializer}
     inputs = tensors([v for v in model.graph.input if v.name not in initializers])
@@ -105,32 +163,55 @@ def import_onnx(repo: Path, name: str, source: Path, samples_file: Path | None, 
         if t["dtype"] == "float64" and not allow_fp64:
             raise ExportRefused(f"float64 input '{t['name']}': cast it to float32 in the model, or keep it with "
                                 "--allow-fp64 and clients must send FP64")
-    if samples_file is not None:
-        with np.load(samples_file, allow_pickle=False) as f:
-            samples = {k: f[k] for k in f.files}
-        missing = sorted({t["name"] for t in inputs} - set(samples))
-        if missing:
-            raise ExportRefused(f"{samples_file} has no array for input(s) {missing}: save one per input name")
-    else:
+    return sess, model, inputs, outputs, opset
+
+
+def _samples(samples_file: Path | None, inputs: list[dict]) -> dict[str, np.ndarray]:
+    if samples_file is None:
         samples = drawn_samples(inputs, 4)
         print(f"[import] no --samples: inputs drawn from the signature ({', '.join(samples)})", flush=True)
-    first, second = sess.run(None, samples), sess.run(None, samples)
-    if not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True)):
-        raise ExportRefused("two runs on the same samples answered differently: remove the model's randomness")
-    batch = max_batch(sess, inputs, outputs, samples, limit)
-    print(f"[import] {name}: max_batch_size {batch}" + (" (a fixed first dimension: served unbatched)"
-                                                         if batch == 0 else ""), flush=True)
-    stage = staging_dir()
-    try:
-        return _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)  # now, not at exit: a caller may import several in one process
+        return samples
+    with np.load(samples_file, allow_pickle=False) as f:
+        samples = {k: f[k] for k in f.files}
+    missing = sorted({t["name"] for t in inputs} - set(samples))
+    if missing:
+        raise ExportRefused(f"{samples_file} has no array for input(s) {missing}: save one per input name")
+    extra = sorted(set(samples) - {t["name"] for t in inputs})
+    if extra:
+        raise ExportRefused(f"{samples_file} has arrays {extra} that are no input of the model (inputs: "
+                            f"{[t['name'] for t in inputs]}): save one per input name")
+    return {t["name"]: samples[t["name"]].astype(t["dtype"] if t["dtype"] != "string" else object)
+            for t in inputs}
+
+
+def _parity(reference, sess, samples: dict, names: list[str], tolerance: float, kind: str) -> dict:
+    """The converted graph against the source on the samples, all rows at once and the first row alone."""
+    worst = 0.0
+    feeds = [samples, {k: v[:1] for k, v in samples.items()}]
+    for feed in feeds:
+        want = reference(feed)
+        for n, got in zip(names, sess.run(names, feed), strict=True):
+            ref = np.asarray(want[n])
+            if ref.shape != got.shape:
+                raise ExportRefused(f"output '{n}' has shape {list(got.shape)} in ONNX but {list(ref.shape)} in "
+                                    f"the {kind} source")
+            if got.dtype.kind in "fiub":
+                worst = max(worst, float(np.max(np.abs(ref.astype(np.float64) - got.astype(np.float64))))
+                            if got.size else 0.0)
+            elif not np.array_equal(ref.astype(str), got.astype(str)):
+                raise ExportRefused(f"output '{n}' differs between ONNX and the {kind} source")
+    print(f"[import] parity with the {kind} source: max abs diff {worst:.3g} (tolerance {tolerance})", flush=True)
+    if not worst <= tolerance:
+        raise ExportRefused(f"the ONNX graph differs from the {kind} source by up to {worst:.3g} on the samples, "
+                            f"over the tolerance {tolerance}: check the samples, or accept it with --tolerance")
+    return {"max_abs_diff": worst, "tolerance": tolerance, "reference": f"the {kind} source",
+            "feeds": len(feeds), "batch_sizes": sorted({len(next(iter(f.values()))) for f in feeds})}
 
 
 def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, inputs: list, outputs: list,
-             batch: int, opset: int) -> Path:
-    shutil.copy(source, stage / "model.onnx")
-    np.savez(stage / "samples.npz", **samples)
+             batch: int, opset: int, parity: dict) -> Path:
+    # strings as fixed-width unicode: an object array would need pickle to load
+    np.savez(stage / "samples.npz", **{k: v.astype(str) if v.dtype == object else v for k, v in samples.items()})
     manifest = {
         "task": "generic", "description": f"imported from {source.name}",
         "graphs": {"model": {"file": "model.onnx", "inputs": inputs, "outputs": outputs}},
@@ -138,29 +219,52 @@ def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, in
                           "dynamic": {t["name"]: [i for i, d in enumerate(t["shape"]) if d == -1 and i > 0]
                                       for t in inputs + outputs}},
         "batching": {"max_batch_size": batch, "max_queue_delay_ms": 2},
-        "metrics": {}, "data": {"source": source.name, "source_sha256": sha256_file(source), "opset": opset},
+        "metrics": {}, "data": {"source": source.name, "source_sha256": source_sha256(source), "opset": opset},
         "training": {"seed": 0, "imported": True},  # write_version records the command and the libraries
-        "parity": {"max_abs_diff": 0.0, "tolerance": TOLERANCE, "reference": "the source itself (ONNX)"},
+        "parity": parity,
     }
     return write_version(repo, name, stage, manifest, next_version(repo / name))
+
+
+def source_sha256(source: Path) -> str:
+    """A file's sha256; for a folder (a SavedModel), the sha256 of its files' relative paths and sha256s."""
+    if source.is_file():
+        return sha256_file(source)
+    lines = [f"{p.relative_to(source).as_posix()} {sha256_file(p)}\n" for p in sorted(source.rglob("*"))
+             if p.is_file()]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def main(argv: list[str]) -> int:
     from training.data import REPO_ROOT
     p = argparse.ArgumentParser(prog="python -m training import", description=__doc__)
-    p.add_argument("name", help="the model's name in the repository")
-    p.add_argument("source", type=Path, help="an .onnx file")
+    p.add_argument("name", help="the model's name in the repository (a-z, 0-9, _; a letter first)")
+    p.add_argument("source", type=Path, help="a .keras or .h5 file, a TensorFlow SavedModel folder, or an .onnx file")
     p.add_argument("--samples", type=Path, help=".npz with one array per input (default: drawn from the signature)")
     p.add_argument("--max-batch-size", type=int, default=64, help="the largest batch to prove (default 64)")
+    p.add_argument("--tolerance", type=float, default=TOLERANCE,
+                   help=f"largest difference from a Keras or SavedModel source allowed (default {TOLERANCE})")
+    p.add_argument("--custom-module", help="a Python module to import first: it registers the model's custom "
+                                           "Keras layers (keras.saving.register_keras_serializable)")
     p.add_argument("--allow-fp64", action="store_true", help="keep float64 inputs (clients must send FP64)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "exported_models", help="model repository root")
     args = p.parse_args(argv)
-    if args.source.suffix != ".onnx":
-        p.error(f"{args.source}: only .onnx sources are imported so far (Keras and SavedModel come next)")
     try:
-        final = import_onnx(args.out, args.name, args.source, args.samples, args.max_batch_size, args.allow_fp64)
+        check_name(args.name)
+        final = import_model(args.out, args.name, args.source, args.samples, args.max_batch_size, args.allow_fp64,
+                             args.tolerance, args.custom_module)
     except ExportRefused as exc:
         print(f"[import] refused: {exc}", flush=True)
         return 1
-    print(f"[import] wrote {final}", flush=True)
+    print(f"[import] wrote {final}; a running stack serves it within MODEL_POLL_SECONDS", flush=True)
     return 0
+
+
+def check_name(name: str) -> None:
+    from services.catalog import MODELS
+    if not re.fullmatch(NAME, name):
+        raise ExportRefused(f"name {name!r} is not a model name: use lower-case letters, digits and _, a letter "
+                            "first, at most 64 characters")
+    if name in MODELS:
+        raise ExportRefused(f"{name!r} is one of the shipped families' models ({', '.join(MODELS)}): choose "
+                            "another name")

@@ -27,7 +27,7 @@ access = logging.getLogger("access")
 
 def record(method: str, path: str, status: int, seconds: float, route: str, model: str, request_id: str) -> None:
     """Count, time and log one finished request."""
-    observe(route, model, status, seconds)
+    observe(route, model if status != 404 else "", status, seconds)  # a 404's model is whatever was typed
     if path not in QUIET_PATHS and access.isEnabledFor(logging.INFO):
         access.info("request", extra={"method": method, "path": path, "status": status,
                                       "ms": round(seconds * 1000, 2), "route": route, "model": model,

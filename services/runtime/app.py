@@ -43,17 +43,18 @@ def protocol_of(path: str) -> str:
 
 def create_app(service: str, factories: dict, native=None, routes: tuple[Route, ...] = (),
                repository: ModelRepository | None = None, poll: bool = True,
-               settings: ServiceSettings | None = None) -> Flask:
+               settings: ServiceSettings | None = None, discover=None) -> Flask:
     """``native``: the service's blueprint of its own ``routes`` (their bodies are checked against the routes'
     schemas, with this process's limits); ``settings``: the process's (read from the environment once) unless
-    given."""
+    given; ``discover``: the repository's models are found at every poll (``ModelRepository``), not fixed."""
     settings = settings or ServiceSettings.load()
     logs.setup(ProcessSettings.from_env().log_level)
     tracing.setup(service)
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    repo = repository or ModelRepository(settings.model_repository, factories, settings.model_control_file)
+    repo = repository or ModelRepository(settings.model_repository, factories, settings.model_control_file,
+                                         discover=discover)
     if not repository:
         repo.refresh()
         if poll:

@@ -4,6 +4,8 @@ A request submits a dict of arrays that share a leading batch dimension (one req
 rows). A worker thread takes the oldest request, then keeps taking requests until ``max_batch_size`` rows
 are gathered or ``max_queue_delay_ms`` has passed since the first one, concatenates them (padding
 variable-length axes where the caller says how), runs the session once and hands each request its slice.
+Requests whose other dimensions differ (and that no ``pad`` evens out) are never joined: the batch ends there.
+``max_batch_size`` 0 runs each request alone, whatever its rows (a model whose rows are not independent).
 An error in a batch fails only the requests in that batch; a full queue refuses new work with 429.
 
 ``in_flight`` batches may run at once (a runner thread each): on a GPU, while one batch runs (ONNX Runtime
@@ -39,6 +41,7 @@ class _Pending:
     future: _Result = field(default_factory=_Result)
     enqueued: float = field(default_factory=time.perf_counter)
     enqueued_ns: int = 0  # wall clock, for the queue span (traces on)
+    shapes: tuple = ()    # the dimensions after the batch of inputs not padded: only equal ones are joined
 
 
 class DynamicBatcher:
@@ -67,12 +70,13 @@ class DynamicBatcher:
     # ---------------------------------------------------------------------------------------- client side
     def submit(self, feeds: dict) -> Future:
         rows = int(next(iter(feeds.values())).shape[0])
-        if rows > self.max_batch:
+        if 0 < self.max_batch < rows:
             # larger than one batch: split, so one request cannot exceed the graph's tested batch size
             parts = [self.submit({k: v[i:i + self.max_batch] for k, v in feeds.items()})
                      for i in range(0, rows, self.max_batch)]
             return _join(parts)
-        item = _Pending(feeds, rows, enqueued_ns=time.time_ns() if tracing.enabled else 0)
+        item = _Pending(feeds, rows, enqueued_ns=time.time_ns() if tracing.enabled else 0,
+                        shapes=tuple((k, v.shape[1:]) for k, v in feeds.items() if k not in self.pad))
         with self.cond:
             if self.closed:
                 raise Unavailable("server is shutting down")
@@ -126,7 +130,7 @@ class DynamicBatcher:
             deadline = batch[0].enqueued + self.delay
             while rows < self.max_batch:
                 if self.queue:
-                    if rows + self.queue[0].rows > self.max_batch:
+                    if rows + self.queue[0].rows > self.max_batch or self.queue[0].shapes != batch[0].shapes:
                         break
                     nxt = self.queue.popleft()
                     batch.append(nxt)

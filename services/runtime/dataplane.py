@@ -82,6 +82,9 @@ def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: i
         if arr.ndim != len(spec.shape):
             raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)} "
                            "(-1 = any size)", field=name)
+        if spec.shape[0] != -1 and arr.shape[0] != spec.shape[0]:
+            raise ApiError(f"input '{name}' has a batch of {arr.shape[0]}; model '{servable.name}' takes exactly "
+                           f"{spec.shape[0]} (its first dimension is fixed)", field=name, limit=spec.shape[0])
         for got, exp in zip(arr.shape[1:], spec.shape[1:], strict=False):
             if exp != -1 and got != exp:
                 raise ApiError(f"input '{name}' has shape {list(arr.shape)}, expected {list(spec.shape)}",

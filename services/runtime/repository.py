@@ -14,6 +14,11 @@ rest go to the version labelled ``stable`` when there is one, else to the newest
 A file that names an unknown label or a version that is not loaded is refused with a log line, and the previous
 routing stays.
 
+A service whose models are not known in advance (the ``models`` service of imported models) passes ``discover``:
+at every refresh it names the models now in the repository, and a model folder added or removed is loaded or
+unloaded like a version. There, a model none of whose versions loads is reported, and does not hold the
+service's readiness: one user's broken model must not take the others out of their Service.
+
 Triton's model control: ``unload(name)`` unloads every version of a model until ``load(name)``, in every worker
 of the service (they share the set of unloaded models through ``MODEL_CONTROL_FILE``), and polling leaves an
 unloaded model alone.
@@ -47,8 +52,12 @@ SERVING = Checked({"type": "object", "additionalProperties": False, "properties"
 
 class ModelRepository:
     def __init__(self, root: Path, factories: dict[str, Callable[[dict, Path], Servable]],
-                 control_file: Path | None = None):
+                 control_file: Path | None = None,
+                 discover: Callable[[Path], dict[str, Callable[[dict, Path], Servable]]] | None = None):
+        """``discover(root)``: the models in the repository now, name -> factory (``factories`` then start
+        empty and follow it)."""
         self.root = Path(root)
+        self.discover = discover
         self.control_file = Path(control_file) if control_file else None  # None: this process alone
         self.unloaded: set[str] = set()  # explicitly unloaded models, as last read from control_file
         self._control_stamp: tuple = ()
@@ -76,8 +85,10 @@ class ModelRepository:
         call from any thread."""
         if read_control:
             self.sync()
+        departed = self._rediscover() if self.discover is not None and only is None else []
         for name, factory in self.factories.items():
-            if only is not None and name != only:
+            held = self.loaded.get(name)
+            if held is None or only is not None and name != only:  # None: it left the repository meanwhile
                 continue
             wanted: list[int] = []
             on_disk = self._versions_on_disk(name)
@@ -86,21 +97,40 @@ class ModelRepository:
             for v in on_disk:
                 if len(wanted) >= self.max_versions or name in self.unloaded:
                     break
-                if v in self.loaded[name]:
+                if v in held:
                     wanted.append(v)
                     continue
                 servable = self._load(name, v, factory)
                 if servable is not None:
                     with self.lock:
-                        self.loaded[name][v] = servable
+                        held[v] = servable
                     wanted.append(v)
             with self.lock:
-                stale = [v for v in self.loaded[name] if v not in wanted]
-                gone = [self.loaded[name].pop(v) for v in stale]
+                stale = [v for v in held if v not in wanted]
+                gone = [held.pop(v) for v in stale]
             for s in gone:
                 log.info("unloading model version", extra={"model": name, "version": s.version})
                 threading.Thread(target=s.close, daemon=True).start()
             self._read_serving(name)
+        if departed:
+            with self.lock:  # their versions were unloaded above: the names go
+                self.factories = {n: f for n, f in self.factories.items() if n not in departed}
+                for n in departed:
+                    self.loaded.pop(n, None), self.serving.pop(n, None)
+                    for key in [k for k in self._failed_stamp if k[0] == n]:
+                        self._failed_stamp.pop(key)
+
+    def _rediscover(self) -> list[str]:
+        """Take up the models ``discover`` finds; -> the names that left the repository (unloaded, then
+        dropped, by ``refresh``)."""
+        found = self.discover(self.root)  # type: ignore[misc]
+        gone = [n for n in self.factories if n not in found]
+        with self.lock:
+            for n in found:
+                self.loaded.setdefault(n, {})
+                self.serving.setdefault(n, {})
+            self.factories = {**found, **{n: self.factories[n] for n in gone}}  # replaced whole: readers iterate
+        return gone
 
     def _read_serving(self, name: str) -> None:
         """``NAME/serving.json``: accepted when its labels name loaded versions and its traffic names labels;
@@ -109,7 +139,7 @@ class ModelRepository:
         try:
             cfg = SERVING(json.loads(path.read_text())) if path.exists() else {}
             labels, traffic = cfg.get("labels", {}), cfg.get("traffic", {})
-            loaded = sorted(self.loaded[name])
+            loaded = sorted(self.loaded.get(name, {}))
             for label, version in labels.items():
                 if version not in loaded:
                     raise ValueError(f"label '{label}' names version {version}, which is not loaded (loaded: "
@@ -190,7 +220,7 @@ class ModelRepository:
 
     def check_name(self, name: str) -> None:
         if name not in self.factories:
-            raise NotFound(f"model '{name}' is not served here", field="model")
+            raise NotFound(f"model '{name}' is not served here (models: {sorted(self.factories)})", field="model")
 
     def get(self, name: str, version: str | int | None = None) -> Servable:
         self.check_name(name)
@@ -199,7 +229,7 @@ class ModelRepository:
             raise Unavailable(f"model '{name}' is unloaded; load it with POST /v2/repository/models/{name}/load",
                               field="model")
         with self.lock:
-            versions = self.loaded[name]
+            versions = self.loaded.get(name, {})  # a discovered model may have just left
             if version is None or version == "":
                 if not versions:
                     raise Unavailable(f"model '{name}' has no loaded version", field="model")
@@ -239,7 +269,8 @@ class ModelRepository:
         with self.lock:
             if name:
                 return bool(self.loaded.get(name))
-            return all(self.loaded.get(n) for n in self.factories if n not in self.unloaded)
+            refused = {n for n, _ in self.failed} if self.discover is not None else set()
+            return all(self.loaded.get(n) or n in refused for n in self.factories if n not in self.unloaded)
 
     def status(self, name: str) -> list[dict]:
         """TF-Serving-like version states (AVAILABLE / UNLOADED / the reason a version was refused)."""
@@ -249,7 +280,7 @@ class ModelRepository:
                     for v in self._versions_on_disk(name)[:self.max_versions]]
         with self.lock:
             out = [{"version": str(v), "state": "AVAILABLE", "device": s.device}
-                   for v, s in sorted(self.loaded[name].items(), reverse=True)]
+                   for v, s in sorted(self.loaded.get(name, {}).items(), reverse=True)]
         for key, err in self.failed.items():
             if key[0] == name:
                 out.append({"version": str(key[1]), "state": "FAILED", "error": err})
@@ -262,7 +293,7 @@ class ModelRepository:
         self.check_name(name)
         self._change_control(name, unload=False)
         self.refresh(only=name)
-        if not self.loaded[name]:
+        if not self.loaded.get(name):
             reasons = "; ".join(f"version {v}: {err}" for (n, v), err in self.failed.items() if n == name)
             raise Unavailable(f"model '{name}' did not load: {reasons or 'no version on disk'}", field="model")
 

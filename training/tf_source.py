@@ -1,0 +1,112 @@
+"""A user's Keras (.keras, .h5) or TensorFlow SavedModel model as ONNX, for ``python -m training import``.
+
+Both become one ``tf.function`` with a named input signature (None where a dimension is dynamic, as the source
+declares it) that returns a dict of named outputs: tf2onnx then names the graph's inputs and outputs after the
+model's own, and the import compares the graph with this same function (``reference``). An explicit signature is
+what Keras 3 models need (tf2onnx's ``from_keras`` fails on them without one)."""
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+from training.export import OPSET, ExportRefused
+
+
+def convert(source: Path, kind: str, out: Path, custom_module: str | None = None):
+    """-> (the ONNX file written at ``out``, ``reference(feeds) -> {output: array}``); raises ExportRefused."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    if custom_module:
+        try:
+            importlib.import_module(custom_module)
+        except ImportError as exc:
+            raise ExportRefused(f"--custom-module {custom_module} cannot be imported ({exc}): give a module on "
+                                "PYTHONPATH that registers the model's custom layers") from None
+    fn, specs, layers = _keras(source) if kind == "keras" else _saved_model(source)
+    traced = tf.function(fn, input_signature=specs)
+    try:
+        proto, _ = tf2onnx.convert.from_function(traced, input_signature=specs, opset=OPSET)
+    except Exception as exc:  # noqa: BLE001 - tf2onnx raises many kinds; each refuses the import
+        raise ExportRefused(f"the model cannot be converted to ONNX by tf2onnx {tf2onnx.__version__}: "
+                            f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}; export it "
+                            "to ONNX yourself and import the .onnx file") from None
+    # tf2onnx leaves a TensorFlow op it cannot convert in the graph, under its own name, and only logs it
+    for node in proto.graph.node:
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
+            raise ExportRefused(_unconvertible(node, layers, tf2onnx.__version__))
+    onnx.save(proto, str(out))
+
+    def reference(feeds: dict) -> dict:
+        outputs = traced(*[tf.constant(feeds[s.name]) for s in specs])
+        return {k: v.numpy() for k, v in outputs.items()}
+    return out, reference
+
+
+def _keras(source: Path):
+    import keras
+    import tensorflow as tf
+    try:
+        model = keras.models.load_model(source, compile=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ExportRefused(_load_failure(source, exc)) from None
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs]
+    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
+
+    def fn(*args):
+        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        if isinstance(out, dict):
+            return out
+        return dict(zip(names, out if isinstance(out, (list, tuple)) else [out], strict=True))
+    return fn, specs, _layer_classes(model)
+
+
+def _layer_classes(model) -> dict[str, str]:
+    """Every layer's name -> its class name, inside nested models too."""
+    out = {}
+    for layer in getattr(model, "layers", []):
+        out[layer.name] = type(layer).__name__
+        out.update(_layer_classes(layer))
+    return out
+
+
+def _saved_model(source: Path):
+    import tensorflow as tf
+    try:
+        loaded = tf.saved_model.load(str(source))
+    except Exception as exc:  # noqa: BLE001
+        raise ExportRefused(_load_failure(source, exc)) from None
+    if "serving_default" not in loaded.signatures:
+        raise ExportRefused(f"{source} has no serving_default signature (it has {sorted(loaded.signatures)}): "
+                            "save it with one (model.export(path) in Keras, or tf.saved_model.save with "
+                            "signatures=)")
+    signature = loaded.signatures["serving_default"]
+    named = signature.structured_input_signature[1]  # keyword -> TensorSpec
+    specs = [tf.TensorSpec(spec.shape, spec.dtype, name=key) for key, spec in sorted(named.items())]
+
+    def fn(*args):
+        return signature(**{s.name: a for s, a in zip(specs, args, strict=True)})
+    fn.loaded = loaded  # type: ignore[attr-defined]  # the variables live as long as the function
+    return fn, specs, {}
+
+
+def _load_failure(source: Path, exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    custom = re.search(r"[Cc]ould not (?:locate|deserialize) class '?([\w.]+)'?", str(exc))
+    if custom:
+        return (f"custom layer '{custom.group(1)}' cannot be loaded from {source}: its class is not registered "
+                "here; pass --custom-module MODULE naming the module that defines it (decorated with "
+                "@keras.saving.register_keras_serializable)")
+    return f"{source} cannot be loaded ({text}): save it again with this Keras or TensorFlow"
+
+
+def _unconvertible(node, layers: dict[str, str], version: str) -> str:
+    """Name the Keras layer (by its class) whose TensorFlow op has no ONNX form, from the node's scope."""
+    scopes = node.name.split("/")[:-1]
+    found = [(name, cls) for scope in scopes for name, cls in layers.items() if re.fullmatch(rf"{name}(_\d+)?", scope)]
+    where = f"custom layer '{found[-1][1]}' (layer '{found[-1][0]}')" if found else f"node '{node.name}'"
+    return (f"{where} cannot be converted to ONNX: its TensorFlow op {node.op_type} has no ONNX form in tf2onnx "
+            f"{version}; write the layer with standard TensorFlow ops, or export the model to ONNX yourself and "
+            "import the .onnx file")
