@@ -62,12 +62,11 @@ def main(argv=None) -> int:
     results["raw_ort"] = raw_ort(min(args.seconds, 3), args.device)
 
     env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
-    base = ports.free_port_block(6)
-    gateway = f"http://127.0.0.1:{base + 5}"
+    stack_ports = ports.StackPorts.free()
+    gateway = f"http://127.0.0.1:{stack_ports.gateway}"
     naive_port = free_port()
-    procs = [start([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5), "--base-port", str(base),
-                    "--grpc-tfs-port", "0", "--grpc-v2-port", "0"], env, gateway + "/v2/health/ready",
-                   logs / "stack.log", ok=(200,)),
+    procs = [start([sys.executable, "-m", "services.stack", *stack_ports.args(grpc=False)], env,
+                   gateway + "/v2/health/ready", logs / "stack.log", ok=(200,)),
              # the naive app with as many workers as the service has (the default: one per usable CPU)
              start([sys.executable, "-m", "gunicorn", "-c", "python:services.runtime.gunicorn_conf",
                     "bench.peers.naive_flask:app"], {**env, "PORT": str(naive_port),
@@ -81,7 +80,7 @@ def main(argv=None) -> int:
     cases = {
         "mnist_naive_workers": lambda: loadgen.run(f"http://127.0.0.1:{naive_port}/api/mnist/predict", image_json,
                                                    32, args.seconds)["rps"],
-        "mnist_service": lambda: loadgen.run(f"http://127.0.0.1:{base}/api/mnist/predict", image_json, 32,
+        "mnist_service": lambda: loadgen.run(f"http://127.0.0.1:{stack_ports.base}/api/mnist/predict", image_json, 32,
                                              args.seconds)["rps"],
         "mnist_v2_binary_64_images_per_s": lambda: 64 * loadgen.triton("http", gateway.replace("http://", ""),
                                                                         batch64, "mnist", 32, args.seconds)["rps"],

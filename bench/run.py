@@ -22,6 +22,7 @@ import numpy as np
 import requests
 
 from bench import loadgen, peer_envs
+from services.ports import StackPorts
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO = ROOT / "exported_models"
@@ -365,10 +366,9 @@ def every_service(seconds: float, logs: Path) -> dict:
              "translation beam 4": ("/api/translate", {"text": payloads["sentences"][0], "beam_size": 4}),
              "textgen 100 tokens": ("/api/generate", {"prompt": "ROMEO:\n", "max_tokens": 100, "seed": 1}),
              "gan 1 image": ("/api/gan/sample", {"n": 1, "seed": 1})}
-    base = free_port()
-    gw = base + 5
-    stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(gw), "--base-port",
-                              str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", "0"], cwd=ROOT,
+    stack_ports = StackPorts.free()
+    gw = stack_ports.gateway
+    stack = subprocess.Popen([sys.executable, "-m", "services.stack", *stack_ports.args(grpc=False)], cwd=ROOT,
                              start_new_session=True,
                              env={**os.environ, "LOG_LEVEL": "WARNING", "MODEL_POLL_SECONDS": "0"},
                              stdout=open(logs / "stack.log", "wb"), stderr=subprocess.STDOUT)

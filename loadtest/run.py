@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from services.ports import free_port_block
+from services.ports import StackPorts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,13 +31,12 @@ def main(argv=None) -> int:
     host = os.environ.get("LOADTEST_HOST")
     stack = None
     if not host:
-        base = free_port_block(7)  # never the ports of a stack already running
-        host = f"http://127.0.0.1:{base + 5}"
-        os.environ["GRPC_V2_TARGET"] = f"127.0.0.1:{base + 6}"  # for the locust process's GrpcUser
-        print(f"starting a stack of its own: services on ports {base}-{base + 4}, gateway {host} "
+        stack_ports = StackPorts.free()  # never the ports of a stack already running
+        host = f"http://127.0.0.1:{stack_ports.gateway}"
+        os.environ["GRPC_V2_TARGET"] = f"127.0.0.1:{stack_ports.grpc_v2}"  # for the locust process's GrpcUser
+        print(f"starting a stack of its own: services from port {stack_ports.base}, gateway {host} "
               f"(log: {out / 'stack.log'})", flush=True)
-        stack = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
-                                  "--base-port", str(base), "--grpc-tfs-port", "0", "--grpc-v2-port", str(base + 6)],
+        stack = subprocess.Popen([sys.executable, "-m", "services.stack", *stack_ports.args()],
                                  cwd=ROOT, start_new_session=True,
                                  stdout=open(out / "stack.log", "wb"), stderr=subprocess.STDOUT)
         for _ in range(300):

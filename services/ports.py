@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -64,3 +65,25 @@ def free_port_block(n: int, host: str = "127.0.0.1") -> int:
         if base + n < 65000 and all(bind_error(host, base + i) is None for i in range(n)):
             return base
     raise RuntimeError(f"no {n} consecutive free ports found")
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """A whole stack on one block of free ports: the services from ``base`` in the catalog's order, then the
+    gateway and its two gRPC ports (tests, benchmarks and load tests start stacks beside one that runs)."""
+    base: int
+    gateway: int
+    grpc_tfs: int
+    grpc_v2: int
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        from services import catalog
+        services = len(catalog.SERVICES)
+        base = free_port_block(services + 3)
+        return cls(base, base + services, base + services + 1, base + services + 2)
+
+    def args(self, grpc: bool = True) -> list[str]:
+        """``python -m services.stack``'s port options (``grpc=False``: no gRPC ports)."""
+        return ["--base-port", str(self.base), "--gateway-port", str(self.gateway), "--grpc-tfs-port",
+                str(self.grpc_tfs if grpc else 0), "--grpc-v2-port", str(self.grpc_v2 if grpc else 0)]

@@ -1,9 +1,9 @@
 """``python -m services.stack``: the whole stack on one machine under supervisord (what ``make serve`` runs).
 
-Five services and the gateway, each a gunicorn process that supervisord restarts if it dies. Ctrl-C or
-SIGTERM stops everything cleanly: supervisord sends SIGTERM to each program and gunicorn drains in-flight
-requests first. The stack is ready when ``GET http://127.0.0.1:$GATEWAY_PORT/v2/health/ready`` is 200; a
-one-shot ``ready`` program prints that line.
+Six services (the five families and the imported models) and the gateway, each a gunicorn process that
+supervisord restarts if it dies. Ctrl-C or SIGTERM stops everything cleanly: supervisord sends SIGTERM to each
+program and gunicorn drains in-flight requests first. The stack is ready when
+``GET http://127.0.0.1:$GATEWAY_PORT/v2/health/ready`` is 200; a one-shot ``ready`` program prints that line.
 """
 from __future__ import annotations
 
@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     made_workdir = args.workdir is None
     conf = workdir / "supervisord.conf"
     conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host, grpc_ports))
-    print(f"==> starting 5 services (ports {args.base_port}-{args.base_port + 4}) and the gateway "
+    services = len(DEFAULT_PORTS) - 1
+    print(f"==> starting {services} services (ports {args.base_port}-{args.base_port + services - 1}) and the gateway "
           f"(port {args.gateway_port}; gRPC: TF Serving {args.grpc_tfs_port or 'off'}, v2 {args.grpc_v2_port or 'off'})"
           f" under supervisord; config {conf}", flush=True)
     sup = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])

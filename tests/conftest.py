@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -79,20 +80,27 @@ def wait_until_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> 
 
 
 class Stack:
+    POLL_SECONDS = 1
+
     def __init__(self, env_extra=None):
-        self.base = free_port_block(8)
-        self.gateway_port = self.base + 5
-        self.grpc_tfs_port, self.grpc_v2_port = self.base + 6, self.base + 7
+        self.ports = ports.StackPorts.free()
+        self.base, self.gateway_port = self.ports.base, self.ports.gateway
+        self.grpc_tfs_port, self.grpc_v2_port = self.ports.grpc_tfs, self.ports.grpc_v2
         self.url = f"http://127.0.0.1:{self.gateway_port}"
         self.service_url = {n: f"http://127.0.0.1:{self.base + i}"
                             for i, n in enumerate(s.name for s in catalog.SERVICES)}
         self.workdir = Path(tempfile.gettempdir()) / f"stack-{self.base}"
-        env = {**os.environ, "GATEWAY_BREAKER_RESET_SECONDS": "2", **(env_extra or {})}
+        # a repository of its own: the shipped models (linked) and whatever a test imports, polled every second
+        self.repository = self.workdir.with_name(f"repository-{self.base}")
+        self.repository.mkdir()
+        for model in REPO.iterdir():
+            if model.is_dir():
+                (self.repository / model.name).symlink_to(model)
+        env = {**os.environ, "GATEWAY_BREAKER_RESET_SECONDS": "2", "MODEL_REPOSITORY": str(self.repository),
+               "MODEL_POLL_SECONDS": str(self.POLL_SECONDS), **(env_extra or {})}
         self.log = open(self.workdir.with_suffix(".log"), "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(self.gateway_port),
-                                      "--base-port", str(self.base), "--workdir", str(self.workdir),
-                                      "--grpc-tfs-port", str(self.grpc_tfs_port),
-                                      "--grpc-v2-port", str(self.grpc_v2_port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.stack", *self.ports.args(),
+                                      "--workdir", str(self.workdir)],
                                      cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -109,6 +117,13 @@ class Stack:
             time.sleep(0.5)
         raise RuntimeError(f"stack not ready: {self.workdir.with_suffix('.log').read_text()[-3000:]}")
 
+    def add_model(self, source: Path, name: str) -> Path:
+        """Copy a model folder (``NAME/VERSION/...``) into the running stack's repository as ``name``: copied
+        beside it under a hidden name, then renamed, as docs/deployment.md advises."""
+        staged = self.repository / f".{name}"
+        shutil.copytree(source, staged)
+        return staged.rename(self.repository / name)
+
     def ctl(self, *args):
         return subprocess.run([sys.executable, "-m", "supervisor.supervisorctl", "-c",
                                str(self.workdir / "supervisord.conf"), *args], capture_output=True, text=True)
@@ -122,6 +137,7 @@ class Stack:
                 os.killpg(self.proc.pid, signal.SIGKILL)
         self.log.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
+        shutil.rmtree(self.repository, ignore_errors=True)
         self.workdir.with_suffix(".log").unlink(missing_ok=True)
 
 
@@ -134,6 +150,58 @@ def stack():
         yield s
     finally:
         s.stop()
+
+
+class LiveGateway:
+    """The gateway app on uvicorn (uvloop, httptools) in a thread on a free port."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        from services.gateway.worker import GatewayWorker
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = port = s.getsockname()[1]
+        self.app = app
+        self.url = f"http://127.0.0.1:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                    **GatewayWorker.CONFIG_KWARGS))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 10
+        while not self.server.started:
+            assert time.time() < deadline, "gateway did not start"
+            time.sleep(0.02)
+        self.http = requests.Session()
+
+    def get(self, path, **kw):
+        return self.http.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path, **kw):
+        return self.http.post(self.url + path, timeout=30, **kw)
+
+    def close(self):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture()
+def gateway(stack, monkeypatch):
+    made = []
+
+    def make(**env):
+        monkeypatch.setenv("GRPC_TFS_PORT", "0")  # these gateways speak HTTP only (gRPC: test_grpc.py)
+        monkeypatch.setenv("GRPC_V2_PORT", "0")
+        for name, url in stack.service_url.items():
+            monkeypatch.setenv(f"BACKEND_{name.upper()}_URL", url)
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        from services.gateway.app import create_app
+        made.append(LiveGateway(create_app()))
+        return made[-1]
+    yield make
+    for g in made:
+        g.close()
 
 
 CUDA_SKIP = "no CUDA here"  # the one reason a test may skip (tests/unit/test_cuda.py's needs_gpu)

@@ -153,7 +153,26 @@ class Control:
         return Response(body, 200, headers={"Content-Type": ctype})
 
     async def openapi(self, request: Request) -> Response:
-        return JSONResponse(openapi.spec())
+        return JSONResponse(openapi.spec(await self.imported_models(request)))
+
+    async def imported_models(self, request: Request) -> list[dict]:
+        """The imported models loaded now, from the imported models' backend (none when it is down: the document
+        still describes everything else)."""
+        backend = self.gw.router.imported
+        if backend is None:
+            return []
+        rid = request.scope["gateway.request"].request_id
+        try:
+            r = await self.gw.upstream.request(backend, "GET", b"/api/models", [(b"X-Request-ID", rid.encode())],
+                                               b"", timeout=2.0)
+            body = orjson.loads(await asyncio.wait_for(r.read(), 2.0))
+        except (ApiError, TimeoutError, ConnectionError, orjson.JSONDecodeError):
+            return []
+        newest: dict[str, dict] = {}  # the entries come newest version first
+        for m in body.get("models", []):
+            if m.get("state") == "AVAILABLE" and "example" in m:
+                newest.setdefault(m["name"], m)
+        return list(newest.values())
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(SWAGGER_HTML)

@@ -1,7 +1,9 @@
 """OpenAPI 3 description of every route the gateway serves: each service's own routes (native API, OpenAI's)
 from their declarations (``services/NAME/routes.py``), then TF Serving REST and the OIP v2, which every service
-speaks."""
+speaks, and an infer path per imported model with an example request made from its stored samples."""
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from services import __version__, catalog
 from services.routes import Route
@@ -41,9 +43,22 @@ def declared(route: Route) -> dict:
     return {route.method.lower(): _op(route.summary, body, None, [route.tag], ok_content=ok, codes=codes)}
 
 
-def spec() -> dict:
+def imported_path(model: dict, v2_req: dict) -> dict:
+    """``POST /v2/models/NAME/infer`` of one imported model (an entry of the models service's /api/models)."""
+    def listed(tensors):
+        return ", ".join(f"{t['name']} {t['datatype']} {t['shape']}" for t in tensors)
+    summary = f"{model['name']}: inputs {listed(model['inputs'])} -> outputs {listed(model['outputs'])}"
+    op = _op(summary, _json(v2_req, model.get("example")), None, ["imported"])
+    op["description"] = (f"Imported from {model.get('source') or 'a file'} (version {model['version']}); the "
+                         "example is its stored sample. Every protocol serves it: /v1/models/NAME:predict too.")
+    return {"post": op}
+
+
+def spec(imported: Sequence[dict] = ()) -> dict:
+    """``imported``: the imported models loaded now (their /api/models entries), each with its own path."""
     n = LIMITS["max_batch_items"]
-    name_p = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": MODEL_NAMES}}
+    names = MODEL_NAMES + sorted({m["name"] for m in imported})
+    name_p = {"name": "name", "in": "path", "required": True, "schema": {"type": "string", "enum": names}}
     ver_p = {"name": "version", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"}}
     tensor = {"type": "object", "required": ["name", "datatype", "shape"],
               "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
@@ -100,11 +115,13 @@ def spec() -> dict:
         "/metrics": {"get": {"summary": "Prometheus metrics", "tags": ["ops"],
                              "responses": {"200": {"description": "text exposition",
                                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        **{f"/v2/models/{m['name']}/infer": imported_path(m, v2_req) for m in imported},
     }
     return {"openapi": "3.0.3",
             "info": {"title": "Keras ONNX model serving gateway", "version": __version__,
-                     "description": "Five Keras model families exported to ONNX, behind one address: a native JSON "
-                                    "API, TensorFlow Serving's REST API and the Open Inference Protocol v2."},
+                     "description": "Five Keras model families exported to ONNX, and the models you imported, behind "
+                                    "one address: a native JSON API, TensorFlow Serving's REST API and the Open "
+                                    "Inference Protocol v2."},
             "servers": [{"url": "/"}],
             "components": {"schemas": {"Error": {"type": "object", "required": ["error"], "properties": {
                 "error": {"type": "string"}, "field": {"type": "string"}, "limit": {}}}},

@@ -6,7 +6,9 @@ are gathered or ``max_queue_delay_ms`` has passed since the first one, concatena
 variable-length axes where the caller says how), runs the session once and hands each request its slice.
 Requests whose other dimensions differ (and that no ``pad`` evens out) are never joined: the batch ends there.
 ``max_batch_size`` 0 runs each request alone, whatever its rows (a model whose rows are not independent).
-An error in a batch fails only the requests in that batch; a full queue refuses new work with 429.
+An error in a batch fails only the requests in that batch; a full queue refuses new work with 429. A request
+waits no longer than its deadline (``deadlines``: v2's ``timeout``, a gRPC deadline): past it, it gets a 504 and,
+if it is still queued, it leaves the queue without running.
 
 ``in_flight`` batches may run at once (a runner thread each): on a GPU, while one batch runs (ONNX Runtime
 releases the GIL and a session may be called from several threads), the next one forms and starts. On a CPU
@@ -19,14 +21,15 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from services import tracing
-from services.runtime import metrics
-from services.runtime.errors import Overloaded, Unavailable
+from services.runtime import deadlines, metrics
+from services.runtime.errors import DeadlineExceeded, Overloaded, Unavailable
 
 
 class _Result(Future):
@@ -94,6 +97,7 @@ class DynamicBatcher:
         if inline:
             # nothing queued and a runner free: run it in the caller's thread (no hand-off to a runner thread
             # and back, about 0.2 ms); whatever arrives meanwhile queues up and goes as one batch next
+            item.future.set_running_or_notify_cancel()
             try:
                 self._run([item])
             finally:
@@ -102,9 +106,19 @@ class DynamicBatcher:
                     self.cond.notify()
         return item.future
 
-    def __call__(self, feeds: dict, timeout: float | None = 60.0) -> dict:
+    def __call__(self, feeds: dict, timeout: float = 60.0) -> dict:
+        budget = deadlines.current.get()
+        if budget is not None:
+            timeout = min(timeout, budget.deadline - time.monotonic())
+            if timeout <= 0:
+                raise DeadlineExceeded("the request's deadline passed before it reached the model", field="timeout")
         future = self.submit(feeds)
-        outputs = future.result(timeout)
+        try:
+            outputs = future.result(timeout)
+        except FutureTimeout:
+            future.cancel()  # still queued: it leaves without running (taken already: its answer is dropped)
+            raise DeadlineExceeded(f"the request's deadline passed while it waited for a batch of model "
+                                   f"{self.labels['model']}", field="timeout") from None
         if tracing.enabled:  # in the request's thread: children of its span
             tracing.record_spans(getattr(future, "spans", ()))
         return outputs
@@ -120,19 +134,27 @@ class DynamicBatcher:
     # ---------------------------------------------------------------------------------------- worker
     def _take(self) -> list[_Pending]:
         with self.cond:
-            while not self.queue or self.running >= self.in_flight:
-                if self.closed and not self.queue:
-                    return []
-                self.cond.wait()
+            while True:
+                while not self.queue or self.running >= self.in_flight:
+                    if self.closed and not self.queue:
+                        return []
+                    self.cond.wait()
+                first = self.queue.popleft()
+                if first.future.set_running_or_notify_cancel():
+                    break
+                self._abandoned(first)
             self.running += 1
-            batch = [self.queue.popleft()]
-            rows = batch[0].rows
+            batch = [first]
+            rows = first.rows
             deadline = batch[0].enqueued + self.delay
             while rows < self.max_batch:
                 if self.queue:
                     if rows + self.queue[0].rows > self.max_batch or self.queue[0].shapes != batch[0].shapes:
                         break
                     nxt = self.queue.popleft()
+                    if not nxt.future.set_running_or_notify_cancel():
+                        self._abandoned(nxt)
+                        continue
                     batch.append(nxt)
                     rows += nxt.rows
                     continue
@@ -144,6 +166,11 @@ class DynamicBatcher:
             self.queued_rows -= rows
             metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
             return batch
+
+    def _abandoned(self, p: _Pending) -> None:
+        """A queued request whose deadline passed (its future cancelled): it leaves the queue unrun."""
+        self.queued_rows -= p.rows
+        metrics.QUEUE_DEPTH.labels(**self.labels).set(self.queued_rows)
 
     def _loop(self) -> None:
         while True:

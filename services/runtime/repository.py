@@ -232,7 +232,10 @@ class ModelRepository:
             versions = self.loaded.get(name, {})  # a discovered model may have just left
             if version is None or version == "":
                 if not versions:
-                    raise Unavailable(f"model '{name}' has no loaded version", field="model")
+                    refused = "; ".join(f"version {v} was refused: {why}" for (n, v), why in self.failed.items()
+                                        if n == name)
+                    raise Unavailable(f"model '{name}' has no loaded version" + (f" ({refused})" if refused else ""),
+                                      field="model")
                 chosen = self._canary(name)
                 return versions[chosen if chosen in versions else max(versions)]
             v = self.version_number(name, version)

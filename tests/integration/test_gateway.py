@@ -9,58 +9,6 @@ import threading
 import time
 
 import pytest
-import requests
-import uvicorn
-
-
-class LiveGateway:
-    """The gateway app on uvicorn (uvloop, httptools) in a thread on a free port."""
-
-    def __init__(self, app):
-        from services.gateway.worker import GatewayWorker
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = port = s.getsockname()[1]
-        self.app = app
-        self.url = f"http://127.0.0.1:{port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                    **GatewayWorker.CONFIG_KWARGS))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 10
-        while not self.server.started:
-            assert time.time() < deadline, "gateway did not start"
-            time.sleep(0.02)
-        self.http = requests.Session()
-
-    def get(self, path, **kw):
-        return self.http.get(self.url + path, timeout=30, **kw)
-
-    def post(self, path, **kw):
-        return self.http.post(self.url + path, timeout=30, **kw)
-
-    def close(self):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-@pytest.fixture()
-def gateway(stack, monkeypatch):
-    made = []
-
-    def make(**env):
-        monkeypatch.setenv("GRPC_TFS_PORT", "0")  # these gateways speak HTTP only (gRPC: test_grpc.py)
-        monkeypatch.setenv("GRPC_V2_PORT", "0")
-        for name, url in stack.service_url.items():
-            monkeypatch.setenv(f"BACKEND_{name.upper()}_URL", url)
-        for k, v in env.items():
-            monkeypatch.setenv(k, v)
-        from services.gateway.app import create_app
-        made.append(LiveGateway(create_app()))
-        return made[-1]
-    yield make
-    for g in made:
-        g.close()
 
 
 def test_api_keys(gateway, tmp_path):

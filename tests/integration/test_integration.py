@@ -277,12 +277,10 @@ def test_a_stack_names_its_demo_page_and_leaves_nothing_in_the_temporary_folder(
     model-control or metrics folder."""
     import tempfile
 
-    from tests.conftest import free_port_block
+    from services.ports import StackPorts
     tmp = Path(tempfile.mkdtemp(prefix="t-"))  # short: supervisord's socket path must fit AF_UNIX's 108 bytes
-    base = free_port_block(8)
-    proc = subprocess.Popen([sys.executable, "-m", "services.stack", "--gateway-port", str(base + 5),
-                             "--base-port", str(base), "--grpc-tfs-port", str(base + 6),
-                             "--grpc-v2-port", str(base + 7)], cwd=ROOT, stdout=subprocess.PIPE,
+    ports = StackPorts.free()
+    proc = subprocess.Popen([sys.executable, "-m", "services.stack", *ports.args()], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "TMPDIR": str(tmp)}, start_new_session=True,
                             text=True)
     lines = []
@@ -291,7 +289,7 @@ def test_a_stack_names_its_demo_page_and_leaves_nothing_in_the_temporary_folder(
             lines.append(line)
             if "stack ready" in line:
                 break
-        assert f"demo page http://127.0.0.1:{base + 5}/" in lines[-1], "".join(lines[-20:])
+        assert f"demo page http://127.0.0.1:{ports.gateway}/" in lines[-1], "".join(lines[-20:])
         assert any(p.name.startswith("model-stack-") for p in tmp.iterdir())
     finally:
         os.killpg(proc.pid, stop)  # the process group: what a terminal's Ctrl-C reaches

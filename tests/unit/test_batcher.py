@@ -160,3 +160,58 @@ def test_in_flight_default_follows_the_device(monkeypatch):
     from services.settings import ServiceSettings
     ServiceSettings.load.cache_clear()
     assert batches_in_flight("cpu") == 3
+
+
+def test_requests_of_other_shapes_are_never_joined_and_size_0_runs_each_alone():
+    calls = []
+    release = threading.Event()
+
+    def run(feeds):
+        calls.append(feeds["x"].shape)
+        release.wait(5)
+        return {"y": feeds["x"] + 1}
+    for size, expected in ((8, [(1, 2), (2, 2), (1, 3)]), (0, [(1, 2), (1, 2), (1, 2), (1, 3)])):
+        calls.clear()
+        release.clear()
+        b = make(run, max_batch_size=size)
+        first = threading.Thread(target=b, args=({"x": np.zeros((1, 2), np.float32)},))
+        first.start()  # runs inline and holds the runner: the next three queue up behind it
+        while not calls:
+            time.sleep(0.005)
+        futures = [b.submit({"x": np.zeros((1, w), np.float32)}) for w in (2, 2, 3)]
+        release.set()
+        assert [f.result(5)["y"].shape for f in futures] == [(1, 2), (1, 2), (1, 3)]
+        first.join()
+        assert calls == expected, (size, calls)
+        b.close()
+
+
+def test_a_queued_request_past_its_deadline_leaves_without_running():
+    from services.runtime import deadlines
+    from services.runtime.errors import DeadlineExceeded
+    seen, release = [], threading.Event()
+
+    def run(feeds):
+        seen.append(float(feeds["x"][0, 0]))
+        release.wait(5)
+        return {"y": feeds["x"]}
+    b = make(run)
+    first = threading.Thread(target=b, args=({"x": np.full((1, 1), 1, np.float32)},))
+    first.start()
+    while not seen:
+        time.sleep(0.005)
+    deadlines.begin(0.05, {})  # this thread's request may take 50 ms
+    t0 = time.perf_counter()
+    with pytest.raises(DeadlineExceeded) as err:
+        b({"x": np.full((1, 1), 2, np.float32)})
+    assert time.perf_counter() - t0 < 1 and err.value.status == 504 and err.value.field == "timeout"
+    release.set()
+    first.join()
+    deadlines.begin(60, {})
+    assert b({"x": np.full((1, 1), 3, np.float32)})["y"][0, 0] == 3
+    assert seen == [1, 3] and b.queued_rows == 0  # the abandoned request never ran
+    deadlines.begin(-1, {})
+    with pytest.raises(DeadlineExceeded, match="before it reached the model"):
+        b({"x": np.full((1, 1), 4, np.float32)})
+    deadlines.current.set(None)  # this thread runs other tests next
+    b.close()

@@ -114,3 +114,48 @@ async function showGrid(body) {
 $("sample-btn").onclick = () => showGrid({ n: Number($("gn").value), seed: Number($("gseed").value) });
 $("interp-btn").onclick = () => showGrid({ interpolate: { from_seed: Number($("gfrom").value), to_seed: Number($("gto").value),
   steps: Number($("gsteps").value) }, columns: Number($("gsteps").value) });
+
+// ---------------------------------------------------------------- imported models: their tensors, and their sample
+const tensors = (ts) => ts.map((t) => `${t.name} ${t.datatype} [${t.shape.join(", ")}]`).join("; ");
+function shown(o) {
+  const data = o.data || [];
+  return `${o.name} ${o.datatype} [${o.shape.join(", ")}]: ${data.slice(0, 8).map((v) =>
+    typeof v === "number" ? Number(v.toPrecision(4)) : v).join(", ")}${data.length > 8 ? ", …" : ""}`;
+}
+async function listImported() {
+  const box = $("imported-list");
+  try {
+    const r = await fetch("/api/models");
+    const models = (await r.json()).models.filter((m) => m.service === "models");
+    const seen = new Set();
+    box.innerHTML = "";
+    for (const m of models) {
+      if (seen.has(m.name)) continue;  // newest version first
+      seen.add(m.name);
+      const div = document.createElement("div");
+      div.className = "imported";
+      div.dataset.model = m.name;
+      const head = document.createElement("h3");
+      head.textContent = m.state === "AVAILABLE" ? `${m.name} v${m.version}` : `${m.name}: ${m.state} (${m.error || ""})`;
+      div.appendChild(head);
+      if (m.state === "AVAILABLE") {
+        const info = document.createElement("p");
+        info.textContent = `inputs ${tensors(m.inputs)} → outputs ${tensors(m.outputs)}`;
+        const button = document.createElement("button");
+        button.textContent = "Send the sample";
+        const out = document.createElement("pre");
+        out.className = "out";
+        button.onclick = async () => {
+          try {
+            const { data, ms } = await call(`/v2/models/${m.name}/infer`, m.example);
+            out.textContent = data.outputs.map(shown).join("\n") + `\nv${data.model_version} · ${ms.toFixed(0)} ms`;
+          } catch (e) { out.textContent = e.message; out.classList.add("error"); }
+        };
+        div.append(info, button, out);
+      }
+      box.appendChild(div);
+    }
+    if (!seen.size) box.textContent = "No imported model yet.";
+  } catch (e) { box.textContent = e.message; box.classList.add("error"); }
+}
+listImported();
