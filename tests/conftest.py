@@ -217,8 +217,10 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     if SUITE_TMP is None:
         return
-    # pytest's own tmp_path folders, and the session id file ONNX Runtime's native library writes on import
-    left = sorted(p.name for p in SUITE_TMP.iterdir() if not p.name.startswith("pytest-of-") and p.name != ".ses")
+    # pytest's own tmp_path folders, the session id file ONNX Runtime's native library writes on import, and the
+    # sources TensorFlow's autograph writes for Keras's fit and predict in this process, which it removes at exit
+    kept = ("pytest-of-", ".ses", "__autograph_generated_file")
+    left = sorted(p.name for p in SUITE_TMP.iterdir() if not p.name.startswith(kept))
     shutil.rmtree(SUITE_TMP, ignore_errors=True)
     if left:
         print(f"\nleft in the temporary folder by the suite or the processes it started: {left}")

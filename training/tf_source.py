@@ -26,7 +26,7 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
             raise ExportRefused(f"--custom-module {custom_module} cannot be imported ({exc}): give a module on "
                                 "PYTHONPATH that registers the model's custom layers") from None
     fn, specs, layers = _keras(source) if kind == "keras" else _saved_model(source)
-    traced = tf.function(fn, input_signature=specs)
+    traced = tf.function(fn, input_signature=specs, autograph=False)  # autograph leaves files in TMPDIR
     try:
         proto, _ = tf2onnx.convert.from_function(traced, input_signature=specs, opset=OPSET)
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises many kinds; each refuses the import

@@ -103,3 +103,72 @@ def test_float64_is_kept_when_asked_and_the_command_line_runs(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     m = json.loads((tmp_path / "repo" / "f64" / "1" / "manifest.json").read_text())
     assert m["graphs"]["model"]["inputs"][0]["dtype"] == "float64"
+
+
+# ------------------------------------------------------------------------------ Keras and SavedModel sources
+@pytest.fixture(scope="module")
+def keras_sources(tmp_path_factory):
+    """A small fitted Keras model saved as .keras, and one with a custom layer whose op has no ONNX form."""
+    import keras
+    import tensorflow as tf
+
+    @keras.saving.register_keras_serializable(package="import_tests")
+    class NumpyDouble(keras.layers.Layer):
+        def call(self, x):
+            return tf.ensure_shape(tf.numpy_function(lambda v: v * 2, [x], tf.float32), x.shape)
+
+    d = tmp_path_factory.mktemp("keras_sources")
+    x = keras.Input((3,), name="x")
+    model = keras.Model(x, keras.layers.Dense(2, name="y")(keras.layers.Dense(4, activation="relu")(x)))
+    model.save(d / "plain.keras")
+    custom = keras.Model(x, NumpyDouble(name="doubler")(x))
+    custom.save(d / "custom.keras")
+    image = keras.Input((8, 8, 1), name="image")  # enough arithmetic that ONNX Runtime rounds unlike TensorFlow
+    conv = keras.layers.Flatten()(keras.layers.Conv2D(8, 3)(image))
+    keras.Model(image, keras.layers.Dense(10, activation="softmax")(conv)).save(d / "conv.keras")
+    return d
+
+
+def test_a_keras_model_is_converted_and_checked_against_keras(tmp_path, capsys, keras_sources):
+    code = importer.main(["plain", str(keras_sources / "plain.keras"), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "parity with the keras source" in out, out
+    m = load_and_verify(tmp_path / "plain" / "1")
+    assert m["parity"]["reference"] == "the keras source" and m["parity"]["max_abs_diff"] <= 1e-4
+    assert m["parity"]["batch_sizes"] == [1, 4] and m["graphs"]["model"]["outputs"][0]["name"] == "y"
+    assert m["libraries"]["tf2onnx"] and m["data"]["source"] == "plain.keras"
+
+
+@pytest.mark.parametrize("source, extra, why", [
+    ("custom.keras", (), "custom layer 'NumpyDouble' (layer 'doubler') cannot be converted to ONNX: its "
+                         "TensorFlow op PyFunc has no ONNX form"),
+    ("conv.keras", ("--tolerance", "1e-12"), "the ONNX graph differs from the keras source by up to"),
+    ("broken.keras", (), "cannot be loaded"),
+    ("not_a_savedmodel", (), "a folder without saved_model.pb"),
+    ("plain.pt", (), "unknown kind of model; give a .keras, .h5 or .onnx file, or a TensorFlow SavedModel"),
+])
+def test_keras_refusals_name_the_cause_and_write_nothing(tmp_path, capsys, keras_sources, source, extra, why):
+    (keras_sources / "broken.keras").write_bytes(b"PK\x03\x04 not really a zip")
+    (keras_sources / "not_a_savedmodel").mkdir(exist_ok=True)
+    (keras_sources / "plain.pt").write_bytes(b"torch")
+    code = importer.main(["mine", str(keras_sources / source), "--out", str(tmp_path), *extra])
+    assert code == 1 and why in capsys.readouterr().out
+    assert not (tmp_path / "mine").exists() or not any((tmp_path / "mine").iterdir())
+
+
+@pytest.mark.parametrize("name, why", [("mnist", "one of the shipped families' models"),
+                                       ("My-Model", "is not a model name")])
+def test_names_that_cannot_be_served_are_refused(tmp_path, capsys, name, why):
+    src = tmp_path / "m.onnx"
+    onnx.save(two_in_two_out(), src)
+    assert importer.main([name, str(src), "--out", str(tmp_path / "repo")]) == 1
+    assert why in capsys.readouterr().out and not (tmp_path / "repo").exists()
+
+
+def test_an_unregistered_custom_layer_is_named_with_the_fix(keras_sources, tmp_path):
+    """In a fresh process (no class registered), as a user runs it: the fix is --custom-module."""
+    proc = subprocess.run([sys.executable, "-m", "training", "import", "mine", str(keras_sources / "custom.keras"),
+                           "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "custom layer 'NumpyDouble' cannot be loaded" in proc.stdout, proc.stdout
+    assert "--custom-module" in proc.stdout and not (tmp_path / "mine").exists()

@@ -1,0 +1,67 @@
+"""Models for the import tests, made in the test: ONNX graphs written with onnx.helper (no Keras at all), and
+the way a test waits for the running stack to pick an imported model up or let it go."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import onnx
+import requests
+from onnx import TensorProto, helper
+
+from training import importer
+
+# every datatype the v2 protocol and ONNX share: (input name, ONNX type, v2 datatype, numpy dtype)
+DATATYPES = [("f16", TensorProto.FLOAT16, "FP16", np.float16), ("f32", TensorProto.FLOAT, "FP32", np.float32),
+             ("f64", TensorProto.DOUBLE, "FP64", np.float64), ("i8", TensorProto.INT8, "INT8", np.int8),
+             ("i16", TensorProto.INT16, "INT16", np.int16), ("i32", TensorProto.INT32, "INT32", np.int32),
+             ("i64", TensorProto.INT64, "INT64", np.int64), ("u8", TensorProto.UINT8, "UINT8", np.uint8),
+             ("flag", TensorProto.BOOL, "BOOL", np.bool_), ("text", TensorProto.STRING, "BYTES", np.object_)]
+
+
+def every_datatype(batch: int | None = None) -> onnx.ModelProto:
+    """One input per datatype, each answered as an output of the same type: ``NAME_out`` (Identity)."""
+    inputs = [helper.make_tensor_value_info(n, t, [batch, 2]) for n, t, _, _ in DATATYPES]
+    outputs = [helper.make_tensor_value_info(f"{n}_out", t, [batch, 2]) for n, t, _, _ in DATATYPES]
+    nodes = [helper.make_node("Identity", [n], [f"{n}_out"]) for n, *_ in DATATYPES]
+    return helper.make_model(helper.make_graph(nodes, "every_datatype", inputs, outputs),
+                             opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def every_datatype_inputs(rows: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(rows)
+    out = {}
+    for name, _, _, dtype in DATATYPES:
+        if dtype is np.object_:
+            out[name] = np.array([[f"r{i}c{j} ü".encode() for j in range(2)] for i in range(rows)], dtype=object)
+        elif dtype is np.bool_:
+            out[name] = rng.random((rows, 2)) < 0.5
+        elif np.dtype(dtype).kind == "f":
+            out[name] = rng.standard_normal((rows, 2)).astype(dtype)
+        else:
+            out[name] = rng.integers(0, 100, (rows, 2)).astype(dtype)
+    return out
+
+
+def import_onnx(model: onnx.ModelProto, name: str, workdir, *extra: str):
+    """``python -m training import`` in this process, into ``workdir/repo``: -> the model's folder."""
+    src = workdir / f"{name}.onnx"
+    onnx.save(model, src)
+    code = importer.main([name, str(src), "--out", str(workdir / "repo"), *extra])
+    assert code == 0, f"import of {name} refused"
+    return workdir / "repo" / name
+
+
+def wait_for(url: str, name: str, ready: bool = True, timeout: float = 30.0) -> float:
+    """Seconds until ``/v2/models/NAME/ready`` says 200 (``ready``) or 404 (gone) on every worker of the service
+    at ``url``: each worker polls the repository on its own, so 20 answers in a row on new connections (which
+    the kernel spreads over the workers' sockets) must agree."""
+    t0 = time.time()
+    want, agreed = (200 if ready else 404), 0
+    while agreed < 20:
+        status = requests.get(f"{url}/v2/models/{name}/ready", headers={"Connection": "close"}, timeout=5).status_code
+        agreed = agreed + 1 if status == want else 0
+        assert time.time() - t0 < timeout, f"{name}: still {status} after {timeout:.0f} s (waiting for {want})"
+        if not agreed:
+            time.sleep(0.1)
+    return time.time() - t0

@@ -1,0 +1,323 @@
+"""A user's own models, imported with ``python -m training import`` and copied into the running stack's
+repository: a Keras functional model (two inputs, two outputs) fitted here, the same model as a SavedModel, an
+onnx.helper graph of every datatype, and one with a fixed batch dimension. No source file names them: the
+models service finds them, the gateway routes them, and the official clients of Triton and TF Serving get the
+original model's answers."""
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import requests
+
+from tests.imported import DATATYPES, every_datatype, every_datatype_inputs, import_onnx, wait_for
+from training import importer
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+TOL = 1e-4
+ROWS = 5
+
+
+@pytest.fixture(scope="module")
+def keras_model(tmp_path_factory):
+    """Two inputs (an NHWC float32 image, int64 token ids), two outputs, fitted for a few steps; saved as .keras
+    and exported as a SavedModel, with the samples the import checks it on."""
+    import keras
+    keras.utils.set_random_seed(3)
+    image = keras.Input((8, 8, 1), name="image")
+    tokens = keras.Input((6,), dtype="int64", name="tokens")
+    seen = keras.layers.Flatten()(keras.layers.Conv2D(4, 3, activation="relu")(image))
+    read = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(30, 4)(tokens))
+    both = keras.layers.Concatenate()([seen, read])
+    model = keras.Model([image, tokens], [keras.layers.Dense(3, activation="softmax", name="class_probs")(both),
+                                          keras.layers.Dense(1, name="score")(both)])
+    model.compile("adam", ["sparse_categorical_crossentropy", "mse"])
+    rng = np.random.default_rng(0)
+    x = {"image": rng.random((64, 8, 8, 1)).astype(np.float32), "tokens": rng.integers(0, 30, (64, 6))}
+    model.fit(x, [rng.integers(0, 3, 64), rng.random((64, 1))], epochs=2, batch_size=16, verbose=0)
+    d = tmp_path_factory.mktemp("keras")
+    model.save(d / "two.keras")
+    model.export(d / "two_savedmodel", verbose=False)
+    np.savez(d / "samples.npz", image=x["image"][:4], tokens=x["tokens"][:4])
+    fresh = {"image": rng.random((ROWS, 8, 8, 1)).astype(np.float32), "tokens": rng.integers(0, 30, (ROWS, 6))}
+    probs, score = model.predict(fresh, verbose=0)
+    return {"dir": d, "inputs": fresh, "expected": {"class_probs": probs, "score": score}}
+
+
+@pytest.fixture(scope="module")
+def served(stack, keras_model, tmp_path_factory):
+    """Imported from each source, then copied into the running stack: each answers within the poll interval."""
+    work = tmp_path_factory.mktemp("imports")
+    d = keras_model["dir"]
+    for name, source in (("keras_two", d / "two.keras"), ("saved_two", d / "two_savedmodel")):
+        assert importer.main([name, str(source), "--samples", str(d / "samples.npz"), "--out",
+                              str(work / "repo")]) == 0
+    import_onnx(every_datatype(), "typed", work, "--allow-fp64")
+    import_onnx(every_datatype(batch=1), "fixed_one", work, "--allow-fp64")
+    names = ["keras_two", "saved_two", "typed", "fixed_one"]
+    for name in names:
+        stack.add_model(work / "repo" / name, name)
+    for name in names:
+        wait_for(stack.service_url["models"], name, timeout=stack.POLL_SECONDS + 60)
+    yield {"work": work, "names": names}
+    for name in names:
+        shutil.rmtree(stack.repository / name)
+    for name in names:
+        wait_for(stack.service_url["models"], name, ready=False, timeout=stack.POLL_SECONDS + 30)
+
+
+def close(got: dict, expected: dict) -> None:
+    for name, want in expected.items():
+        np.testing.assert_allclose(got[name], want, atol=TOL, err_msg=name)
+
+
+def test_keras_model_answers_as_keras_on_triton_and_tf_serving_clients(stack, served, keras_model):
+    import grpc
+    import tensorflow as tf
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    x, expected = keras_model["inputs"], keras_model["expected"]
+    host = stack.url.removeprefix("http://")
+    http = th.InferenceServerClient(host)
+    inputs = [th.InferInput("image", list(x["image"].shape), "FP32"),
+              th.InferInput("tokens", list(x["tokens"].shape), "INT64")]
+    inputs[0].set_data_from_numpy(x["image"])  # binary tensors, tritonclient's default
+    inputs[1].set_data_from_numpy(x["tokens"])
+    r = http.infer("keras_two", inputs, outputs=[th.InferRequestedOutput(n) for n in expected])
+    close({n: r.as_numpy(n) for n in expected}, expected)
+    only = http.infer("keras_two", inputs, outputs=[th.InferRequestedOutput("score")])  # output selection
+    assert [o["name"] for o in only.get_response()["outputs"]] == ["score"]
+
+    rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
+    ginputs = [tg.InferInput("image", list(x["image"].shape), "FP32"),
+               tg.InferInput("tokens", list(x["tokens"].shape), "INT64")]
+    ginputs[0].set_data_from_numpy(x["image"])
+    ginputs[1].set_data_from_numpy(x["tokens"])
+    r = rpc.infer("keras_two", ginputs)
+    close({n: r.as_numpy(n) for n in expected}, expected)
+
+    rows = requests.post(stack.url + "/v1/models/keras_two:predict", timeout=30, json={"instances": [
+        {"image": x["image"][i].tolist(), "tokens": x["tokens"][i].tolist()} for i in range(ROWS)]})
+    assert rows.status_code == 200, rows.text
+    close({n: np.array([p[n] for p in rows.json()["predictions"]]) for n in expected}, expected)
+    columns = requests.post(stack.url + "/v1/models/keras_two:predict", timeout=30, json={
+        "inputs": {"image": x["image"].tolist(), "tokens": x["tokens"].tolist()}})
+    close({n: np.array(v) for n, v in columns.json()["outputs"].items()}, expected)
+
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_tfs_port}") as channel:
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = "keras_two"
+        for name, value in x.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        answer = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request, timeout=30)
+    close({n: tf.make_ndarray(t) for n, t in answer.outputs.items()}, expected)
+    assert answer.model_spec.version.value == 1
+
+
+def test_the_savedmodel_source_answers_the_same(stack, served, keras_model):
+    import tritonclient.http as th
+    x, expected = keras_model["inputs"], keras_model["expected"]
+    client = th.InferenceServerClient(stack.url.removeprefix("http://"))
+    meta = client.get_model_metadata("saved_two")
+    assert sorted(t["name"] for t in meta["inputs"]) == ["image", "tokens"]
+    inputs = [th.InferInput("image", list(x["image"].shape), "FP32"),
+              th.InferInput("tokens", list(x["tokens"].shape), "INT64")]
+    inputs[0].set_data_from_numpy(x["image"], binary_data=False)  # JSON this time
+    inputs[1].set_data_from_numpy(x["tokens"], binary_data=False)
+    r = client.infer("saved_two", inputs)
+    # a Keras SavedModel names its outputs output_0, output_1 in the order of the model's outputs
+    close({"class_probs": r.as_numpy("output_0"), "score": r.as_numpy("output_1")}, expected)
+
+
+def test_metadata_config_status_and_statistics_on_every_api(stack, served):
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc
+    from tensorflow_serving.apis import prediction_service_pb2_grpc as tfs
+
+    meta = requests.get(stack.url + "/v2/models/keras_two", timeout=10).json()
+    assert meta["inputs"] == [{"name": "image", "datatype": "FP32", "shape": [-1, 8, 8, 1]},
+                              {"name": "tokens", "datatype": "INT64", "shape": [-1, 6]}]
+    assert meta["parameters"]["task"] == "generic"
+    config = requests.get(stack.url + "/v2/models/keras_two/config", timeout=10).json()
+    assert config["max_batch_size"] > 0 and config["input"][0]["dims"] == [8, 8, 1]
+    fixed = requests.get(stack.url + "/v2/models/fixed_one/config", timeout=10).json()
+    assert fixed["max_batch_size"] == 0 and fixed["input"][0]["dims"] == [1, 2]  # Triton: dims then hold the batch
+    v1 = requests.get(stack.url + "/v1/models/keras_two/metadata", timeout=10).json()
+    assert set(v1["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]) == {"image", "tokens"}
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_tfs_port}") as channel:
+        ask = get_model_metadata_pb2.GetModelMetadataRequest()
+        ask.model_spec.name = "keras_two"
+        ask.metadata_field.append("signature_def")
+        assert tfs.PredictionServiceStub(channel).GetModelMetadata(ask, timeout=10).model_spec.version.value == 1
+        status = get_model_status_pb2.GetModelStatusRequest()
+        status.model_spec.name = "keras_two"
+        got = model_service_pb2_grpc.ModelServiceStub(channel).GetModelStatus(status, timeout=10)
+        assert [(s.version, s.state) for s in got.model_version_status] == [(1, 30)]  # 30: AVAILABLE
+    index = requests.post(stack.url + "/v2/repository/index", json={}, timeout=10).json()
+    assert {"name": "typed", "version": "1", "state": "READY", "reason": ""} in index
+    models = {m["name"]: m for m in requests.get(stack.url + "/api/models", timeout=10).json()["models"]}
+    assert models["keras_two"]["service"] == "models" and models["keras_two"]["parity"]["max_abs_diff"] <= TOL
+
+
+def test_every_datatype_round_trips_binary_and_json(stack, served):
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    x = every_datatype_inputs(3)
+    for binary in (True, False):
+        client = th.InferenceServerClient(stack.url.removeprefix("http://"))
+        inputs = []
+        for name, _, datatype, _ in DATATYPES:
+            inputs.append(th.InferInput(name, list(x[name].shape), datatype))
+            inputs[-1].set_data_from_numpy(x[name], binary_data=binary)
+        r = client.infer("typed", inputs, outputs=[th.InferRequestedOutput(f"{n}_out", binary_data=binary)
+                                                   for n, *_ in DATATYPES])
+        for name, _, datatype, _ in DATATYPES:
+            got = r.as_numpy(f"{name}_out")
+            if datatype == "BYTES":
+                got = np.array([v if isinstance(v, bytes) else v.encode() for v in got.reshape(-1)],
+                               dtype=object).reshape(got.shape)
+            np.testing.assert_array_equal(got, x[name], err_msg=f"{name} binary={binary}")
+    rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
+    inputs = [tg.InferInput("text", [3, 2], "BYTES")] + [
+        tg.InferInput(n, [3, 2], t) for n, _, t, _ in DATATYPES if n != "text"]
+    for i in inputs:
+        i.set_data_from_numpy(x[i.name()])
+    np.testing.assert_array_equal(rpc.infer("typed", inputs).as_numpy("text_out"), x["text"])
+
+
+def test_concurrent_requests_are_batched(stack, served, keras_model):
+    x = keras_model["inputs"]
+    body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 8, 8, 1],
+                        "data": x["image"][0].reshape(-1).tolist()},
+                       {"name": "tokens", "datatype": "INT64", "shape": [1, 6], "data": x["tokens"][0].tolist()}]}
+    errors = []
+
+    def client():
+        with requests.Session() as s:
+            for _ in range(15):
+                r = s.post(stack.url + "/v2/models/keras_two/infer", json=body, timeout=30)
+                if r.status_code != 200:
+                    errors.append(r.text)
+    threads = [threading.Thread(target=client) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    stats = requests.get(stack.url + "/v2/models/keras_two/stats", timeout=10).json()["model_stats"][0]
+    sizes = {b["batch_size"] for b in stats["batch_stats"]}
+    assert max(sizes) > 1, stats["batch_stats"]
+    assert stats["inference_stats"]["success"]["count"] >= 24 * 15
+    text = requests.get(stack.service_url["models"] + "/metrics", timeout=10).text
+    assert 'model_requests_total{model="keras_two"' in text.replace(", ", ",")
+
+
+def test_a_fixed_batch_dimension_serves_exactly_that_batch(stack, served):
+    import tritonclient.http as th
+    x = every_datatype_inputs(2)
+    client = th.InferenceServerClient(stack.url.removeprefix("http://"))
+
+    def call(rows):
+        inputs = []
+        for name, _, datatype, _ in DATATYPES:
+            inputs.append(th.InferInput(name, [rows, 2], datatype))
+            inputs[-1].set_data_from_numpy(x[name][:rows])
+        return client.infer("fixed_one", inputs)
+    assert call(1).as_numpy("i64_out").tolist() == x["i64"][:1].tolist()
+    from tritonclient.utils import InferenceServerException
+    with pytest.raises(InferenceServerException, match="takes exactly 1") as err:
+        call(2)
+    assert err.value.status() == "400"
+
+
+def test_unload_load_keys_and_deadlines_through_the_gateway(stack, served, gateway):
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+    x = every_datatype_inputs(1)
+    control = th.InferenceServerClient(stack.url.removeprefix("http://"))
+
+    def inputs(kind):
+        out = []
+        for name, _, datatype, _ in DATATYPES:
+            out.append(kind.InferInput(name, [1, 2], datatype))
+            out[-1].set_data_from_numpy(x[name])
+        return out
+    control.unload_model("typed")
+    try:
+        with pytest.raises(InferenceServerException, match="unloaded") as err:
+            control.infer("typed", inputs(th))
+        assert err.value.status() == "503"
+    finally:
+        control.load_model("typed")
+    assert control.infer("typed", inputs(th)).as_numpy("f32_out").tolist() == x["f32"].tolist()
+    # a gRPC deadline reaches the model as v2's timeout: one already spent is refused before any compute
+    rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
+    with pytest.raises(InferenceServerException, match="deadline") as err:
+        rpc.infer("typed", inputs(tg), timeout=1)  # the server-side timeout in microseconds, as Triton has
+    assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    keyed = gateway(GATEWAY_API_KEYS="key-1", GATEWAY_RATE_LIMIT="2/minute", MAX_BODY_BYTES="4096")
+    body = requests.get(stack.url + "/api/models", timeout=10).json()
+    example = next(m["example"] for m in body["models"] if m["name"] == "typed")
+    assert keyed.post("/v2/models/typed/infer", json=example).status_code == 401
+    bearer = {"Authorization": "Bearer key-1"}
+    assert keyed.post("/v2/models/typed/infer", json=example, headers=bearer).status_code == 200
+    big = keyed.post("/v2/models/typed/infer", data=b"{" + b" " * 5000 + b"}", headers=bearer)
+    assert big.status_code == 413
+    codes = [keyed.post("/v2/models/typed/infer", json=example, headers=bearer).status_code for _ in range(2)]
+    assert codes == [200, 429]  # two a minute: the refused calls above did not count
+
+
+def test_openapi_shows_each_imported_model_with_a_working_example(stack, served):
+    spec = requests.get(stack.url + "/openapi.json", timeout=10).json()
+    op = spec["paths"]["/v2/models/keras_two/infer"]["post"]
+    assert "image FP32 [-1, 8, 8, 1]" in op["summary"] and op["tags"] == ["imported"]
+    example = op["requestBody"]["content"]["application/json"]["example"]
+    r = requests.post(stack.url + "/v2/models/keras_two/infer", json=example, timeout=30)
+    assert r.status_code == 200 and [o["name"] for o in r.json()["outputs"]] == ["class_probs", "score"]
+    assert "keras_two" in spec["paths"]["/v2/models/{name}"]["get"]["parameters"][0]["schema"]["enum"]
+
+
+def test_a_model_copied_in_answers_within_the_poll_and_leaves_when_removed(stack, served, tmp_path):
+    stack.add_model(import_onnx(every_datatype(), "late_arrival", tmp_path, "--allow-fp64"), "late_arrival")
+    try:
+        took = wait_for(stack.service_url["models"], "late_arrival", timeout=stack.POLL_SECONDS + 30)
+        assert took < stack.POLL_SECONDS + 10, took
+        body = requests.get(stack.url + "/api/models", timeout=10).json()
+        example = next(m["example"] for m in body["models"] if m["name"] == "late_arrival")
+        assert requests.post(stack.url + "/v2/models/late_arrival/infer", json=example, timeout=30).status_code == 200
+    finally:
+        shutil.rmtree(stack.repository / "late_arrival")
+    wait_for(stack.service_url["models"], "late_arrival", ready=False, timeout=stack.POLL_SECONDS + 30)
+    index = requests.post(stack.url + "/v2/repository/index", json={}, timeout=10).json()
+    assert "late_arrival" not in {m["name"] for m in index}
+
+
+def test_a_corrupted_model_is_refused_and_the_others_keep_serving(stack, served, keras_model):
+    corrupt = stack.repository / ".corrupt"
+    shutil.copytree(served["work"] / "repo" / "keras_two", corrupt)
+    graph = corrupt / "1" / "model.onnx"
+    graph.write_bytes(graph.read_bytes()[:-64] + b"\0" * 64)
+    corrupt.rename(stack.repository / "corrupt")
+    try:
+        for _ in range(100):
+            index = requests.post(stack.url + "/v2/repository/index", json={}, timeout=10).json()
+            entry = next((m for m in index if m["name"] == "corrupt"), None)
+            if entry:
+                break
+            threading.Event().wait(0.2)
+        assert entry["state"] == "UNAVAILABLE" and "sha256" in entry["reason"], entry
+        r = requests.post(stack.url + "/v2/models/corrupt/infer", json={"inputs": []}, timeout=10)
+        assert r.status_code == 503 and "sha256" in r.json()["error"], r.text
+        assert requests.get(stack.url + "/v2/health/ready", timeout=10).status_code == 200
+        x = keras_model["inputs"]
+        good = requests.post(stack.url + "/v1/models/keras_two:predict", timeout=30, json={
+            "inputs": {"image": x["image"].tolist(), "tokens": x["tokens"].tolist()}})
+        assert good.status_code == 200
+    finally:
+        shutil.rmtree(stack.repository / "corrupt")
