@@ -26,7 +26,7 @@ COPY --chown=root:root services ./services
 # the shipped models; mount a volume on /models to serve others
 COPY --chown=root:root exported_models /models
 USER 10001:10001
-EXPOSE 8080 8500 8001 9001 9002 9003 9004 9005
+EXPOSE 8080 8500 8001 9001 9002 9003 9004 9005 9006
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-m", "services.healthcheck"]
 ENTRYPOINT ["python", "-m", "services"]
@@ -54,7 +54,7 @@ RUN python3 -m venv /opt/venv \
  && rm -rf training pyproject.toml README.md
 COPY --chown=root:root exported_models /models
 USER 10001:10001
-EXPOSE 8080 8500 8001 9001 9002 9003 9004 9005
+EXPOSE 8080 8500 8001 9001 9002 9003 9004 9005 9006
 HEALTHCHECK --interval=15s --timeout=3s --start-period=90s --retries=3 \
   CMD ["python", "-m", "services.healthcheck"]
 ENTRYPOINT ["python", "-m", "services"]

@@ -29,7 +29,7 @@ def render(overlay: str) -> list[dict]:
 
 
 @pytest.mark.parametrize("overlay", ["overlays/cpu", "overlays/gpu", "overlays/queue-autoscaling", "monitoring",
-                                     "jobs"])
+                                     "jobs", "examples/models-in-image", "examples/models-on-volume"])
 def test_overlay_renders_and_validates(overlay, tmp_path):
     docs = render(overlay)
     f = tmp_path / "rendered.yaml"
@@ -48,6 +48,36 @@ def test_dockerfile_is_hadolint_clean():
         assert target in text
     assert "USER 10001" in text and "HEALTHCHECK" in text and "services.healthcheck" in text
     assert "/v2/health/live" in (ROOT / "services" / "healthcheck.py").read_text()
+
+
+def _container(docs, name):
+    return _by_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
+
+
+def test_the_two_ways_to_give_a_cluster_your_models(tmp_path):
+    """docs/deployment.md: an image FROM ours with your models copied in, or a volume on the repository; either
+    changes the models service only, and the gateway needs no edit (it routes unknown names there)."""
+    proc = subprocess.run([str(BIN / "hadolint"), "--failure-threshold", "warning",
+                           str(ROOT / "k8s" / "examples" / "models-in-image" / "Dockerfile")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    base = render("overlays/cpu")
+    image = render("examples/models-in-image")
+    assert _container(image, "models")["containers"][0]["image"] == "registry.example.com/my-models:1"
+    assert _container(image, "mnist") == _container(base, "mnist")
+    volume = render("examples/models-on-volume")
+    spec = _container(volume, "models")
+    mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "user-models")
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    repository = env.get("MODEL_REPOSITORY", "/models")  # the image's default (Dockerfile)
+    assert mount == {"name": "user-models", "mountPath": repository, "readOnly": True}
+    assert "MODEL_REPOSITORY=/models" in (ROOT / "Dockerfile").read_text()
+    claim = _by_kind(volume, "PersistentVolumeClaim")["user-models"]
+    assert next(v for v in spec["volumes"] if v["name"] == "user-models")["persistentVolumeClaim"] == {
+        "claimName": "user-models", "readOnly": True} and claim["metadata"]["namespace"] == "model-serving"
+    for docs in (image, volume):
+        backends = yaml.safe_load(_by_kind(docs, "ConfigMap")["gateway-backends"]["data"]["backends.yaml"])
+        assert backends["backends"]["models"]["imported"] is True
 
 
 def test_generated_manifests_are_up_to_date(tmp_path):

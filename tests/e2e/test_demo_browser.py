@@ -90,3 +90,25 @@ def test_gan_grid_and_interpolation(page, shots):
     page.wait_for_function("document.querySelector('#grid').naturalWidth > 100", timeout=15000)
     page.locator("#gan").screenshot(path=str(shots / "gan.png"))
     page.screenshot(path=str(shots / "page.png"), full_page=True)
+
+
+def test_imported_models_are_listed_and_answer_their_sample(page, shots, stack, tmp_path):
+    """An imported model (every datatype, made with onnx.helper) appears under "Your models" with its tensors;
+    its button sends the stored sample and shows the outputs."""
+    from tests.imported import every_datatype, import_onnx, wait_for
+    stack.add_model(import_onnx(every_datatype(), "demo_typed", tmp_path, "--allow-fp64"), "demo_typed")
+    try:
+        wait_for(stack.service_url["models"], "demo_typed", timeout=stack.POLL_SECONDS + 60)
+        page.reload()
+        card = page.locator(".imported[data-model='demo_typed']")
+        card.wait_for(timeout=15000)
+        assert card.locator("h3").text_content() == "demo_typed v1"
+        assert "text BYTES [-1, 2]" in card.locator("p").text_content()
+        card.locator("button").click()
+        out = card.locator("pre")
+        page.wait_for_function("document.querySelector(\".imported[data-model='demo_typed'] pre\")"
+                               ".textContent.includes('text_out BYTES')", timeout=15000)
+        assert "f64_out FP64 [1, 2]" in out.text_content() and "error" not in (out.get_attribute("class") or "")
+        card.screenshot(path=str(shots / "imported.png"))
+    finally:
+        shutil.rmtree(stack.repository / "demo_typed")
