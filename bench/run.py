@@ -11,17 +11,19 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import requests
 
-from bench import loadgen, peer_envs
+from bench import imported, loadgen, peer_envs
 from services.ports import StackPorts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,12 +115,11 @@ def raw_decoder(seconds: float, streams: int, rounds: int) -> dict:
 
     from modelcore.manifest import load_and_verify
     from modelcore.scheduler import Scheduler
-    from services.__main__ import ORT_THREADS
     from services.runtime.config import web_workers
-    from services.settings import ServiceSettings
+    from services.settings import SERVICE_DEFAULTS, ServiceSettings
     from services.textgen.model import Stream, TextgenServable
     saved = os.environ.get("ORT_INTRA_OP_THREADS")
-    os.environ["ORT_INTRA_OP_THREADS"] = saved or str(ORT_THREADS["textgen"])  # what the service runs with
+    os.environ["ORT_INTRA_OP_THREADS"] = saved or SERVICE_DEFAULTS["textgen"]["ORT_INTRA_OP_THREADS"]  # the service's
     ServiceSettings.load.cache_clear()  # this process's settings, as the textgen service reads them
     try:
         version = latest("textgen")
@@ -245,8 +246,11 @@ def main(argv=None) -> int:
     from training.data import load_mnist_5k
     digit = load_mnist_5k()["test"][0][0].tolist()
     body = json.dumps({"image": digit}).encode()
-    ports = {k: free_port() for k in ("naive", "naive_2w", "service", "gateway", "gateway_grpc", "textgen",
-                                      "textgen_seq")}
+    ports = {k: free_port() for k in ("naive", "naive_2w", "service", "models", "gateway", "gateway_grpc",
+                                      "textgen", "textgen_seq")}
+    # MNIST's graph imported as a generic model, for the models service (bench/imported.py)
+    imported_repo = imported.import_mnist(Path(tempfile.mkdtemp(prefix="bench-imported-")) / "repo",
+                                          load_mnist_5k()["test"][0])
     base_env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
     procs = []
     try:
@@ -259,10 +263,14 @@ def main(argv=None) -> int:
                                f"http://127.0.0.1:{ports[key]}/", logs / f"{key}.log"))
         procs.append(start([py, "-m", "services", "mnist"], {**base_env, "PORT": str(ports["service"])},
                            f"http://127.0.0.1:{ports['service']}/v2/health/ready", logs / "mnist.log"))
+        procs.append(start([py, "-m", "services", "models"], {**base_env, "PORT": str(ports["models"]),
+                                                              "MODEL_REPOSITORY": str(imported_repo.parent)},
+                           f"http://127.0.0.1:{ports['models']}/v2/health/ready", logs / "models.log"))
         procs.append(start([py, "-m", "services", "gateway"],
                            {**base_env, "GATEWAY_PORT": str(ports["gateway"]),
                             "GRPC_V2_PORT": str(ports["gateway_grpc"]), "GRPC_TFS_PORT": "0",
-                            "BACKEND_MNIST_URL": f"http://127.0.0.1:{ports['service']}"},
+                            "BACKEND_MNIST_URL": f"http://127.0.0.1:{ports['service']}",
+                            "BACKEND_MODELS_URL": f"http://127.0.0.1:{ports['models']}"},
                            f"http://127.0.0.1:{ports['gateway']}/v2/health/live", logs / "gateway.log"))
         targets = {"naive_flask": f"http://127.0.0.1:{ports['naive']}/api/mnist/predict",
                    "naive_flask_workers": f"http://127.0.0.1:{ports['naive_2w']}/api/mnist/predict",
@@ -288,6 +296,10 @@ def main(argv=None) -> int:
                                                     args.seconds)["rps"])
         print("v2 through the gateway, c=32 req/s: " + ", ".join(f"{k} {[round(x) for x in v]}"
                                                                  for k, v in v2.items()), flush=True)
+        results["imported_vs_family_c32"] = imported.rounds(f"127.0.0.1:{ports['gateway']}", image[0][2],
+                                                            args.rounds, args.seconds)
+        print(f"imported MNIST against the MNIST service, c=32 req/s: {results['imported_vs_family_c32']}",
+              flush=True)
         stop(procs)
         for name in [p_ for p_ in args.peers.split(",") if p_ and p_ != "none"]:
             peer = peer_envs.peer(name, latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
@@ -347,6 +359,7 @@ def main(argv=None) -> int:
             stop([proc])
     finally:
         stop(procs)
+        shutil.rmtree(imported_repo.parent.parent, ignore_errors=True)
     print("every service through the gateway ...", flush=True)
     results["services"] = every_service(args.seconds, logs)
     results["ratios"] = ratios(results)
@@ -438,6 +451,8 @@ def ratios(r: dict) -> dict:
     v2 = r.get("v2_grpc_vs_http_c32")
     if v2:
         out["v2_grpc_vs_http_binary_c32"] = paired_median(v2["grpc"], v2["http_binary"])
+    if r.get("imported_vs_family_c32"):
+        out.update(imported.ratios(r["imported_vs_family_c32"], r["raw_ort"]["by_batch"][64]["images_per_s"]))
     inter = r.get("textgen_interleaved")
     if inter:
         top = max(int(k.rsplit("_", 1)[1]) for k in inter)
@@ -490,6 +505,8 @@ def markdown(r: dict) -> str:
         lines += ["", "## MNIST over the v2 protocol through the gateway: gRPC against HTTP (binary tensors), c=32\n",
                   "tritonclient's asyncio client for both, one image per request, in interleaved rounds.\n"]
         lines += rounds_table("protocol", r["v2_grpc_vs_http_c32"], " req/s", 1)
+    if r.get("imported_vs_family_c32"):
+        lines += imported.markdown(r["imported_vs_family_c32"], r["raw_ort"]["by_batch"][64]["images_per_s"])
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
               f"Each client sends generations back to back for {r['seconds_per_point']:.0f} s. ",
               "`continuous`: one scheduler steps every active sequence together; `one_at_a_time`: "
