@@ -33,11 +33,13 @@ def import_mnist(repo: Path, digits: np.ndarray) -> Path:
 
 
 def rounds(gateway: str, image: np.ndarray, n: int, seconds: float) -> dict:
-    """Requests/s of the family's MNIST and the imported one, through ``gateway`` (host:port), in turn."""
+    """Requests/s of the family's MNIST and the imported one, through ``gateway`` (host:port), in turn (the first
+    of each round alternates)."""
     tensors = [("image", "FP32", image)]
     out: dict = {"family": [], "imported": [], "errors": 0}
-    for _ in range(n):
-        for key, model in (("family", "mnist"), ("imported", NAME)):
+    pair = (("family", "mnist"), ("imported", NAME))
+    for i in range(n):
+        for key, model in pair if i % 2 == 0 else pair[::-1]:  # neither always runs first
             r = loadgen.triton("http", gateway, tensors, model, 32, seconds)
             out[key].append(r["rps"])
             out["errors"] += r["errors"]
