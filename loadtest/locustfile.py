@@ -1,8 +1,8 @@
-"""Locust scenarios for every model and protocol with realistic payloads (real held-out digits, IMDB reviews,
-English sentences, prompts from ``payloads.json``). Tags select subsets (``--tags mnist v2``), weights mimic
-a mixed workload. Against any deployment: ``locust -f loadtest/locustfile.py --host https://your-gateway``;
-set ``API_KEY`` to send ``Authorization: Bearer``. ``GrpcUser`` calls the v2 protocol over gRPC with
-tritonclient (``GRPC_V2_TARGET``, default the host's name on port 8001)."""
+"""Locust scenarios for every model and protocol with realistic payloads (real held-out digits, IMDB reviews, English
+sentences, prompts from ``payloads.json``; each imported model's own stored sample). Tags select subsets (``--tags
+mnist v2``), weights mimic a mixed workload. Against any deployment: ``locust -f loadtest/locustfile.py --host
+https://your-gateway``; set ``API_KEY`` to send ``Authorization: Bearer``. ``GrpcUser`` calls the v2 protocol over
+gRPC with tritonclient (``GRPC_V2_TARGET``, default the host's name on port 8001)."""
 from __future__ import annotations
 
 import base64
@@ -29,6 +29,10 @@ class ModelUser(FastHttpUser):
     def on_start(self):
         key = os.environ.get("API_KEY")
         self.headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+        # the imported models of this deployment (python -m training import), each with its stored sample
+        models = self.client.get("/api/models", headers=self.headers, name="/api/models").json().get("models", [])
+        self.imported = {m["name"]: m["example"] for m in models
+                         if m.get("service") == "models" and m.get("state") == "AVAILABLE" and "example" in m}
 
     def post(self, path, body, name=None):
         with self.client.post(path, data=json.dumps(body), headers=self.headers, name=name or path,
@@ -121,6 +125,13 @@ class ModelUser(FastHttpUser):
     def gan_v2(self):
         self.post("/v2/models/gan/infer", {"inputs": [{"name": "latent", "datatype": "FP32", "shape": [1, 100],
                                                        "data": [random.gauss(0, 1) for _ in range(100)]}]})
+
+    @tag("imported", "v2")
+    @task(3)
+    def imported_v2(self):
+        if self.imported:  # your own models, each sent the sample it was imported with
+            name = random.choice(sorted(self.imported))
+            self.post(f"/v2/models/{name}/infer", self.imported[name], name="/v2/models/[imported]/infer")
 
     @tag("health")
     @task(1)
