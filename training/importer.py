@@ -73,8 +73,11 @@ def max_batch(sess, inputs: list[dict], outputs: list[dict], samples: dict, limi
     best, n = 1, 2
     while n <= limit:
         batch = {k: np.concatenate([v] * -(-n // rows))[:n] for k, v in samples.items()}
-        together = sess.run(None, batch)
-        alone = [sess.run(None, {k: v[i:i + 1] for k, v in batch.items()}) for i in range(n)]
+        try:
+            together = sess.run(None, batch)
+            alone = [sess.run(None, {k: v[i:i + 1] for k, v in batch.items()}) for i in range(n)]
+        except Exception:  # noqa: BLE001 - a graph that fails on a batch of n is batchable up to the last that ran
+            return best
         for j, out in enumerate(together):
             if not same(out, np.concatenate([a[j] for a in alone])):
                 return best
@@ -102,12 +105,19 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
             graph, reference = tf_source.convert(source, kind, stage / "model.onnx", custom_module)
         sess, model, inputs, outputs, opset = _checked_graph(graph, allow_fp64)
         samples = _samples(samples_file, inputs)
-        first, second = sess.run(None, samples), sess.run(None, samples)
+        try:
+            first, second = sess.run(None, samples), sess.run(None, samples)
+            parity = {"max_abs_diff": 0.0, "tolerance": tolerance, "reference": "the source itself (ONNX)"}
+            if reference is not None:
+                parity = _parity(reference, sess, samples, [t["name"] for t in outputs], tolerance, kind)
+        except ExportRefused:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the model or its source failed on these inputs
+            signature = ", ".join(f"{t['name']} {t['dtype']} {t['shape']}" for t in inputs)
+            raise ExportRefused(f"the model failed on the samples ({str(exc).strip().splitlines()[0][:300]}): give "
+                                f"--samples with arrays the model takes (inputs: {signature})") from None
         if not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True)):
             raise ExportRefused("two runs on the same samples answered differently: remove the model's randomness")
-        parity = {"max_abs_diff": 0.0, "tolerance": tolerance, "reference": "the source itself (ONNX)"}
-        if reference is not None:
-            parity = _parity(reference, sess, samples, [t["name"] for t in outputs], tolerance, kind)
         batch = max_batch(sess, inputs, outputs, samples, limit)
         print(f"[import] {name}: max_batch_size {batch}" + (" (a fixed first dimension, or rows that depend on "
                                                              "each other: served unbatched)" if batch == 0 else ""),

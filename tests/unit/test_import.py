@@ -175,3 +175,12 @@ def test_an_unregistered_custom_layer_is_named_with_the_fix(keras_sources, tmp_p
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "custom layer 'NumpyDouble' cannot be loaded" in proc.stdout, proc.stdout
     assert "--custom-module" in proc.stdout and not (tmp_path / "mine").exists()
+
+
+def test_samples_the_model_cannot_take_are_refused_naming_the_inputs(tmp_path, capsys):
+    samples = tmp_path / "s.npz"
+    np.savez(samples, image=np.zeros((2, 4, 4, 1), np.float32), ids=np.zeros((2, 5), np.int64))  # ids: 3 wide
+    code, root = run(tmp_path, two_in_two_out(), "--samples", str(samples))
+    out = capsys.readouterr().out
+    assert code == 1 and "the model failed on the samples" in out and "ids int64 [-1, 3]" in out, out
+    assert not root.exists() or not any(root.iterdir())
