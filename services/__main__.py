@@ -1,6 +1,7 @@
 """``python -m services NAME``: run one service (or the gateway) under gunicorn with its default port.
 
-NAME: mnist (9001), sentiment (9002), translation (9003), textgen (9004), gan (9005), gateway (8080).
+NAME: mnist (9001), sentiment (9002), translation (9003), textgen (9004), gan (9005), models (9006: the imported
+models), gateway (8080).
 The port comes from PORT (or GATEWAY_PORT for the gateway) when set.
 """
 from __future__ import annotations

@@ -67,7 +67,7 @@ class ProcessSettings(_FromEnv):
     host: str | None = setting("HOST", None, "bind address", shown="0.0.0.0 (`make serve`: 127.0.0.1)")
     port: int | None = setting("PORT", None, "service port (`GATEWAY_PORT` for the gateway; `make serve` numbers the "
                                "services from `SERVICE_BASE_PORT`, 9001)",
-                               shown="mnist 9001 ... gan 9005")
+                               shown="mnist 9001 ... gan 9005, models 9006")
     gateway_port: int = setting("GATEWAY_PORT", catalog.GATEWAY_PORT, "gateway port")
     base_port: int = setting("SERVICE_BASE_PORT", catalog.SERVICES[0].port, "`make serve`: the first service's "
                              "port (mnist); the others follow")
@@ -164,8 +164,9 @@ class ServiceSettings(_FromEnv):
 class GatewaySettings(_FromEnv):
     """The gateway (read when its app is made)."""
     backends_file: Path | None = setting("GATEWAY_BACKENDS_FILE", None, "YAML backend map (`url`, `models`, "
-                                         "`routes`); `BACKEND_<NAME>_URL` overrides one backend's URL",
-                                         shown="built in: 127.0.0.1:9001-9005")
+                                         "`routes`, and `imported: true` on the backend that gets every model no "
+                                         "other names); `BACKEND_<NAME>_URL` overrides one backend's URL",
+                                         shown="built in: 127.0.0.1:9001-9006")
     api_keys: str = setting("GATEWAY_API_KEYS", "", "Bearer keys, comma-separated (none: open)", shown="none")
     api_keys_file: Path | None = setting("GATEWAY_API_KEYS_FILE", None, "Bearer keys, one per line", shown="none")
     rate_limit: str = setting("GATEWAY_RATE_LIMIT", "", "e.g. `100/second`, per API key (else client address)",
