@@ -62,6 +62,7 @@ class ModelRepository:
         self.unloaded: set[str] = set()  # explicitly unloaded models, as last read from control_file
         self._control_stamp: tuple = ()
         self._sync_lock = threading.RLock()
+        self._refresh_lock = threading.RLock()
         self.factories = factories          # model name -> Servable class
         self.loaded: dict[str, dict[int, Servable]] = {n: {} for n in factories}
         self.failed: dict[tuple[str, int], str] = {}     # (name, version) -> why it was refused
@@ -84,7 +85,11 @@ class ModelRepository:
         """Load new versions, unload removed ones (and every version of an explicitly unloaded model). Safe to
         call from any thread."""
         if read_control:
-            self.sync()
+            self.sync()  # before the refresh lock: sync takes its own lock first, then refreshes (same order)
+        with self._refresh_lock:  # one at a time (the poll, a load request): a version is loaded once, never twice
+            self._refresh(only)
+
+    def _refresh(self, only: str | None) -> None:
         departed = self._rediscover() if self.discover is not None and only is None else []
         for name, factory in self.factories.items():
             held = self.loaded.get(name)

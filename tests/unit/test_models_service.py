@@ -1,0 +1,67 @@
+"""The models service on a repository of its own (Flask's test client, the poll called by hand): it finds every
+imported model, leaves the families' models to their services, refuses what is not an imported model or fails
+its checks without losing readiness, and lets a removed model go."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import REPO, latest
+from tests.imported import every_datatype, import_onnx
+
+
+@pytest.fixture()
+def service(tmp_path, monkeypatch):
+    repo = tmp_path / "repository"
+    repo.mkdir()
+    (repo / "mnist").symlink_to(REPO / "mnist")  # a family's model: its own service serves it, not this one
+    monkeypatch.setenv("MODEL_REPOSITORY", str(repo))
+    from services.models.app import create_app
+    app = create_app(poll=False)
+    yield repo, app.extensions["repository"], app.test_client()
+    app.extensions["repository"].close()
+
+
+def index(client) -> dict:
+    return {(m["name"], m["version"]): m for m in client.post("/v2/repository/index", json={}).json}
+
+
+def test_models_come_and_go_with_their_folders(service, tmp_path):
+    repo, repository, client = service
+    assert client.get("/v2/health/ready").status_code == 200 and index(client) == {}  # nothing imported: ready
+    shutil.copytree(import_onnx(every_datatype(), "typed", tmp_path, "--allow-fp64"), repo / "typed")
+    repository.refresh()
+    assert list(index(client)) == [("typed", "1")]  # mnist is not this service's
+    body = {"inputs": [{"name": "i64", "datatype": "INT64", "shape": [1, 2], "data": [3, 4]}]}
+    r = client.post("/v2/models/typed/infer", json=body)
+    assert r.status_code == 400 and "needs input" in r.json["error"]  # every input is required
+    example = client.get("/api/models").json["models"][0]["example"]
+    r = client.post("/v2/models/typed/infer", json=example)
+    assert r.status_code == 200 and len(r.json["outputs"]) == 10
+    shutil.rmtree(repo / "typed")
+    repository.refresh()
+    assert index(client) == {}
+    r = client.post("/v2/models/typed/infer", json=example)
+    assert r.status_code == 404 and r.json["error"] == "model 'typed' is not served here (models: [])"
+
+
+def test_what_is_not_an_imported_model_or_fails_its_checks_is_refused_and_reported(service, tmp_path):
+    repo, repository, client = service
+    family = repo / "mnist_copy" / "1"
+    shutil.copytree(latest("mnist"), family)
+    manifest = json.loads((family / "manifest.json").read_text())
+    (family / "manifest.json").write_text(json.dumps({**manifest, "name": "mnist_copy"}))
+    tampered = repo / "tampered"
+    shutil.copytree(import_onnx(every_datatype(), "tampered", tmp_path, "--allow-fp64"), tampered)
+    with open(tampered / "1" / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    repository.refresh()
+    found = index(client)
+    assert found[("mnist_copy", "1")]["state"] == "UNAVAILABLE"
+    assert "image-classification model, not an imported one" in found[("mnist_copy", "1")]["reason"]
+    assert "sha256" in found[("tampered", "1")]["reason"]
+    assert client.get("/v2/health/ready").status_code == 200  # a broken import does not take the others out
+    r = client.post("/v2/models/tampered/infer", json={"inputs": []})
+    assert r.status_code == 503 and "version 1 was refused" in r.json["error"] and "sha256" in r.json["error"]
