@@ -225,6 +225,9 @@ class ModelRepository:
 
     def check_name(self, name: str) -> None:
         if name not in self.factories:
+            if self.discover is not None:  # the imported models' service: the gateway sends it every other name
+                raise NotFound(f"model '{name}' is neither a shipped nor an imported model (imported: "
+                               f"{sorted(self.factories) or 'none'}; every model: GET /api/models)", field="model")
             raise NotFound(f"model '{name}' is not served here (models: {sorted(self.factories)})", field="model")
 
     def get(self, name: str, version: str | int | None = None) -> Servable:

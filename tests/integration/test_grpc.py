@@ -104,7 +104,7 @@ def test_grpc_and_http_give_the_same_answers(stack, triton, model):
 def test_v2_errors_carry_the_http_message_and_the_right_code(triton):
     with pytest.raises(InferenceServerException) as e:
         triton.infer("nosuch", [image_input(np.zeros((1, 28, 28, 1), np.float32))])
-    assert e.value.status() == "StatusCode.NOT_FOUND" and "not served here" in e.value.message()
+    assert e.value.status() == "StatusCode.NOT_FOUND" and "neither a shipped nor an imported model" in e.value.message()
     with pytest.raises(InferenceServerException) as e:
         triton.infer("mnist", [image_input(np.zeros((1, 5), np.float32))])
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "image" in e.value.message()

@@ -124,6 +124,7 @@ def keras_sources(tmp_path_factory):
     x = keras.Input((3,), name="x")
     model = keras.Model(x, keras.layers.Dense(2, name="y")(keras.layers.Dense(4, activation="relu")(x)))
     model.save(d / "plain.keras")
+    model.save(d / "plain.h5")  # the legacy HDF5 format, which Keras 3 still reads
     custom = keras.Model(x, NumpyDouble(name="doubler")(x))
     custom.save(d / "custom.keras")
     image = keras.Input((8, 8, 1), name="image")  # enough arithmetic that ONNX Runtime rounds unlike TensorFlow
@@ -132,14 +133,15 @@ def keras_sources(tmp_path_factory):
     return d
 
 
-def test_a_keras_model_is_converted_and_checked_against_keras(tmp_path, capsys, keras_sources):
-    code = importer.main(["plain", str(keras_sources / "plain.keras"), "--out", str(tmp_path)])
+@pytest.mark.parametrize("source", ["plain.keras", "plain.h5"])
+def test_a_keras_model_is_converted_and_checked_against_keras(tmp_path, capsys, keras_sources, source):
+    code = importer.main(["plain", str(keras_sources / source), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0 and "parity with the keras source" in out, out
     m = load_and_verify(tmp_path / "plain" / "1")
     assert m["parity"]["reference"] == "the keras source" and m["parity"]["max_abs_diff"] <= 1e-4
     assert m["parity"]["batch_sizes"] == [1, 4] and m["graphs"]["model"]["outputs"][0]["name"] == "y"
-    assert m["libraries"]["tf2onnx"] and m["data"]["source"] == "plain.keras"
+    assert m["libraries"]["tf2onnx"] and m["data"]["source"] == source
 
 
 @pytest.mark.parametrize("source, extra, why", [

@@ -44,7 +44,8 @@ def test_models_come_and_go_with_their_folders(service, tmp_path):
     repository.refresh()
     assert index(client) == {}
     r = client.post("/v2/models/typed/infer", json=example)
-    assert r.status_code == 404 and r.json["error"] == "model 'typed' is not served here (models: [])"
+    assert r.status_code == 404 and r.json["error"] == ("model 'typed' is neither a shipped nor an imported model "
+                                                        "(imported: none; every model: GET /api/models)")
 
 
 def test_what_is_not_an_imported_model_or_fails_its_checks_is_refused_and_reported(service, tmp_path):
