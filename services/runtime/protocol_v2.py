@@ -72,11 +72,10 @@ def model_config(name, version=None):
     s = _servable(name, version)
     # Triton's convention: with max_batch_size 0 (a model not batched) the dims include the first dimension
     first = 1 if s.batching["max_batch_size"] > 0 else 0
+    batching = {"dynamic_batching": {"max_queue_delay_microseconds": int(s.batching["max_queue_delay_ms"] * 1000),
+                                     "preferred_batch_size": [s.batching["max_batch_size"]]}} if first else {}
     return json_response({"name": s.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
-                          "max_batch_size": LIMITS["max_batch_items"] if first else 0,
-                          "dynamic_batching": {
-                              "max_queue_delay_microseconds": int(s.batching["max_queue_delay_ms"] * 1000),
-                              "preferred_batch_size": [s.batching["max_batch_size"]]},
+                          "max_batch_size": LIMITS["max_batch_items"] if first else 0, **batching,
                           "input": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"
                                      else f"TYPE_{t.datatype}", "dims": list(t.shape[first:])} for t in s.inputs],
                           "output": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"

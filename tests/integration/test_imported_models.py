@@ -147,6 +147,7 @@ def test_metadata_config_status_and_statistics_on_every_api(stack, served):
     assert config["max_batch_size"] > 0 and config["input"][0]["dims"] == [8, 8, 1]
     fixed = requests.get(stack.url + "/v2/models/fixed_one/config", timeout=10).json()
     assert fixed["max_batch_size"] == 0 and fixed["input"][0]["dims"] == [1, 2]  # Triton: dims then hold the batch
+    assert "dynamic_batching" not in fixed and config["dynamic_batching"]["preferred_batch_size"] == [64]
     v1 = requests.get(stack.url + "/v1/models/keras_two/metadata", timeout=10).json()
     assert set(v1["metadata"]["signature_def"]["signature_def"]["serving_default"]["inputs"]) == {"image", "tokens"}
     with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_tfs_port}") as channel:
