@@ -80,14 +80,20 @@ def parity(keras_fn, onnx_path: Path, feeds: list[dict], output_names: list[str]
     return result
 
 
-def tensor_meta(sess) -> tuple[list, list]:
-    """Input/output descriptions (name, dtype, shape with -1 for dynamic dims) read from an ORT session."""
-    conv = {"tensor(float)": "float32", "tensor(int64)": "int64", "tensor(int32)": "int32",
-            "tensor(double)": "float64", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
-            "tensor(bool)": "bool", "tensor(string)": "string"}
+# ONNX Runtime's tensor types -> the manifest's dtypes (every one the services serve)
+ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+              "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32", "tensor(int64)": "int64",
+              "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "string"}
 
+
+def tensor_meta(sess) -> tuple[list, list]:
+    """Input/output descriptions (name, dtype, shape with -1 for dynamic dims) read from an ORT session; a type
+    the services do not serve is refused."""
     def desc(x):
-        return {"name": x.name, "dtype": conv[x.type],
+        if x.type not in ORT_DTYPES:
+            raise ExportRefused(f"tensor '{x.name}' has type {x.type}, which is not served; use one of "
+                                f"{sorted(set(ORT_DTYPES.values()))}")
+        return {"name": x.name, "dtype": ORT_DTYPES[x.type],
                 "shape": [d if isinstance(d, int) else -1 for d in x.shape]}
     return [desc(x) for x in sess.get_inputs()], [desc(x) for x in sess.get_outputs()]
 

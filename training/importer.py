@@ -23,27 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from modelcore.manifest import SCHEMA, sha256_file
-from training.export import ExportRefused, next_version, staging_dir, write_version
+from training.export import ExportRefused, next_version, staging_dir, tensor_meta, write_version
 
-# ONNX tensor element types -> (manifest dtype, v2 datatype)
-ELEM_TYPES = {1: ("float32", "FP32"), 10: ("float16", "FP16"), 11: ("float64", "FP64"), 2: ("uint8", "UINT8"),
-              3: ("int8", "INT8"), 5: ("int16", "INT16"), 6: ("int32", "INT32"), 7: ("int64", "INT64"),
-              9: ("bool", "BOOL"), 8: ("string", "BYTES")}
 TOLERANCE = 1e-4
 NAME = SCHEMA["properties"]["name"]["pattern"]
-
-
-def tensors(value_infos) -> list[dict]:
-    """The graph's inputs or outputs as the manifest records them: names, dtypes, shapes with -1."""
-    out = []
-    for v in value_infos:
-        t = v.type.tensor_type
-        if t.elem_type not in ELEM_TYPES:
-            raise ExportRefused(f"tensor '{v.name}' has ONNX element type {t.elem_type}, which is not served; "
-                                f"use one of {sorted(d for d, _ in ELEM_TYPES.values())}")
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in t.shape.dim]
-        out.append({"name": v.name, "dtype": ELEM_TYPES[t.elem_type][0], "shape": dims})
-    return out
 
 
 def drawn_samples(inputs: list[dict], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -103,7 +86,7 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
         if kind != "onnx":
             from training import tf_source
             graph, reference = tf_source.convert(source, kind, stage / "model.onnx", custom_module)
-        sess, model, inputs, outputs, opset = _checked_graph(graph, allow_fp64)
+        sess, inputs, outputs, opset = _checked_graph(graph, allow_fp64)
         samples = _samples(samples_file, inputs)
         try:
             first, second = sess.run(None, samples), sess.run(None, samples)
@@ -166,14 +149,12 @@ def _checked_graph(path: Path, allow_fp64: bool):
     except Exception as exc:  # noqa: BLE001
         raise ExportRefused(f"ONNX Runtime {ort.__version__} cannot load {path} (opset {opset}): {exc}; export "
                             "with an opset it supports") from None
-    initializers = {i.name for i in model.graph.initializer}
-    inputs = tensors([v for v in model.graph.input if v.name not in initializers])
-    outputs = tensors(model.graph.output)
+    inputs, outputs = tensor_meta(sess)
     for t in inputs:
         if t["dtype"] == "float64" and not allow_fp64:
             raise ExportRefused(f"float64 input '{t['name']}': cast it to float32 in the model, or keep it with "
                                 "--allow-fp64 and clients must send FP64")
-    return sess, model, inputs, outputs, opset
+    return sess, inputs, outputs, opset
 
 
 def _samples(samples_file: Path | None, inputs: list[dict]) -> dict[str, np.ndarray]:
