@@ -70,24 +70,26 @@ class Control:
         assert isinstance(exc, ApiError)
         return json_response(exc.body(), exc.status)
 
+    async def call(self, request: Request, backend, method: str, path: str, timeout: float = 1.0,
+                   body: bytes = b"") -> tuple[str, int, object]:
+        """One call to a backend, with this request's id -> (backend, status, JSON body or error)."""
+        headers = [(b"X-Request-ID", request.scope["gateway.request"].request_id.encode())]
+        try:
+            r = await self.gw.upstream.request(backend, method, path.encode(), headers, body, timeout=timeout)
+            data = await asyncio.wait_for(r.read(), timeout)
+            return backend.name, r.status, (orjson.loads(data) if data else None)
+        except ApiError as exc:
+            return backend.name, exc.status, {"error": exc.message}
+        except orjson.JSONDecodeError:
+            return backend.name, 502, {"error": "backend answered with invalid JSON"}
+        except (TimeoutError, ConnectionError) as exc:
+            return backend.name, 504, {"error": f"backend failed: {exc or type(exc).__name__}"}
+
     async def fan_out(self, request: Request, method: str, path: str, timeout: float = 1.0,
                       body: bytes = b"") -> list[tuple[str, int, object]]:
         """The same call to every backend at once -> [(backend, status, JSON body or error)]."""
-        rid = request.scope["gateway.request"].request_id
-        headers = [(b"X-Request-ID", rid.encode())]
-
-        async def one(b):
-            try:
-                r = await self.gw.upstream.request(b, method, path.encode(), headers, body, timeout=timeout)
-                data = await asyncio.wait_for(r.read(), timeout)
-                return b.name, r.status, (orjson.loads(data) if data else None)
-            except ApiError as exc:
-                return b.name, exc.status, {"error": exc.message}
-            except orjson.JSONDecodeError:
-                return b.name, 502, {"error": "backend answered with invalid JSON"}
-            except (TimeoutError, ConnectionError) as exc:
-                return b.name, 504, {"error": f"backend failed: {exc or type(exc).__name__}"}
-        return list(await asyncio.gather(*(one(b) for b in self.gw.router.backends.values())))
+        return list(await asyncio.gather(*(self.call(request, b, method, path, timeout, body)
+                                           for b in self.gw.router.backends.values())))
 
     async def healthz(self, request: Request) -> Response:
         """The gateway itself (its probes in Kubernetes): up whatever its backends are doing, so one model's
@@ -161,12 +163,8 @@ class Control:
         backend = self.gw.router.imported
         if backend is None:
             return []
-        rid = request.scope["gateway.request"].request_id
-        try:
-            r = await self.gw.upstream.request(backend, "GET", b"/api/models", [(b"X-Request-ID", rid.encode())],
-                                               b"", timeout=2.0)
-            body = orjson.loads(await asyncio.wait_for(r.read(), 2.0))
-        except (ApiError, TimeoutError, ConnectionError, orjson.JSONDecodeError):
+        _, status, body = await self.call(request, backend, "GET", "/api/models", timeout=2.0)
+        if status != 200 or not isinstance(body, dict):
             return []
         newest: dict[str, dict] = {}  # the entries come newest version first
         for m in body.get("models", []):
