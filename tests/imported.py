@@ -9,6 +9,7 @@ import onnx
 import requests
 from onnx import TensorProto, helper
 
+from services.v2_tensors import NP_TO_V2
 from training import importer
 
 # every datatype the v2 protocol and ONNX share: (input name, ONNX type, v2 datatype, numpy dtype)
@@ -40,6 +41,20 @@ def every_datatype_inputs(rows: int) -> dict[str, np.ndarray]:
             out[name] = rng.standard_normal((rows, 2)).astype(dtype)
         else:
             out[name] = rng.integers(0, 100, (rows, 2)).astype(dtype)
+    return out
+
+
+def triton_inputs(client, arrays: dict[str, np.ndarray], binary: bool = True) -> list:
+    """tritonclient's InferInput (``client``: ``tritonclient.http`` or ``.grpc``) for each named array, its datatype
+    read from its dtype; binary tensors unless ``binary`` is False (JSON, over HTTP)."""
+    out = []
+    for name, arr in arrays.items():
+        datatype = "BYTES" if arr.dtype == object else NP_TO_V2[arr.dtype.name]
+        out.append(client.InferInput(name, list(arr.shape), datatype))
+        if binary:
+            out[-1].set_data_from_numpy(arr)
+        else:
+            out[-1].set_data_from_numpy(arr, binary_data=False)
     return out
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.imported import DATATYPES, every_datatype, every_datatype_inputs, import_onnx, wait_for
+from tests.imported import DATATYPES, every_datatype, every_datatype_inputs, import_onnx, triton_inputs, wait_for
 from training import importer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -84,21 +84,14 @@ def test_keras_model_answers_as_keras_on_triton_and_tf_serving_clients(stack, se
     x, expected = keras_model["inputs"], keras_model["expected"]
     host = stack.url.removeprefix("http://")
     http = th.InferenceServerClient(host)
-    inputs = [th.InferInput("image", list(x["image"].shape), "FP32"),
-              th.InferInput("tokens", list(x["tokens"].shape), "INT64")]
-    inputs[0].set_data_from_numpy(x["image"])  # binary tensors, tritonclient's default
-    inputs[1].set_data_from_numpy(x["tokens"])
+    inputs = triton_inputs(th, x)  # binary tensors, tritonclient's default
     r = http.infer("keras_two", inputs, outputs=[th.InferRequestedOutput(n) for n in expected])
     close({n: r.as_numpy(n) for n in expected}, expected)
     only = http.infer("keras_two", inputs, outputs=[th.InferRequestedOutput("score")])  # output selection
     assert [o["name"] for o in only.get_response()["outputs"]] == ["score"]
 
     rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
-    ginputs = [tg.InferInput("image", list(x["image"].shape), "FP32"),
-               tg.InferInput("tokens", list(x["tokens"].shape), "INT64")]
-    ginputs[0].set_data_from_numpy(x["image"])
-    ginputs[1].set_data_from_numpy(x["tokens"])
-    r = rpc.infer("keras_two", ginputs)
+    r = rpc.infer("keras_two", triton_inputs(tg, x))
     close({n: r.as_numpy(n) for n in expected}, expected)
 
     rows = requests.post(stack.url + "/v1/models/keras_two:predict", timeout=30, json={"instances": [
@@ -125,11 +118,7 @@ def test_the_savedmodel_source_answers_the_same(stack, served, keras_model):
     client = th.InferenceServerClient(stack.url.removeprefix("http://"))
     meta = client.get_model_metadata("saved_two")
     assert sorted(t["name"] for t in meta["inputs"]) == ["image", "tokens"]
-    inputs = [th.InferInput("image", list(x["image"].shape), "FP32"),
-              th.InferInput("tokens", list(x["tokens"].shape), "INT64")]
-    inputs[0].set_data_from_numpy(x["image"], binary_data=False)  # JSON this time
-    inputs[1].set_data_from_numpy(x["tokens"], binary_data=False)
-    r = client.infer("saved_two", inputs)
+    r = client.infer("saved_two", triton_inputs(th, x, binary=False))  # JSON this time
     # a Keras SavedModel names its outputs output_0, output_1 in the order of the model's outputs
     close({"class_probs": r.as_numpy("output_0"), "score": r.as_numpy("output_1")}, expected)
 
@@ -171,12 +160,8 @@ def test_every_datatype_round_trips_binary_and_json(stack, served):
     x = every_datatype_inputs(3)
     for binary in (True, False):
         client = th.InferenceServerClient(stack.url.removeprefix("http://"))
-        inputs = []
-        for name, _, datatype, _ in DATATYPES:
-            inputs.append(th.InferInput(name, list(x[name].shape), datatype))
-            inputs[-1].set_data_from_numpy(x[name], binary_data=binary)
-        r = client.infer("typed", inputs, outputs=[th.InferRequestedOutput(f"{n}_out", binary_data=binary)
-                                                   for n, *_ in DATATYPES])
+        r = client.infer("typed", triton_inputs(th, x, binary),
+                         outputs=[th.InferRequestedOutput(f"{n}_out", binary_data=binary) for n, *_ in DATATYPES])
         for name, _, datatype, _ in DATATYPES:
             got = r.as_numpy(f"{name}_out")
             if datatype == "BYTES":
@@ -184,11 +169,7 @@ def test_every_datatype_round_trips_binary_and_json(stack, served):
                                dtype=object).reshape(got.shape)
             np.testing.assert_array_equal(got, x[name], err_msg=f"{name} binary={binary}")
     rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
-    inputs = [tg.InferInput("text", [3, 2], "BYTES")] + [
-        tg.InferInput(n, [3, 2], t) for n, _, t, _ in DATATYPES if n != "text"]
-    for i in inputs:
-        i.set_data_from_numpy(x[i.name()])
-    np.testing.assert_array_equal(rpc.infer("typed", inputs).as_numpy("text_out"), x["text"])
+    np.testing.assert_array_equal(rpc.infer("typed", triton_inputs(tg, x)).as_numpy("text_out"), x["text"])
 
 
 def test_concurrent_requests_are_batched(stack, served, keras_model):
@@ -224,11 +205,7 @@ def test_a_fixed_batch_dimension_serves_exactly_that_batch(stack, served):
     client = th.InferenceServerClient(stack.url.removeprefix("http://"))
 
     def call(rows):
-        inputs = []
-        for name, _, datatype, _ in DATATYPES:
-            inputs.append(th.InferInput(name, [rows, 2], datatype))
-            inputs[-1].set_data_from_numpy(x[name][:rows])
-        return client.infer("fixed_one", inputs)
+        return client.infer("fixed_one", triton_inputs(th, {k: v[:rows] for k, v in x.items()}))
     assert call(1).as_numpy("i64_out").tolist() == x["i64"][:1].tolist()
     from tritonclient.utils import InferenceServerException
     with pytest.raises(InferenceServerException, match="takes exactly 1") as err:
@@ -243,24 +220,18 @@ def test_unload_load_keys_and_deadlines_through_the_gateway(stack, served, gatew
     x = every_datatype_inputs(1)
     control = th.InferenceServerClient(stack.url.removeprefix("http://"))
 
-    def inputs(kind):
-        out = []
-        for name, _, datatype, _ in DATATYPES:
-            out.append(kind.InferInput(name, [1, 2], datatype))
-            out[-1].set_data_from_numpy(x[name])
-        return out
     control.unload_model("typed")
     try:
         with pytest.raises(InferenceServerException, match="unloaded") as err:
-            control.infer("typed", inputs(th))
+            control.infer("typed", triton_inputs(th, x))
         assert err.value.status() == "503"
     finally:
         control.load_model("typed")
-    assert control.infer("typed", inputs(th)).as_numpy("f32_out").tolist() == x["f32"].tolist()
+    assert control.infer("typed", triton_inputs(th, x)).as_numpy("f32_out").tolist() == x["f32"].tolist()
     # a gRPC deadline reaches the model as v2's timeout: one already spent is refused before any compute
     rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
     with pytest.raises(InferenceServerException, match="deadline") as err:
-        rpc.infer("typed", inputs(tg), timeout=1)  # the server-side timeout in microseconds, as Triton has
+        rpc.infer("typed", triton_inputs(tg, x), timeout=1)  # the server-side timeout in microseconds, as Triton has
     assert err.value.status() == "StatusCode.DEADLINE_EXCEEDED"
     keyed = gateway(GATEWAY_API_KEYS="key-1", GATEWAY_RATE_LIMIT="2/minute", MAX_BODY_BYTES="4096")
     body = requests.get(stack.url + "/api/models", timeout=10).json()
