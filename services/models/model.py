@@ -37,32 +37,32 @@ class GenericServable(Servable):
         # every model gets a batcher: its queue, limits, metrics and statistics; max_batch_size 0 runs requests
         # one at a time, as the import found its rows are not independent (or its first dimension is fixed)
         self.run = self.batcher(GRAPH, self.output_names)
-        self.samples = self._samples()
+        self.sample = self._first_sample()
 
-    def _samples(self) -> dict[str, np.ndarray]:
+    def _first_sample(self) -> dict[str, np.ndarray]:
+        """The stored samples' first row (all rows of a fixed batch): what warms up and makes the example."""
         name = self.manifest["preprocessing"].get("samples")
         if not name:
             return {}
+        rows = max(self.inputs[0].shape[0], 1)
         with np.load(self.dir / name, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+            return {k: f[k][:rows] for k in f.files}
 
     def warm_up(self) -> None:
-        if self.samples:
-            fixed = next(iter(self.inputs)).shape[0]
-            rows = fixed if fixed > 0 else 1
-            self.infer({k: v[:rows] for k, v in self.samples.items()}, {})
+        if self.sample:
+            self.infer(self.sample, {})
 
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
         feeds = {k: _text(v, k) if v.dtype == object else v for k, v in inputs.items()}
         return self.run(feeds)
 
     def example(self) -> dict:
-        """A v2 infer request of the first stored sample (its first row, or all rows of a fixed batch)."""
+        """A v2 infer request of the first stored sample."""
         body = []
         for t in self.inputs:
-            if t.name not in self.samples:
+            if t.name not in self.sample:
                 continue
-            arr = self.samples[t.name][:t.shape[0] if t.shape[0] > 0 else 1]
+            arr = self.sample[t.name]
             data = [x.decode() if isinstance(x, bytes) else x for x in arr.reshape(-1).tolist()]
             body.append({"name": t.name, "shape": list(arr.shape), "datatype": t.datatype, "data": data})
         return {"inputs": body}
