@@ -20,16 +20,25 @@ from bench import loadgen
 NAME = "mnist_generic"
 
 
-def import_mnist(repo: Path, digits: np.ndarray) -> Path:
-    """The shipped MNIST graph through the import command, with real digits as its samples."""
+def import_mnist(workdir: Path, digits: np.ndarray) -> Path:
+    """The shipped MNIST graph through the import command, with real digits as its samples, into a repository
+    in ``workdir`` -> that repository."""
     from bench.run import latest
     from training import importer
-    samples = repo.parent / "mnist-samples.npz"
+    samples, repo = workdir / "mnist-samples.npz", workdir / "repo"
     np.savez(samples, image=(digits[:4, ..., None] / 255.0).astype(np.float32))
     code = importer.main([NAME, str(latest("mnist") / "model.onnx"), "--samples", str(samples), "--out", str(repo)])
     if code != 0:
         raise RuntimeError("the import of MNIST's graph was refused")
-    return repo / NAME
+    return repo
+
+
+def start_models_service(repo: Path, port: int, env: dict, log: Path):
+    """The models service on ``repo``, ready."""
+    from bench.run import start
+    return start([sys.executable, "-m", "services", "models"],
+                 {**env, "PORT": str(port), "MODEL_REPOSITORY": str(repo)}, f"http://127.0.0.1:{port}/v2/health/ready",
+                 log)
 
 
 def rounds(gateway: str, image: np.ndarray, n: int, seconds: float) -> dict:
@@ -81,8 +90,7 @@ def main(argv=None) -> int:
     raw = raw_ort(3, "cpu")["by_batch"][64]["images_per_s"]
     py = sys.executable
     with tempfile.TemporaryDirectory(prefix="bench-imported-") as tmp:
-        repo = Path(tmp) / "repo"
-        import_mnist(repo, digits)
+        repo = import_mnist(Path(tmp), digits)
         ports = StackPorts.free()
         env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
         mnist, models, gateway = ports.base, ports.base + 1, ports.gateway
@@ -90,9 +98,7 @@ def main(argv=None) -> int:
         try:
             procs.append(start([py, "-m", "services", "mnist"], {**env, "PORT": str(mnist)},
                                f"http://127.0.0.1:{mnist}/v2/health/ready", Path(tmp) / "mnist.log"))
-            procs.append(start([py, "-m", "services", "models"], {**env, "PORT": str(models),
-                                                                  "MODEL_REPOSITORY": str(repo)},
-                               f"http://127.0.0.1:{models}/v2/health/ready", Path(tmp) / "models.log"))
+            procs.append(start_models_service(repo, models, env, Path(tmp) / "models.log"))
             procs.append(start([py, "-m", "services", "gateway"],
                                {**env, "GATEWAY_PORT": str(gateway), "GRPC_V2_PORT": "0", "GRPC_TFS_PORT": "0",
                                 "BACKEND_MNIST_URL": f"http://127.0.0.1:{mnist}",

@@ -249,8 +249,8 @@ def main(argv=None) -> int:
     ports = {k: free_port() for k in ("naive", "naive_2w", "service", "models", "gateway", "gateway_grpc",
                                       "textgen", "textgen_seq")}
     # MNIST's graph imported as a generic model, for the models service (bench/imported.py)
-    imported_repo = imported.import_mnist(Path(tempfile.mkdtemp(prefix="bench-imported-")) / "repo",
-                                          load_mnist_5k()["test"][0])
+    imported_work = Path(tempfile.mkdtemp(prefix="bench-imported-"))
+    imported_repo = imported.import_mnist(imported_work, load_mnist_5k()["test"][0])
     base_env = {"MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "WARNING"}
     procs = []
     try:
@@ -263,9 +263,7 @@ def main(argv=None) -> int:
                                f"http://127.0.0.1:{ports[key]}/", logs / f"{key}.log"))
         procs.append(start([py, "-m", "services", "mnist"], {**base_env, "PORT": str(ports["service"])},
                            f"http://127.0.0.1:{ports['service']}/v2/health/ready", logs / "mnist.log"))
-        procs.append(start([py, "-m", "services", "models"], {**base_env, "PORT": str(ports["models"]),
-                                                              "MODEL_REPOSITORY": str(imported_repo.parent)},
-                           f"http://127.0.0.1:{ports['models']}/v2/health/ready", logs / "models.log"))
+        procs.append(imported.start_models_service(imported_repo, ports["models"], base_env, logs / "models.log"))
         procs.append(start([py, "-m", "services", "gateway"],
                            {**base_env, "GATEWAY_PORT": str(ports["gateway"]),
                             "GRPC_V2_PORT": str(ports["gateway_grpc"]), "GRPC_TFS_PORT": "0",
@@ -359,7 +357,7 @@ def main(argv=None) -> int:
             stop([proc])
     finally:
         stop(procs)
-        shutil.rmtree(imported_repo.parent.parent, ignore_errors=True)
+        shutil.rmtree(imported_work, ignore_errors=True)
     print("every service through the gateway ...", flush=True)
     results["services"] = every_service(args.seconds, logs)
     results["ratios"] = ratios(results)
