@@ -11,15 +11,16 @@ from pathlib import Path
 
 import jsonschema
 
+from modelcore.datatypes import MANIFEST_NAMES
+
 SCHEMA_VERSION = 1
-DTYPES = ["float32", "float16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool", "string"]
 
 _TENSOR = {
     "type": "object",
     "required": ["name", "dtype", "shape"],
     "properties": {
         "name": {"type": "string", "minLength": 1},
-        "dtype": {"enum": DTYPES},
+        "dtype": {"enum": MANIFEST_NAMES},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": -1}},
         "description": {"type": "string"},
     },

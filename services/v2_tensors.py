@@ -1,4 +1,4 @@
-"""The v2 datatypes and the binary form of a BYTES tensor (each element a 4-byte little-endian length, then its
+"""The binary form of a BYTES tensor (each element a 4-byte little-endian length, then its
 bytes: what tritonclient writes and reads), for the services and the gateway's gRPC alike. No model code here:
 the gateway imports it without ONNX Runtime."""
 from __future__ import annotations
@@ -7,13 +7,8 @@ import struct
 
 import numpy as np
 
+from modelcore.datatypes import BY_V2
 from services.runtime.errors import ApiError
-
-NP_TO_V2 = {"float32": "FP32", "float64": "FP64", "float16": "FP16", "int64": "INT64", "int32": "INT32",
-            "int16": "INT16", "int8": "INT8", "uint8": "UINT8", "bool": "BOOL", "string": "BYTES"}
-V2_TO_NP = {"FP32": np.float32, "FP64": np.float64, "FP16": np.float16, "INT64": np.int64, "INT32": np.int32,
-            "INT16": np.int16, "INT8": np.int8, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
-            "UINT64": np.uint64, "BOOL": np.bool_, "BYTES": np.object_}
 
 
 def bytes_tensor(items) -> np.ndarray:
@@ -25,7 +20,7 @@ def bytes_tensor(items) -> np.ndarray:
 
 def tensor_of(values: list, datatype: str) -> np.ndarray:
     """A 1-D tensor of these values in a v2 datatype."""
-    return bytes_tensor(values) if datatype == "BYTES" else np.asarray(values, V2_TO_NP[datatype])
+    return bytes_tensor(values) if datatype == "BYTES" else np.asarray(values, BY_V2[datatype].numpy)
 
 
 def raw_bytes(arr: np.ndarray, datatype: str) -> bytes:

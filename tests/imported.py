@@ -9,15 +9,12 @@ import onnx
 import requests
 from onnx import TensorProto, helper
 
-from services.v2_tensors import NP_TO_V2
+from modelcore.datatypes import TABLE, v2_of
 from training import importer
 
-# every datatype the v2 protocol and ONNX share: (input name, ONNX type, v2 datatype, numpy dtype)
-DATATYPES = [("f16", TensorProto.FLOAT16, "FP16", np.float16), ("f32", TensorProto.FLOAT, "FP32", np.float32),
-             ("f64", TensorProto.DOUBLE, "FP64", np.float64), ("i8", TensorProto.INT8, "INT8", np.int8),
-             ("i16", TensorProto.INT16, "INT16", np.int16), ("i32", TensorProto.INT32, "INT32", np.int32),
-             ("i64", TensorProto.INT64, "INT64", np.int64), ("u8", TensorProto.UINT8, "UINT8", np.uint8),
-             ("flag", TensorProto.BOOL, "BOOL", np.bool_), ("text", TensorProto.STRING, "BYTES", np.object_)]
+# every datatype served, from the one table: (input name, ONNX type, v2 datatype, numpy dtype)
+# ONNX's element type is ONNX Runtime's name upper-cased: tensor(float16) -> FLOAT16
+DATATYPES = [(d.v2.lower(), TensorProto.DataType.Value(d.ort[7:-1].upper()), d.v2, d.numpy) for d in TABLE]
 
 
 def every_datatype(batch: int | None = None) -> onnx.ModelProto:
@@ -49,7 +46,7 @@ def triton_inputs(client, arrays: dict[str, np.ndarray], binary: bool = True) ->
     read from its dtype; binary tensors unless ``binary`` is False (JSON, over HTTP)."""
     out = []
     for name, arr in arrays.items():
-        datatype = "BYTES" if arr.dtype == object else NP_TO_V2[arr.dtype.name]
+        datatype = v2_of(arr.dtype)
         out.append(client.InferInput(name, list(arr.shape), datatype))
         if binary:
             out[-1].set_data_from_numpy(arr)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelcore.datatypes import BY_ORT, MANIFEST_NAMES
 from modelcore.manifest import SCHEMA_VERSION, file_entries, load_and_verify, validate
 from training.graph_passes import apply_all
 
@@ -80,20 +81,16 @@ def parity(keras_fn, onnx_path: Path, feeds: list[dict], output_names: list[str]
     return result
 
 
-# ONNX Runtime's tensor types -> the manifest's dtypes (every one the services serve)
-ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
-              "tensor(int8)": "int8", "tensor(int16)": "int16", "tensor(int32)": "int32", "tensor(int64)": "int64",
-              "tensor(uint8)": "uint8", "tensor(bool)": "bool", "tensor(string)": "string"}
 
 
 def tensor_meta(sess) -> tuple[list, list]:
     """Input/output descriptions (name, dtype, shape with -1 for dynamic dims) read from an ORT session; a type
     the services do not serve is refused."""
     def desc(x):
-        if x.type not in ORT_DTYPES:
+        if x.type not in BY_ORT:
             raise ExportRefused(f"tensor '{x.name}' has type {x.type}, which is not served; use one of "
-                                f"{sorted(set(ORT_DTYPES.values()))}")
-        return {"name": x.name, "dtype": ORT_DTYPES[x.type],
+                                f"{MANIFEST_NAMES}")
+        return {"name": x.name, "dtype": BY_ORT[x.type].manifest,
                 "shape": [d if isinstance(d, int) else -1 for d in x.shape]}
     return [desc(x) for x in sess.get_inputs()], [desc(x) for x in sess.get_outputs()]
 

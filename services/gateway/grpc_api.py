@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from google.protobuf import json_format
 
+from modelcore.datatypes import BY_V2, TABLE
 from services.gateway.grpc_status import grpc_status
 from services.gateway.protos import inference_pb2 as v2
 from services.gateway.protos import inference_pb2_grpc as v2_grpc
@@ -29,19 +30,8 @@ from services.v2_tensors import deserialize_bytes, raw_bytes, tensor_of
 
 Code = grpc.StatusCode
 FORWARDED_METADATA = ("authorization", "x-request-id", "traceparent", "tracestate")
-# where a v2 tensor's values sit in InferTensorContents
-CONTENTS = {"BOOL": "bool_contents", "INT8": "int_contents", "INT16": "int_contents", "INT32": "int_contents",
-            "INT64": "int64_contents", "UINT8": "uint_contents", "UINT16": "uint_contents",
-            "UINT32": "uint_contents", "UINT64": "uint64_contents", "FP32": "fp32_contents",
-            "FP64": "fp64_contents", "BYTES": "bytes_contents"}
-# TF Serving's DataType <-> v2 datatype, and where a TensorProto keeps each one's values without tensor_content
-TF_TO_V2 = {tfs.DT_FLOAT: "FP32", tfs.DT_DOUBLE: "FP64", tfs.DT_INT32: "INT32", tfs.DT_UINT8: "UINT8",
-            tfs.DT_INT16: "INT16", tfs.DT_INT8: "INT8", tfs.DT_STRING: "BYTES", tfs.DT_INT64: "INT64",
-            tfs.DT_BOOL: "BOOL", tfs.DT_HALF: "FP16", tfs.DT_UINT32: "UINT32", tfs.DT_UINT64: "UINT64"}
-V2_TO_TF = {v: k for k, v in TF_TO_V2.items()}
-TF_VALUES = {"FP32": "float_val", "FP64": "double_val", "INT32": "int_val", "UINT8": "int_val", "INT16": "int_val",
-             "INT8": "int_val", "INT64": "int64_val", "BOOL": "bool_val", "UINT32": "uint32_val",
-             "UINT64": "uint64_val", "BYTES": "string_val"}
+# TF Serving's DataType enum value -> the datatype (modelcore.datatypes names each by its enum name)
+BY_TF_VALUE = {tfs.DataType.Value(d.tf_enum): d for d in TABLE}
 
 
 class Http:
@@ -208,8 +198,8 @@ class InferenceService(v2_grpc.GRPCInferenceServiceServicer):
                                                            "are not supported")
             if raw:
                 data = raw[i]
-            elif t.datatype in CONTENTS:
-                values = list(getattr(t.contents, CONTENTS[t.datatype]))
+            elif t.datatype in BY_V2 and BY_V2[t.datatype].v2_contents:
+                values = list(getattr(t.contents, BY_V2[t.datatype].v2_contents))
                 data = raw_bytes(tensor_of(values, t.datatype), t.datatype)
             else:
                 await context.abort(Code.INVALID_ARGUMENT, f"input '{t.name}': datatype {t.datatype!r} needs "
@@ -307,12 +297,12 @@ async def _spec_version(spec, context) -> str:
 
 async def _from_tensor_proto(t, alias: str, context) -> tuple[str, list[int], bytes]:
     """A TensorProto -> (v2 datatype, shape, raw bytes)."""
-    datatype = TF_TO_V2.get(t.dtype)
-    if datatype is None:
-        known = sorted(tfs.DataType.Name(d) for d in TF_TO_V2)
+    if t.dtype not in BY_TF_VALUE:
+        known = sorted(d.tf_enum for d in TABLE)
         await context.abort(Code.INVALID_ARGUMENT, f"input '{alias}': dtype {tfs.DataType.Name(t.dtype)} is not "
                                                    f"supported (one of {known})")
         raise AssertionError("unreachable: abort raises")
+    datatype = BY_TF_VALUE[t.dtype].v2
     shape = [d.size for d in t.tensor_shape.dim]
     count = math.prod(shape)
     if datatype != "BYTES" and t.tensor_content:
@@ -320,14 +310,14 @@ async def _from_tensor_proto(t, alias: str, context) -> tuple[str, list[int], by
     if datatype == "FP16":
         values = np.asarray(t.half_val, np.uint16).view(np.float16)
     else:
-        values = tensor_of(list(getattr(t, TF_VALUES[datatype])), datatype)
+        values = tensor_of(list(getattr(t, BY_V2[datatype].tf_values)), datatype)
     if len(values) == 1 and count != 1:  # TensorFlow's shorthand: one value fills the tensor
         values = np.repeat(values, count)
     return datatype, shape, raw_bytes(values, datatype)
 
 
 def _to_tensor_proto(datatype: str, shape: list[int], data: bytes):
-    t = tfs.TensorProto(dtype=V2_TO_TF.get(datatype, tfs.DT_INVALID))
+    t = tfs.TensorProto(dtype=tfs.DataType.Value(BY_V2[datatype].tf_enum))
     t.tensor_shape.dim.extend(tfs.TensorShapeProto.Dim(size=d) for d in shape)
     if datatype == "BYTES":
         t.string_val.extend(deserialize_bytes(data, math.prod(shape), "output"))

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from modelcore.datatypes import BY_MANIFEST
 from modelcore.manifest import ManifestError
 from services.runtime.errors import ApiError
 from services.runtime.servable import Servable, TensorSpec
-from services.v2_tensors import NP_TO_V2
 
 GRAPH = "model"
 
 
 def specs(tensors: list[dict]) -> list[TensorSpec]:
-    return [TensorSpec(t["name"], NP_TO_V2[t["dtype"]], tuple(t["shape"]), t.get("description", ""))
+    return [TensorSpec(t["name"], BY_MANIFEST[t["dtype"]].v2, tuple(t["shape"]), t.get("description", ""))
             for t in tensors]
 
 

@@ -14,8 +14,9 @@ import zlib
 import numpy as np
 import orjson
 
+from modelcore.datatypes import BY_V2, V2_NAMES, v2_of
 from services.runtime.errors import ApiError, UnsupportedMediaType
-from services.v2_tensors import NP_TO_V2, V2_TO_NP, bytes_tensor, deserialize_bytes, raw_bytes
+from services.v2_tensors import bytes_tensor, deserialize_bytes, raw_bytes
 
 
 def decompress(body: bytes, encoding: str | None) -> bytes:
@@ -72,8 +73,8 @@ def v2_decode_inputs(req: dict, tail: bytes) -> dict[str, np.ndarray]:
             raise ApiError(f"inputs[{i}].name must be a non-empty string", field=f"inputs[{i}].name")
         if name in out:
             raise ApiError(f"input '{name}' is given more than once", field=name)
-        if not isinstance(dtype, str) or dtype not in V2_TO_NP:
-            raise ApiError(f"input '{name}': unknown datatype {dtype!r} (one of {sorted(V2_TO_NP)})",
+        if not isinstance(dtype, str) or dtype not in BY_V2:
+            raise ApiError(f"input '{name}': unknown datatype {dtype!r} (one of {V2_NAMES})",
                            field=f"{name}.datatype")
         if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                                    for d in shape)):
@@ -92,7 +93,7 @@ def v2_decode_inputs(req: dict, tail: bytes) -> dict[str, np.ndarray]:
             if dtype == "BYTES":
                 arr = deserialize_bytes(raw, count, name)
             else:
-                np_dtype = np.dtype(V2_TO_NP[dtype])
+                np_dtype = np.dtype(BY_V2[dtype].numpy)
                 if size != count * np_dtype.itemsize:
                     raise ApiError(f"input '{name}': {size} bytes of binary data for shape {shape} of {dtype} "
                                    f"(expected {count * np_dtype.itemsize})", field=f"{name}.binary_data_size")
@@ -118,7 +119,7 @@ def _json_data(data, dtype: str, name: str) -> np.ndarray:
             raise ApiError(f"input '{name}': BYTES data must be strings", field=f"{name}.data")
         return bytes_tensor([x.encode("utf-8") for x in flat])
     try:
-        arr: np.ndarray = np.asarray(data, dtype=V2_TO_NP[dtype]).reshape(-1)
+        arr: np.ndarray = np.asarray(data, dtype=BY_V2[dtype].numpy).reshape(-1)
     except (ValueError, TypeError, OverflowError):
         raise ApiError(f"input '{name}': data is not a (nested) list of {dtype} numbers",
                        field=f"{name}.data") from None
@@ -175,7 +176,7 @@ def v2_encode_outputs(model: str, version: str, outputs: dict[str, np.ndarray], 
     blobs = []
     for n in names:
         arr = outputs[n]
-        dtype = "BYTES" if arr.dtype == object else NP_TO_V2[arr.dtype.name]
+        dtype = v2_of(arr.dtype)
         entry = {"name": n, "datatype": dtype, "shape": list(arr.shape)}
         if binary_for[n]:
             raw = raw_bytes(arr, dtype)
@@ -217,7 +218,7 @@ def tfs_value(x, name: str, datatype: str):
             raise ApiError(f"input '{name}' must be a (nested) list of strings of one shape", field=name)
         return arr.reshape(shape)
     try:
-        arr = np.asarray(x, dtype=V2_TO_NP[datatype])
+        arr = np.asarray(x, dtype=BY_V2[datatype].numpy)
     except (ValueError, TypeError, OverflowError):
         raise ApiError(f"input '{name}' must be a (nested) list of numbers of one shape", field=name) from None
     if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):

@@ -8,13 +8,13 @@ from __future__ import annotations
 import numpy as np
 from flask import g
 
+from modelcore.datatypes import BY_NUMPY, BY_V2
 from services.runtime import deadlines
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 from services.runtime.repository import ModelRepository
 from services.runtime.servable import Servable
 from services.runtime.validation import Checked
-from services.v2_tensors import NP_TO_V2, V2_TO_NP
 
 # Open Inference Protocol request parameters that are the protocol's, not a model's (tritonclient sends some)
 V2_PROTOCOL_PARAMETERS = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
@@ -44,6 +44,11 @@ class DataPlane:
         return s.infer(check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype), checked)
 
 
+def _v2_name(dtype: np.dtype) -> str:
+    """A request array's datatype for a message: its v2 name where it has one."""
+    return BY_NUMPY[dtype.name].v2 if dtype.name in BY_NUMPY else dtype.name
+
+
 def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: int,
                  strict_datatype: bool = False) -> dict[str, np.ndarray]:
     """Validate named tensors against the servable's specs: names, datatypes, rank, fixed dimensions, one batch
@@ -62,18 +67,18 @@ def check_inputs(servable: Servable, inputs: dict[str, np.ndarray], max_batch: i
             raise ApiError(f"model '{servable.name}' needs input '{name}' ({spec.datatype} {list(spec.shape)})",
                            field=name)
         arr = inputs[name]
-        want = V2_TO_NP[spec.datatype]
+        want = BY_V2[spec.datatype].numpy
         if spec.datatype == "BYTES":
             if arr.dtype != object:
                 raise ApiError(f"input '{name}' must be BYTES (strings)", field=name)
         elif arr.dtype != want and strict_datatype:
-            raise ApiError(f"input '{name}' has datatype {NP_TO_V2.get(arr.dtype.name, arr.dtype.name)}, but model "
+            raise ApiError(f"input '{name}' has datatype {_v2_name(arr.dtype)}, but model "
                            f"'{servable.name}' expects {spec.datatype}", field=name)
         elif arr.dtype != want:
             kind_ok = (np.dtype(want).kind == "f" and arr.dtype.kind in "fiu") or \
                       (np.dtype(want).kind in "iu" and arr.dtype.kind in "iu")
             if not kind_ok:
-                raise ApiError(f"input '{name}' has datatype {NP_TO_V2.get(arr.dtype.name, arr.dtype.name)}, "
+                raise ApiError(f"input '{name}' has datatype {_v2_name(arr.dtype)}, "
                                f"expected {spec.datatype}", field=name)
             arr = arr.astype(want)
         # allow a missing trailing channel dimension of 1 (28x28 vs 28x28x1) for convenience

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, current_app, request
 
+from modelcore.datatypes import BY_V2
 from services.runtime import codec
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_response
 
 bp = Blueprint("v1", __name__)
-TF_DTYPES = {"FP32": "DT_FLOAT", "FP64": "DT_DOUBLE", "INT64": "DT_INT64", "INT32": "DT_INT32",
-             "UINT8": "DT_UINT8", "BYTES": "DT_STRING", "BOOL": "DT_BOOL", "FP16": "DT_HALF"}
 
 
 def _split(path: str) -> tuple[str, str | None, str]:
@@ -58,7 +57,7 @@ def get_model(path):
 
 
 def _tensor_info(t):
-    return {"dtype": TF_DTYPES.get(t.datatype, "DT_INVALID"), "name": t.name,
+    return {"dtype": BY_V2[t.datatype].tf_enum, "name": t.name,
             "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in t.shape], "unknown_rank": False}}
 
 

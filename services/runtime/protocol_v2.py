@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, request
 
+from modelcore.datatypes import BY_V2
 from services import V2_EXTENSIONS, __version__
 from services.runtime import codec, statistics
 from services.runtime.config import LIMITS
@@ -76,10 +77,12 @@ def model_config(name, version=None):
                                      "preferred_batch_size": [s.batching["max_batch_size"]]}} if first else {}
     return json_response({"name": s.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
                           "max_batch_size": LIMITS["max_batch_items"] if first else 0, **batching,
-                          "input": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"
-                                     else f"TYPE_{t.datatype}", "dims": list(t.shape[first:])} for t in s.inputs],
-                          "output": [{"name": t.name, "data_type": "TYPE_STRING" if t.datatype == "BYTES"
-                                      else f"TYPE_{t.datatype}", "dims": list(t.shape[first:])} for t in s.outputs]})
+                          "input": [_config_tensor(t, first) for t in s.inputs],
+                          "output": [_config_tensor(t, first) for t in s.outputs]})
+
+
+def _config_tensor(t, first: int) -> dict:
+    return {"name": t.name, "data_type": BY_V2[t.datatype].triton, "dims": list(t.shape[first:])}
 
 
 @bp.post("/v2/repository/index")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import requests
 
+from modelcore.datatypes import BY_V2
 from tests.imported import DATATYPES, every_datatype, every_datatype_inputs, import_onnx, triton_inputs, wait_for
 from training import importer
 
@@ -169,7 +170,59 @@ def test_every_datatype_round_trips_binary_and_json(stack, served):
                                dtype=object).reshape(got.shape)
             np.testing.assert_array_equal(got, x[name], err_msg=f"{name} binary={binary}")
     rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
-    np.testing.assert_array_equal(rpc.infer("typed", triton_inputs(tg, x)).as_numpy("text_out"), x["text"])
+    np.testing.assert_array_equal(rpc.infer("typed", triton_inputs(tg, x)).as_numpy("bytes_out"), x["bytes"])
+
+
+def test_every_datatype_on_every_protocols_metadata_and_inference(stack, served):
+    """Each datatype of modelcore.datatypes, named right in v2 metadata and config, TF Serving REST and gRPC
+    metadata, v2 gRPC metadata, and answered right by TF Serving REST, TF Serving gRPC and v2 gRPC (all outputs)."""
+    import grpc
+    import tensorflow as tf
+    import tritonclient.grpc as tg
+    from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
+    from tensorflow_serving.apis import prediction_service_pb2_grpc as tfs
+
+    by_name = {name: BY_V2[datatype] for name, _, datatype, _ in DATATYPES}
+    meta = requests.get(stack.url + "/v2/models/typed", timeout=10).json()
+    assert {t["name"]: t["datatype"] for t in meta["inputs"]} == {n: d.v2 for n, d in by_name.items()}
+    config = requests.get(stack.url + "/v2/models/typed/config", timeout=10).json()
+    assert {t["name"]: t["data_type"] for t in config["input"]} == {n: d.triton for n, d in by_name.items()}
+    v1 = requests.get(stack.url + "/v1/models/typed/metadata", timeout=10).json()
+    signature = v1["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert {n: t["dtype"] for n, t in signature["inputs"].items()} == {n: d.tf_enum for n, d in by_name.items()}
+    rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
+    grpc_meta = rpc.get_model_metadata("typed")
+    assert {t.name: t.datatype for t in grpc_meta.outputs} == {f"{n}_out": d.v2 for n, d in by_name.items()}
+
+    x = every_datatype_inputs(2)
+    got = rpc.infer("typed", triton_inputs(tg, x))
+    for name in by_name:
+        np.testing.assert_array_equal(got.as_numpy(f"{name}_out"), x[name], err_msg=f"v2 gRPC {name}")
+    instances = [{n: [v.decode() if isinstance(v, bytes) else v.item() for v in x[n][i]] for n in x} for i in range(2)]
+    r = requests.post(stack.url + "/v1/models/typed:predict", json={"instances": instances}, timeout=10)
+    assert r.status_code == 200, r.text
+    for i, row in enumerate(r.json()["predictions"]):
+        for name, d in by_name.items():
+            want = [v.decode() for v in x[name][i]] if d.v2 == "BYTES" else x[name][i].tolist()
+            assert row[f"{name}_out"] == want, f"TF Serving REST {name}"
+    with grpc.insecure_channel(f"127.0.0.1:{stack.grpc_tfs_port}") as channel:
+        stub = tfs.PredictionServiceStub(channel)
+        ask = get_model_metadata_pb2.GetModelMetadataRequest()
+        ask.model_spec.name = "typed"
+        ask.metadata_field.append("signature_def")
+        sigs = get_model_metadata_pb2.SignatureDefMap()
+        stub.GetModelMetadata(ask, timeout=10).metadata["signature_def"].Unpack(sigs)
+        inputs = sigs.signature_def["serving_default"].inputs
+        assert {n: tf.dtypes.as_dtype(t.dtype).name for n, t in inputs.items()} == \
+            {n: d.manifest for n, d in by_name.items()}
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = "typed"
+        for name, arr in x.items():
+            req.inputs[name].CopyFrom(tf.make_tensor_proto(arr))
+        answer = stub.Predict(req, timeout=10)
+        for name in by_name:
+            np.testing.assert_array_equal(tf.make_ndarray(answer.outputs[f"{name}_out"]), x[name],
+                                          err_msg=f"TF Serving gRPC {name}")
 
 
 def test_concurrent_requests_are_batched(stack, served, keras_model):
@@ -206,7 +259,7 @@ def test_a_fixed_batch_dimension_serves_exactly_that_batch(stack, served):
 
     def call(rows):
         return client.infer("fixed_one", triton_inputs(th, {k: v[:rows] for k, v in x.items()}))
-    assert call(1).as_numpy("i64_out").tolist() == x["i64"][:1].tolist()
+    assert call(1).as_numpy("int64_out").tolist() == x["int64"][:1].tolist()
     from tritonclient.utils import InferenceServerException
     with pytest.raises(InferenceServerException, match="takes exactly 1") as err:
         call(2)
@@ -227,7 +280,7 @@ def test_unload_load_keys_and_deadlines_through_the_gateway(stack, served, gatew
         assert err.value.status() == "503"
     finally:
         control.load_model("typed")
-    assert control.infer("typed", triton_inputs(th, x)).as_numpy("f32_out").tolist() == x["f32"].tolist()
+    assert control.infer("typed", triton_inputs(th, x)).as_numpy("fp32_out").tolist() == x["fp32"].tolist()
     # a gRPC deadline reaches the model as v2's timeout: one already spent is refused before any compute
     rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
     with pytest.raises(InferenceServerException, match="deadline") as err:

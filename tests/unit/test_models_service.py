@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from modelcore.datatypes import TABLE
 from tests.conftest import REPO, latest
 from tests.imported import every_datatype, import_onnx
 
@@ -34,12 +35,12 @@ def test_models_come_and_go_with_their_folders(service, tmp_path):
     shutil.copytree(import_onnx(every_datatype(), "typed", tmp_path, "--allow-fp64"), repo / "typed")
     repository.refresh()
     assert list(index(client)) == [("typed", "1")]  # mnist is not this service's
-    body = {"inputs": [{"name": "i64", "datatype": "INT64", "shape": [1, 2], "data": [3, 4]}]}
+    body = {"inputs": [{"name": "int64", "datatype": "INT64", "shape": [1, 2], "data": [3, 4]}]}
     r = client.post("/v2/models/typed/infer", json=body)
     assert r.status_code == 400 and "needs input" in r.json["error"]  # every input is required
     example = client.get("/api/models").json["models"][0]["example"]
     r = client.post("/v2/models/typed/infer", json=example)
-    assert r.status_code == 200 and len(r.json["outputs"]) == 10
+    assert r.status_code == 200 and len(r.json["outputs"]) == len(TABLE)
     shutil.rmtree(repo / "typed")
     repository.refresh()
     assert index(client) == {}
