@@ -192,8 +192,11 @@ class DynamicBatcher:
             feeds = self._concat([p.feeds for p in batch])
             outputs = self.run_fn(feeds)
         except Exception as exc:  # noqa: BLE001 - delivered to the requests of this batch only
-            for p in batch:
-                p.future.set_exception(exc)
+            if len(batch) > 1:  # one request's values (an id past the vocabulary) must not fail the others
+                for p in batch:
+                    self._run([p])
+                return
+            batch[0].future.set_exception(exc)
             return
         rows = sum(p.rows for p in batch)
         metrics.observe_batch(self.labels["model"], self.labels["version"], self.labels["graph"], rows,

@@ -14,6 +14,7 @@ from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 from services.runtime.repository import ModelRepository
 from services.runtime.servable import Servable
+from services.runtime.sessions import request_fault
 from services.runtime.validation import Checked
 
 # Open Inference Protocol request parameters that are the protocol's, not a model's (tritonclient sends some)
@@ -41,7 +42,16 @@ class DataPlane:
         checked = s.parameter_check(own, numbers_as_text=True)
         if "timeout" in protocol and "timeout" in parameters:
             deadlines.shorten(_TIMEOUT({"timeout": parameters["timeout"]}, numbers_as_text=True)["timeout"] / 1e6)
-        return s.infer(check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype), checked)
+        checked_inputs = check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype)
+        try:
+            return s.infer(checked_inputs, checked)
+        except Exception as exc:
+            cause = request_fault(exc)
+            if cause is None:
+                raise
+            names = sorted(checked_inputs)
+            raise ApiError(f"model '{s.name}' cannot run on the values of input(s) {names}: ONNX Runtime says: "
+                           f"{cause}", field=names[0] if len(names) == 1 else None) from exc
 
 
 def _v2_name(dtype: np.dtype) -> str:

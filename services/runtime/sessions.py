@@ -24,6 +24,19 @@ def preload_cuda() -> None:
         ort.preload_dlls()
 
 
+# ONNX Runtime's errors that a request's values or shapes cause, once its inputs passed the tensor checks: an
+# index past a table, a size a Reshape or Conv cannot take. Others (allocation, an engine fault) are ours.
+_REQUEST_FAULTS = tuple(getattr(ort.capi.onnxruntime_pybind11_state, n) for n in ("InvalidArgument", "Fail"))
+
+
+def request_fault(exc: BaseException) -> str | None:
+    """ONNX Runtime's own message when ``exc`` is an error the request caused, else None."""
+    if not isinstance(exc, _REQUEST_FAULTS):
+        return None
+    text = str(exc)
+    return text.split("Status Message: ", 1)[-1] if "Status Message: " in text else text
+
+
 def providers_for(device: str) -> list:
     if device == "cpu":
         return ["CPUExecutionProvider"]

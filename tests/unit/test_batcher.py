@@ -215,3 +215,31 @@ def test_a_queued_request_past_its_deadline_leaves_without_running():
         b({"x": np.full((1, 1), 4, np.float32)})
     deadlines.current.set(None)  # this thread runs other tests next
     b.close()
+
+
+def test_a_request_that_fails_a_shared_batch_fails_alone():
+    """One request's bad values (a negative id here, an index past a table in a real graph) fail only that request:
+    the batch it spoiled runs again request by request."""
+    calls = []
+
+    def run(feeds):
+        calls.append(feeds["x"].shape[0])
+        time.sleep(0.05)
+        if (feeds["x"] < 0).any():
+            raise ValueError("index out of bounds")
+        return {"y": feeds["x"] * 2}
+    b = make(run)
+    results: dict = {}
+
+    def client(i):
+        try:
+            results[i] = b({"x": np.array([[-1 if i == 2 else i]], np.float32)})["y"].tolist()
+        except ValueError as exc:
+            results[i] = str(exc)
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {0: [[0]], 1: [[2]], 2: "index out of bounds", 3: [[6]]}
+    assert max(calls) > 1, calls  # the requests did share a batch

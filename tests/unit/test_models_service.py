@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from modelcore.datatypes import TABLE
 from tests.conftest import REPO, latest
@@ -67,3 +69,34 @@ def test_what_is_not_an_imported_model_or_fails_its_checks_is_refused_and_report
     assert client.get("/v2/health/ready").status_code == 200  # a broken import does not take the others out
     r = client.post("/v2/models/tampered/infer", json={"inputs": []})
     assert r.status_code == 503 and "version 1 was refused" in r.json["error"] and "sha256" in r.json["error"]
+
+
+def test_a_runtime_error_the_request_caused_is_a_400_with_the_runtimes_words(service, tmp_path):
+    """An id past an embedding table and an image below a convolution's kernel pass the tensor checks, then ONNX
+    Runtime refuses them: the client gets a 400 quoting it, as Triton does, and the service keeps answering."""
+    repo, repository, client = service
+    table = numpy_helper.from_array(np.zeros((1000, 4), np.float32), "table")
+    kernel = numpy_helper.from_array(np.ones((2, 1, 5, 5), np.float32), "kernel")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "ids"], ["embedded"]), helper.make_node("Conv", ["image", "kernel"],
+                                                                                      ["features"])],
+        "lookup_and_conv", [helper.make_tensor_value_info("ids", TensorProto.INT64, [None, 3]),
+                            helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 1, None, None])],
+        [helper.make_tensor_value_info("embedded", TensorProto.FLOAT, [None, 3, 4]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, [None, 2, None, None])], [table, kernel])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, ids=np.array([[1, 2, 3], [4, 5, 6]]), image=np.zeros((2, 1, 8, 8), np.float32))
+    shutil.copytree(import_onnx(model, "lookup", tmp_path, "--samples", str(samples)), repo / "lookup")
+    repository.refresh()
+
+    def body(ids, side):
+        return {"inputs": [{"name": "ids", "datatype": "INT64", "shape": [1, 3], "data": ids},
+                           {"name": "image", "datatype": "FP32", "shape": [1, 1, side, side], "data": [0.0] * side**2}]}
+    r = client.post("/v2/models/lookup/infer", json=body([1, 5000, 2], 8))
+    assert r.status_code == 400, r.json
+    assert r.json["error"].startswith("model 'lookup' cannot run on the values of input(s) ['ids', 'image']: ONNX "
+                                      "Runtime says: indices element out of data bounds, idx=5000 must be within")
+    r = client.post("/v1/models/lookup:predict", json={"instances": [{"ids": [1, 2, 3], "image": [[[0.0] * 3] * 3]}]})
+    assert r.status_code == 400 and "Invalid input shape" in r.json["error"], r.json
+    assert client.post("/v2/models/lookup/infer", json=body([1, 2, 3], 8)).status_code == 200
