@@ -27,6 +27,9 @@ from training.export import ExportRefused, next_version, staging_dir, tensor_met
 
 TOLERANCE = 1e-4
 NAME = SCHEMA["properties"]["name"]["pattern"]
+# a graph up to this size is published as one file; a larger one keeps its weights beside it (protobuf's 2 GiB)
+EMBED_LIMIT_BYTES = 1_800_000_000
+EXTERNAL_DATA = "model.onnx.data"
 
 
 def drawn_samples(inputs: list[dict], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -82,10 +85,12 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
     stage = staging_dir()
     try:
         reference = None
-        graph = source
-        if kind != "onnx":
+        graph = stage / "model.onnx"  # every check runs on the file that is published, with its weights
+        if kind == "onnx":
+            _stage_onnx(source, graph)
+        else:
             from training import tf_source
-            graph, reference = tf_source.convert(source, kind, stage / "model.onnx", custom_module)
+            graph, reference = tf_source.convert(source, kind, graph, custom_module)
         sess, inputs, outputs, opset = _checked_graph(graph, allow_fp64)
         samples = _samples(samples_file, inputs)
         try:
@@ -101,13 +106,14 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
                                 f"--samples with arrays the model takes (inputs: {signature})") from None
         if not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True)):
             raise ExportRefused("two runs on the same samples answered differently: remove the model's randomness")
+        inputs = dynamic_dims_proved(sess, inputs, samples)
         batch = max_batch(sess, inputs, outputs, samples, limit)
         print(f"[import] {name}: max_batch_size {batch}" + (" (a fixed first dimension, or rows that depend on "
                                                              "each other: served unbatched)" if batch == 0 else ""),
               flush=True)
-        if graph != stage / "model.onnx":
-            shutil.copy(graph, stage / "model.onnx")
-        return _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity)
+        final = _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity)
+        _check_served(final, sess, samples, [t["name"] for t in outputs])
+        return final
     finally:
         shutil.rmtree(stage, ignore_errors=True)  # now, not at exit: a caller may import several in one process
 
@@ -127,12 +133,109 @@ def source_kind(source: Path) -> str:
     return kinds[source.suffix]
 
 
+def _stage_onnx(source: Path, target: Path) -> None:
+    """The source graph with its weights, wherever the exporter put them (``torch.onnx.export`` writes
+    ``model.onnx`` plus ``model.onnx.data``): embedded in one file, or beside it when too large for one."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+    try:
+        model = onnx.load(str(source), load_external_data=False)
+        files = {ExternalDataInfo(t).location for t in _tensors(model.graph) if uses_external_data(t)}
+        missing = sorted(f for f in files if not (source.parent / f).is_file())
+        if missing:
+            raise ExportRefused(f"{source} keeps its weights in {missing}, which are not beside it: put the .onnx "
+                                "file and its data file(s) in one folder, as the exporter wrote them")
+        onnx.load_external_data_for_model(model, str(source.parent))
+    except ExportRefused:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure refuses the import
+        raise ExportRefused(f"{source} is not a readable ONNX file ({exc}): export it again") from None
+    external = model.ByteSize() > EMBED_LIMIT_BYTES
+    onnx.save_model(model, str(target), save_as_external_data=external, all_tensors_to_one_file=True,
+                    location=EXTERNAL_DATA)
+    if external:
+        print(f"[import] weights kept beside the graph in {EXTERNAL_DATA} (over {EMBED_LIMIT_BYTES / 1e9:.1f} GB)",
+              flush=True)
+
+
+def _tensors(graph):
+    """Every tensor a graph holds: initializers and node attributes, in subgraphs (If, Loop) too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _tensors(sub)
+
+
+# other sizes tried for a dynamic dimension, from the size the samples have
+_OTHER_SIZES = (lambda n: n + 1, lambda n: 2 * n, lambda n: n - 1, lambda n: n // 2)
+
+
+def dynamic_dims_proved(sess, inputs: list[dict], samples: dict) -> list[dict]:
+    """Each dynamic input dimension past the first, run at other sizes (alone, then with every other dynamic
+    dimension of the same size, as an id and its mask go together): one that answers at fewer than two is
+    recorded as the size the samples have, as a graph traced at one length (a Reshape with it built in) takes
+    only that."""
+    dims = [(t["name"], axis) for t in inputs for axis, d in enumerate(t["shape"]) if axis > 0 and d == -1]
+    fixed: dict[tuple[str, int], int] = {}
+    for name, axis in dims:
+        size = samples[name].shape[axis]
+        alike = [(n, a) for n, a in dims if samples[n].shape[a] == size]
+        if not any(_answers(sess, samples, group, size) for group in ([(name, axis)], alike)):
+            fixed[(name, axis)] = size
+            print(f"[import] input '{name}' dimension {axis} is marked dynamic but the graph answers only at size "
+                  f"{size}: recorded as fixed", flush=True)
+    return [{**t, "shape": [fixed.get((t["name"], i), d) for i, d in enumerate(t["shape"])]} for t in inputs]
+
+
+def _answers(sess, samples: dict, group: list[tuple[str, int]], size: int) -> bool:
+    """Whether the graph answers, with one row per row, at two or more other sizes of these dimensions."""
+    rows = len(next(iter(samples.values())))
+    answered = 0
+    for other in {f(size) for f in _OTHER_SIZES} - {size, 0}:
+        feeds = dict(samples)
+        for name, axis in group:
+            feeds[name] = np.take(feeds[name], np.arange(other) % size, axis=axis)  # cut, or repeat to grow
+        try:
+            answered += all(len(o) == rows for o in sess.run(None, feeds) if np.ndim(o))
+        except Exception:  # noqa: BLE001,S112 - the graph does not take this size
+            continue
+    return answered >= 2
+
+
+def _check_served(final: Path, sess, samples: dict, names: list[str]) -> None:
+    """Load the written version as the models service does and answer the first sample; remove it and refuse
+    if that fails or answers differently from the graph the import checked."""
+    from modelcore.manifest import load_and_verify
+    from services.models.model import GenericServable
+    try:
+        servable = GenericServable(load_and_verify(final), final)
+        try:  # the stored sample the service warms up on, as it reads it back
+            got = servable.infer(servable.sample, {})
+        finally:
+            servable.close()
+        rows = len(next(iter(servable.sample.values())))
+        want = dict(zip(names, sess.run(names, {k: v[:rows] for k, v in samples.items()}), strict=True))
+        differs = [n for n in names if not same(np.asarray(got[n]), want[n])]
+        if differs:
+            raise ExportRefused(f"the served version answers differently from the checked graph on {differs}")
+    except Exception as exc:
+        shutil.rmtree(final, ignore_errors=True)
+        if isinstance(exc, ExportRefused):
+            raise
+        raise ExportRefused(f"the written version does not load as the models service loads it ({exc}); "
+                            "nothing was published: report this with the model") from exc
+
+
 def _checked_graph(path: Path, allow_fp64: bool):
     """The ONNX checks: readable, opset supported, onnx.checker, ONNX Runtime loads it, float64 inputs."""
     import onnx
     import onnxruntime as ort
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - any failure refuses the import
         raise ExportRefused(f"{path} is not a readable ONNX file ({exc}): export it again") from None
     opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
@@ -141,7 +244,7 @@ def _checked_graph(path: Path, allow_fp64: bool):
                             f"({ort.__version__}) support (up to {onnx.defs.onnx_opset_version()}): export with "
                             "an older opset")
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(path))  # by path: a graph with its weights beside it, too
     except Exception as exc:  # noqa: BLE001
         raise ExportRefused(f"onnx.checker refuses {path}: {exc}") from None
     try:

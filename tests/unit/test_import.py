@@ -186,3 +186,90 @@ def test_samples_the_model_cannot_take_are_refused_naming_the_inputs(tmp_path, c
     out = capsys.readouterr().out
     assert code == 1 and "the model failed on the samples" in out and "ids int64 [-1, 3]" in out, out
     assert not root.exists() or not any(root.iterdir())
+
+
+def weighted(rows=None):
+    """x [rows, 64] @ w [64, 8]: a graph with 2 KB of weights, enough for onnx to move them to a .data file."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, 8])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def save_with_external_data(model, folder):
+    """The file pair torch.onnx.export (dynamo, its default) writes: model.onnx and model.onnx.data."""
+    folder.mkdir()
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data",
+                    size_threshold=0)
+    assert (folder / "model.onnx.data").stat().st_size == 64 * 8 * 4
+    return folder / "model.onnx"
+
+
+@pytest.mark.parametrize("beside", [False, True])
+def test_an_onnx_file_with_external_data_is_published_with_its_weights(tmp_path, monkeypatch, beside):
+    """The weights come along (embedded, or beside the graph when over the limit), each file hashed, and the
+    written version answers as the models service loads it, from another folder than the source's."""
+    if beside:
+        monkeypatch.setattr(importer, "EMBED_LIMIT_BYTES", 0)
+    src = save_with_external_data(weighted(), tmp_path / "export")
+    assert importer.main(["mine", str(src), "--out", str(tmp_path / "repo")]) == 0
+    version = tmp_path / "repo" / "mine" / "1"
+    m = load_and_verify(version)
+    assert ("model.onnx.data" in m["files"]) == beside
+    (tmp_path / "export" / "model.onnx.data").unlink()  # the source's weights are not what the service reads
+    from services.models.model import GenericServable
+    servable = GenericServable(m, version)
+    x = np.ones((2, 64), np.float32)
+    want = x @ numpy_helper.to_array(weighted().graph.initializer[0])
+    np.testing.assert_allclose(servable.infer({"x": x}, {})["y"], want, rtol=1e-5)
+    servable.close()
+
+
+def test_external_data_that_is_missing_is_refused_naming_the_file(tmp_path, capsys):
+    src = save_with_external_data(weighted(), tmp_path / "export")
+    (tmp_path / "export" / "model.onnx.data").rename(tmp_path / "elsewhere.data")
+    assert importer.main(["mine", str(src), "--out", str(tmp_path / "repo")]) == 1
+    out = capsys.readouterr().out
+    assert "keeps its weights in ['model.onnx.data'], which are not beside it: put the .onnx" in out, out
+    assert not (tmp_path / "repo" / "mine").exists()
+
+
+def traced_at_16():
+    """x [N, L] -> Reshape to [-1, 16]: what a graph traced at length 16 does (a TorchScript TransformerEncoder
+    exported with the length in dynamic_axes keeps 16 in its Reshape). It answers only at L = 16."""
+    shape = numpy_helper.from_array(np.array([-1, 16], np.int64), "shape")
+    graph = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, "length"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 16])], [shape])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_a_length_the_graph_only_takes_at_its_traced_size_is_recorded_fixed(tmp_path, capsys):
+    samples = tmp_path / "s.npz"
+    np.savez(samples, x=np.ones((2, 16), np.float32))
+    code, root = run(tmp_path, traced_at_16(), "--samples", str(samples))
+    out = capsys.readouterr().out
+    assert code == 0 and "input 'x' dimension 1 is marked dynamic but the graph answers only at size 16" in out
+    assert load_and_verify(root / "1")["graphs"]["model"]["inputs"][0]["shape"] == [-1, 16]
+    # a graph that does take other lengths keeps its dynamic dimension
+    graph = helper.make_graph([helper.make_node("Add", ["x", "x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, "length"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, "length"])])
+    any_length = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    code, root = run(tmp_path, any_length, "--samples", str(samples))
+    assert code == 0 and load_and_verify(root / "2")["graphs"]["model"]["inputs"][0]["shape"] == [-1, -1]
+
+
+def test_a_version_the_service_cannot_serve_is_removed_and_refused(tmp_path, monkeypatch, capsys):
+    """The last check loads the written version as the models service does; when that fails (here the servable
+    is made to fail), the import says no and leaves no version behind."""
+    from services.models import model as generic
+
+    def broken(self, inputs, parameters):
+        raise RuntimeError("External data path validation failed")
+    monkeypatch.setattr(generic.GenericServable, "infer", broken)
+    code, root = run(tmp_path, weighted())
+    assert code == 1 and not (root / "1").exists()
+    assert "does not load as the models service loads it (External data path validation failed)" in \
+        capsys.readouterr().out
