@@ -87,6 +87,10 @@ def tensor_meta(sess) -> tuple[list, list]:
     """Input/output descriptions (name, dtype, shape with -1 for dynamic dims) read from an ORT session; a type
     the services do not serve is refused."""
     def desc(x):
+        if x.type.startswith("seq(map("):  # skl2onnx's default classifier output
+            raise ExportRefused(f"output '{x.name}' is a ZipMap ({x.type}), a list of dicts no protocol serves: "
+                                "convert with skl2onnx's options={id(model): {'zipmap': False}} (the "
+                                "probabilities become one float tensor), or options={'zipmap': False} in to_onnx")
         if x.type not in BY_ORT:
             raise ExportRefused(f"tensor '{x.name}' has type {x.type}, which is not served; use one of "
                                 f"{MANIFEST_NAMES}")

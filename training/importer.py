@@ -269,7 +269,8 @@ def _samples(samples_file: Path | None, inputs: list[dict]) -> dict[str, np.ndar
         samples = {k: f[k] for k in f.files}
     missing = sorted({t["name"] for t in inputs} - set(samples))
     if missing:
-        raise ExportRefused(f"{samples_file} has no array for input(s) {missing}: save one per input name")
+        raise ExportRefused(f"{samples_file} holds {sorted(samples)}; the model's inputs are "
+                            f"{[t['name'] for t in inputs]} (no array for {missing}): save one per input name")
     extra = sorted(set(samples) - {t["name"] for t in inputs})
     if extra:
         raise ExportRefused(f"{samples_file} has arrays {extra} that are no input of the model (inputs: "

@@ -69,7 +69,7 @@ class Http:
         remaining = context.time_remaining()
         try:
             await asyncio.wait_for(self.app(scope, receive, send), remaining)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
             await context.abort(Code.DEADLINE_EXCEEDED, f"the call's deadline passed ({method} {path})")
         out_headers = {k.lower(): v for k, v in answer["headers"]}
         if b"x-request-id" in out_headers:

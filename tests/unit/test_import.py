@@ -273,3 +273,27 @@ def test_a_version_the_service_cannot_serve_is_removed_and_refused(tmp_path, mon
     assert code == 1 and not (root / "1").exists()
     assert "does not load as the models service loads it (External data path validation failed)" in \
         capsys.readouterr().out
+
+
+def test_scikit_learn_zipmap_is_refused_with_the_fix_that_then_imports(tmp_path, capsys):
+    """skl2onnx's default classifier output is a ZipMap (a list of dicts); the refusal gives the option that
+    makes it one probability tensor, and that export imports and answers as predict_proba."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 4)).astype(np.float32)
+    clf = LogisticRegression().fit(x, (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1))
+    code, _ = run(tmp_path, to_onnx(clf, x[:1]))
+    out = capsys.readouterr().out
+    assert code == 1 and "output 'output_probability' is a ZipMap (seq(map(int64,tensor(float))))" in out, out
+    assert "options={id(model): {'zipmap': False}}" in out
+    samples = tmp_path / "s.npz"
+    np.savez(samples, X=x[:5])
+    code, root = run(tmp_path, to_onnx(clf, x[:1], options={id(clf): {"zipmap": False}}), "--samples", str(samples))
+    assert code == 0
+    from services.models.model import GenericServable
+    servable = GenericServable(load_and_verify(root / "1"), root / "1")
+    got = servable.infer({"X": x[:7]}, {})
+    servable.close()
+    np.testing.assert_allclose(got["probabilities"], clf.predict_proba(x[:7]), atol=1e-5)
+    assert got["label"].tolist() == clf.predict(x[:7]).tolist()
