@@ -60,7 +60,7 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
         if poll:
             repo.start_polling()
     app.extensions["repository"] = repo
-    app.extensions["dataplane"] = DataPlane(repo)
+    app.extensions["dataplane"] = DataPlane(repo, on_lookup=_record_model)
     app.extensions["bodies"] = {r.path: Checked(r.schema(settings.limits), r.hints) for r in routes
                                 if r.method == "POST"}
     app.extensions["service"] = service
@@ -148,3 +148,8 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
         return json_response({"models": out})
 
     return app
+
+
+def _record_model(s) -> None:
+    """This request's model and version, for its metrics and access log (``_finish``)."""
+    g.model, g.model_version = s.name, str(s.version)

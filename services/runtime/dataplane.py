@@ -2,11 +2,13 @@
 TF Serving REST, v2 over HTTP, and gRPC through the gateway's v2 calls). It looks the model and version up
 (recorded for metrics, statistics and the access log), checks the inputs against the servable's tensors and the
 parameters against its schema, applies the client's deadline, then runs ``Servable.infer``. The protocol views
-only decode and encode; the native routes look their model up here and call the servable's own methods."""
+only decode and encode; the native routes look their model up here and call the servable's own methods. It imports
+no web framework: the HTTP layer passes ``on_lookup``, which records the model for its metrics and access log."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
-from flask import g
 
 from modelcore.datatypes import BY_NUMPY, BY_V2
 from services.runtime import deadlines
@@ -17,22 +19,19 @@ from services.runtime.servable import Servable
 from services.runtime.sessions import request_fault
 from services.runtime.validation import Checked
 
-# Open Inference Protocol request parameters that are the protocol's, not a model's (tritonclient sends some)
-V2_PROTOCOL_PARAMETERS = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
-                          "timeout", "headers"}
 _TIMEOUT = Checked({"type": "object", "properties": {"timeout": {
     "type": "integer", "minimum": 1, "maximum": 10**12, "description": "microseconds, as Triton's"}}},
     what="parameter")
 
 
 class DataPlane:
-    def __init__(self, repository: ModelRepository):
-        self.repository = repository
+    def __init__(self, repository: ModelRepository, on_lookup: Callable[[Servable], None] = lambda s: None):
+        self.repository, self.on_lookup = repository, on_lookup
 
     def model(self, name: str, version: str | int | None = None) -> Servable:
         """The servable of ``name`` (``version``, else the newest loaded), counted for this request."""
         s = self.repository.get(name, version)
-        g.model, g.model_version = s.name, str(s.version)
+        self.on_lookup(s)
         return s
 
     def infer(self, s: Servable, inputs: dict[str, np.ndarray], parameters: dict, strict_datatype: bool = False,

@@ -10,11 +10,13 @@ from modelcore.datatypes import BY_V2
 from services import V2_EXTENSIONS, __version__
 from services.runtime import codec, statistics
 from services.runtime.config import LIMITS
-from services.runtime.dataplane import V2_PROTOCOL_PARAMETERS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_body, json_response
 from services.runtime.validation import unknown_in
 
+# Open Inference Protocol request parameters that are the protocol's, not a model's (tritonclient sends some)
+V2_PROTOCOL_PARAMETERS = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
+                          "timeout", "headers"}
 bp = Blueprint("v2", __name__)
 SERVER = {"name": "keras-onnx-serving", "version": __version__, "extensions": V2_EXTENSIONS}
 
