@@ -79,7 +79,8 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def import_model(repo: Path, name: str, source: Path, samples_file: Path | None, limit: int,
-                 allow_fp64: bool, tolerance: float = TOLERANCE, custom_module: str | None = None) -> Path:
+                 allow_fp64: bool, tolerance: float = TOLERANCE, custom_module: str | None = None,
+                 unsafe_deserialization: bool = False) -> Path:
     """Convert (a Keras or SavedModel source), check by running, and publish; raises ExportRefused."""
     kind = source_kind(source)
     stage = staging_dir()
@@ -90,7 +91,7 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
             _stage_onnx(source, graph)
         else:
             from training import tf_source
-            graph, reference = tf_source.convert(source, kind, graph, custom_module)
+            graph, reference = tf_source.convert(source, kind, graph, custom_module, unsafe_deserialization)
         sess, inputs, outputs, opset = _checked_graph(graph, allow_fp64)
         samples = _samples(samples_file, inputs)
         try:
@@ -341,13 +342,16 @@ def main(argv: list[str]) -> int:
                    help=f"largest difference from a Keras or SavedModel source allowed (default {TOLERANCE})")
     p.add_argument("--custom-module", help="a Python module to import first: it registers the model's custom "
                                            "Keras layers (keras.saving.register_keras_serializable)")
+    p.add_argument("--unsafe-deserialization", action="store_true",
+                   help="load a .keras file's Lambda layers (Keras's safe_mode=False): this runs the Python code "
+                        "stored in the file, so only for a file you trust")
     p.add_argument("--allow-fp64", action="store_true", help="keep float64 inputs (clients must send FP64)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "exported_models", help="model repository root")
     args = p.parse_args(argv)
     try:
         check_name(args.name)
         final = import_model(args.out, args.name, args.source, args.samples, args.max_batch_size, args.allow_fp64,
-                             args.tolerance, args.custom_module)
+                             args.tolerance, args.custom_module, args.unsafe_deserialization)
     except ExportRefused as exc:
         print(f"[import] refused: {exc}", flush=True)
         return 1

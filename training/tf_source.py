@@ -13,7 +13,7 @@ from pathlib import Path
 from training.export import OPSET, ExportRefused
 
 
-def convert(source: Path, kind: str, out: Path, custom_module: str | None = None):
+def convert(source: Path, kind: str, out: Path, custom_module: str | None = None, unsafe: bool = False):
     """-> (the ONNX file written at ``out``, ``reference(feeds) -> {output: array}``); raises ExportRefused."""
     import onnx
     import tensorflow as tf
@@ -25,7 +25,7 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
         except ImportError as exc:
             raise ExportRefused(f"--custom-module {custom_module} cannot be imported ({exc}): give a module on "
                                 "PYTHONPATH that registers the model's custom layers") from None
-    fn, specs, layers = _keras(source) if kind == "keras" else _saved_model(source)
+    fn, specs, layers = _keras(source, unsafe) if kind == "keras" else _saved_model(source)
     traced = tf.function(fn, input_signature=specs, autograph=False)  # autograph leaves files in TMPDIR
     try:
         proto, _ = tf2onnx.convert.from_function(traced, input_signature=specs, opset=OPSET)
@@ -45,18 +45,29 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
     return out, reference
 
 
-def _keras(source: Path):
+def _keras(source: Path, unsafe: bool = False):
     import keras
     import tensorflow as tf
+    if unsafe:
+        print("[import] --unsafe-deserialization: Lambda layers run the Python code stored in the file; load "
+              "only a file you trust (Keras's safe_mode=False)", flush=True)
     try:
-        model = keras.models.load_model(source, compile=False)
+        model = keras.models.load_model(source, compile=False, safe_mode=not unsafe)
     except Exception as exc:  # noqa: BLE001
         raise ExportRefused(_load_failure(source, exc)) from None
-    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name) for t in model.inputs]
+    # called with the structure it declares: a dict of named inputs (Keras's structured-data models), a list, or one
+    declared = model.input
+    keys = sorted(declared) if isinstance(declared, dict) else None
+    tensors = [declared[k] for k in keys] if keys else list(model.inputs)
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=keys[i] if keys else t.name) for i, t in enumerate(tensors)]
     names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(model.outputs))])
 
     def fn(*args):
-        out = model(list(args) if len(args) > 1 else args[0], training=False)
+        if keys:
+            structured = dict(zip(keys, args, strict=True))
+        else:
+            structured = list(args) if len(args) > 1 else args[0]
+        out = model(structured, training=False)
         if isinstance(out, dict):
             return out
         return dict(zip(names, out if isinstance(out, (list, tuple)) else [out], strict=True))
@@ -64,10 +75,11 @@ def _keras(source: Path):
 
 
 def _layer_classes(model) -> dict[str, str]:
-    """Every layer's name -> its class name, inside nested models too."""
+    """Every layer's name -> its class name (Keras's own with their module: keras.layers.X), nested models too."""
     out = {}
     for layer in getattr(model, "layers", []):
-        out[layer.name] = type(layer).__name__
+        cls = type(layer)
+        out[layer.name] = f"keras.layers.{cls.__name__}" if cls.__module__.startswith("keras.") else cls.__name__
         out.update(_layer_classes(layer))
     return out
 
@@ -94,6 +106,9 @@ def _saved_model(source: Path):
 
 def _load_failure(source: Path, exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "safe_mode" in str(exc) and "Lambda" in str(exc):
+        return (f"{source} has a Lambda layer, which Keras loads only with safe_mode=False because it runs Python "
+                "code stored in the file: pass --unsafe-deserialization if you trust the file")
     custom = re.search(r"[Cc]ould not (?:locate|deserialize) class '?([\w.]+)'?", str(exc))
     if custom:
         return (f"custom layer '{custom.group(1)}' cannot be loaded from {source}: its class is not registered "
@@ -102,11 +117,24 @@ def _load_failure(source: Path, exc: Exception) -> str:
     return f"{source} cannot be loaded ({text}): save it again with this Keras or TensorFlow"
 
 
+# TensorFlow ops tf2onnx leaves unconverted, where what lowers to them is known: the fix for each
+KNOWN_OPS = {
+    "Bitcast": "keras.ops.argmax lowers to Bitcast, which ONNX lacks: use tf.argmax in the layer",
+    "StaticRegexReplace": "string preprocessing (TextVectorization, StringLookup) is not converted yet: vectorize "
+                          "the strings outside the model and import the model from its integer ids on",
+}
+
+
 def _unconvertible(node, layers: dict[str, str], version: str) -> str:
     """Name the Keras layer (by its class) whose TensorFlow op has no ONNX form, from the node's scope."""
     scopes = node.name.split("/")[:-1]
     found = [(name, cls) for scope in scopes for name, cls in layers.items() if re.fullmatch(rf"{name}(_\d+)?", scope)]
-    where = f"custom layer '{found[-1][1]}' (layer '{found[-1][0]}')" if found else f"node '{node.name}'"
+    if found:
+        name, cls = found[-1]
+        where = f"layer '{name}' ({cls})" if cls.startswith("keras.") else f"custom layer '{cls}' (layer '{name}')"
+    else:
+        where = f"node '{node.name}'"
+    fix = KNOWN_OPS.get(node.op_type, "write the layer with standard TensorFlow ops, or export the model to ONNX "
+                                      "yourself and import the .onnx file")
     return (f"{where} cannot be converted to ONNX: its TensorFlow op {node.op_type} has no ONNX form in tf2onnx "
-            f"{version}; write the layer with standard TensorFlow ops, or export the model to ONNX yourself and "
-            "import the .onnx file")
+            f"{version}; {fix}")

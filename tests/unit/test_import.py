@@ -130,6 +130,21 @@ def keras_sources(tmp_path_factory):
     image = keras.Input((8, 8, 1), name="image")  # enough arithmetic that ONNX Runtime rounds unlike TensorFlow
     conv = keras.layers.Flatten()(keras.layers.Conv2D(8, 3)(image))
     keras.Model(image, keras.layers.Dense(10, activation="softmax")(conv)).save(d / "conv.keras")
+
+    @keras.saving.register_keras_serializable(package="import_tests")
+    class KerasArgmax(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.argmax(x, axis=-1)
+    keras.Model(x, KerasArgmax(name="pick")(x)).save(d / "argmax.keras")
+    keras.Model(x, keras.layers.Lambda(lambda v: v * 3.0, name="triple")(x)).save(d / "lambda.keras")
+    # a dict of named inputs, as in Keras's structured-data tutorial
+    age, rate = keras.Input((1,), name="age"), keras.Input((2,), name="rate")
+    joined = keras.layers.Concatenate()([age, rate])
+    keras.Model({"age": age, "rate": rate}, keras.layers.Dense(1, name="risk")(joined)).save(d / "dict.keras")
+    vectorize = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=4, name="vectorize")
+    vectorize.adapt(["a good film", "a bad film", "so good"])
+    review = keras.Input((1,), dtype="string", name="review")
+    keras.Model(review, keras.layers.Embedding(20, 2)(vectorize(review))).save(d / "text.keras")
     return d
 
 
@@ -148,6 +163,13 @@ def test_a_keras_model_is_converted_and_checked_against_keras(tmp_path, capsys, 
     ("custom.keras", (), "custom layer 'NumpyDouble' (layer 'doubler') cannot be converted to ONNX: its "
                          "TensorFlow op PyFunc has no ONNX form"),
     ("conv.keras", ("--tolerance", "1e-12"), "the ONNX graph differs from the keras source by up to"),
+    ("argmax.keras", (), "custom layer 'KerasArgmax' (layer 'pick') cannot be converted to ONNX: its TensorFlow op "
+                         "Bitcast has no ONNX form in tf2onnx 1.17.0; keras.ops.argmax lowers to Bitcast, which "
+                         "ONNX lacks: use tf.argmax in the layer"),
+    ("text.keras", (), "layer 'vectorize' (keras.layers.TextVectorization) cannot be converted to ONNX: its "
+                       "TensorFlow op StaticRegexReplace has no ONNX form in tf2onnx 1.17.0; string preprocessing"),
+    ("lambda.keras", (), "has a Lambda layer, which Keras loads only with safe_mode=False because it runs Python "
+                         "code stored in the file: pass --unsafe-deserialization if you trust the file"),
     ("broken.keras", (), "cannot be loaded"),
     ("not_a_savedmodel", (), "a folder without saved_model.pb"),
     ("plain.pt", (), "unknown kind of model; give a .keras, .h5 or .onnx file, or a TensorFlow SavedModel"),
@@ -159,6 +181,20 @@ def test_keras_refusals_name_the_cause_and_write_nothing(tmp_path, capsys, keras
     code = importer.main(["mine", str(keras_sources / source), "--out", str(tmp_path), *extra])
     assert code == 1 and why in capsys.readouterr().out
     assert not (tmp_path / "mine").exists() or not any((tmp_path / "mine").iterdir())
+
+
+def test_dict_inputs_and_lambda_layers_import_and_answer_as_keras(tmp_path, capsys, keras_sources):
+    """A model of a dict of inputs is called with that dict, its inputs named by its keys; a Lambda layer loads
+    with --unsafe-deserialization, which warns."""
+    assert importer.main(["structured", str(keras_sources / "dict.keras"), "--out", str(tmp_path)]) == 0
+    m = load_and_verify(tmp_path / "structured" / "1")
+    assert [t["name"] for t in m["graphs"]["model"]["inputs"]] == ["age", "rate"]
+    assert m["parity"]["max_abs_diff"] <= 1e-4
+    code = importer.main(["tripled", str(keras_sources / "lambda.keras"), "--unsafe-deserialization", "--out",
+                          str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0 and "Lambda layers run the Python code stored in the file" in out, out
+    assert load_and_verify(tmp_path / "tripled" / "1")["parity"]["max_abs_diff"] <= 1e-4
 
 
 @pytest.mark.parametrize("name, why", [("mnist", "one of the shipped families' models"),
