@@ -1,8 +1,9 @@
 """Every setting of the services and the gateway, typed, with its environment variable, default and meaning.
 
 A process reads its settings once when it starts (``ServiceSettings.load()``, ``GatewaySettings.from_env()``
-when the gateway app is made); nothing else reads the environment. ``python -m services.settings`` writes
-docs/configuration.md from these classes, and a test fails when the two differ.
+when the gateway app is made). Two others read it by design: ``healthcheck.py`` (a probe run on its own, which
+needs only the port) and ``tracing.py`` (OpenTelemetry's standard ``OTEL_*`` variables, the SDK's own).
+``python -m services.settings`` writes docs/configuration.md from these classes, and a test fails when the two differ.
 """
 from __future__ import annotations
 

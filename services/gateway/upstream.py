@@ -1,6 +1,7 @@
 """Calls from the gateway's event loop to the model services: pooled keep-alive connections whose responses
-httptools parses as they arrive, a per-backend circuit breaker, retries only when a connection dies before any
-answer (model calls have no side effects), and an idle timeout (504).
+httptools parses as they arrive, a per-backend circuit breaker, up to three tries when a connection dies before
+the whole answer of a call that does not stream (model calls have no side effects; a stream is never retried once
+its head arrived), and an idle timeout (504).
 
 Written on asyncio and httptools' public response parser rather than aiohttp's client because this is the
 gateway's hot path (bench/results/vm/FINDINGS.md has the costs).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from services.settings import REPO_ROOT, ProcessSettings, ServiceSettings
 
-__all__ = ["REPO_ROOT", "LIMITS", "usable_cpus", "web_workers", "model_repository", "model_device",
+__all__ = ["REPO_ROOT", "LIMITS", "usable_cpus", "web_workers", "model_device",
            "batching_override", "settings"]
 
 
@@ -35,10 +35,6 @@ def web_workers(process: ProcessSettings | None = None) -> int:
     killed worker does not take the service down while its replacement loads."""
     workers = (process or ProcessSettings.from_env()).workers
     return workers if workers else min(4, usable_cpus())
-
-
-def model_repository() -> Path:
-    return settings().model_repository
 
 
 def model_device() -> str:
