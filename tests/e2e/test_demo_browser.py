@@ -103,12 +103,12 @@ def test_imported_models_are_listed_and_answer_their_sample(page, shots, stack, 
         card = page.locator(".imported[data-model='demo_typed']")
         card.wait_for(timeout=15000)
         assert card.locator("h3").text_content() == "demo_typed v1"
-        assert "text BYTES [-1, 2]" in card.locator("p").text_content()
+        assert "bytes BYTES [-1, 2]" in card.locator("p").text_content()
         card.locator("button").click()
         out = card.locator("pre")
         page.wait_for_function("document.querySelector(\".imported[data-model='demo_typed'] pre\")"
-                               ".textContent.includes('text_out BYTES')", timeout=15000)
-        assert "f64_out FP64 [1, 2]" in out.text_content() and "error" not in (out.get_attribute("class") or "")
+                               ".textContent.includes('bytes_out BYTES')", timeout=15000)
+        assert "fp64_out FP64 [1, 2]" in out.text_content() and "error" not in (out.get_attribute("class") or "")
         card.screenshot(path=str(shots / "imported.png"))
     finally:
         shutil.rmtree(stack.repository / "demo_typed")

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from services.models.model import GenericServable
-from services.runtime import deadlines
 from services.runtime.dataplane import DataPlane
-from services.runtime.errors import ApiError, DeadlineExceeded
+from services.runtime.errors import ApiError
 from services.runtime.repository import ModelRepository
 from tests.conftest import ROOT
 from tests.imported import import_onnx
@@ -62,21 +60,3 @@ def test_a_runtime_error_the_values_cause_is_a_400_naming_the_input(plane):
         dataplane.infer(s, {"ids": np.array([[0, 5000, 1]])}, {})
     assert refused.value.status == 400 and refused.value.field == "ids"
     assert "idx=5000 must be within the inclusive range [-1000,999]" in refused.value.message
-
-
-def test_v2_timeout_shortens_the_deadline(plane):
-    dataplane, _ = plane
-    s = dataplane.model("lookup")
-    v2 = frozenset({"timeout"})
-    token = deadlines.current.set(None)
-    try:
-        deadlines.begin(60.0, {})
-        dataplane.infer(s, {"ids": np.array([[0, 1, 2]])}, {"timeout": 5_000_000}, protocol=v2)  # 5 s
-        assert deadlines.current.get().deadline - time.monotonic() < 5
-        with pytest.raises(DeadlineExceeded, match="deadline passed before it reached the model"):
-            dataplane.infer(s, {"ids": np.array([[0, 1, 2]])}, {"timeout": 1}, protocol=v2)  # 1 microsecond
-        with pytest.raises(ApiError, match="timeout") as refused:
-            dataplane.infer(s, {"ids": np.array([[0, 1, 2]])}, {"timeout": 0}, protocol=v2)
-        assert refused.value.status == 400
-    finally:
-        deadlines.current.reset(token)
