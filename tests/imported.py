@@ -77,3 +77,21 @@ def wait_for(url: str, name: str, ready: bool = True, timeout: float = 30.0) -> 
         if not agreed:
             time.sleep(0.1)
     return time.time() - t0
+
+
+def mlp(seed: int, hidden: int = 1024) -> onnx.ModelProto:
+    """x [N, 784] -> Relu(x @ w1) @ w2 [N, 10]: 3.2 MB of float32 weights at 1024 hidden, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    w1 = onnx.numpy_helper.from_array((rng.standard_normal((784, hidden)) / 28).astype(np.float32), "w1")
+    w2 = onnx.numpy_helper.from_array((rng.standard_normal((hidden, 10)) / 32).astype(np.float32), "w2")
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 784])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 10])], [w1, w2])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def mlp_answer(seed: int, x: np.ndarray, hidden: int = 1024) -> np.ndarray:
+    """What ``mlp(seed)`` answers, computed with NumPy."""
+    w1, w2 = (onnx.numpy_helper.to_array(t) for t in mlp(seed, hidden).graph.initializer)
+    return np.maximum(x @ w1, 0) @ w2

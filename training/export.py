@@ -32,6 +32,32 @@ class ExportRefused(RuntimeError):
     """The ONNX graph does not reproduce Keras within tolerance (or does not load)."""
 
 
+# an imported model's weights are published beside its graph, each tensor at a page boundary: ONNX Runtime then
+# maps the file instead of copying it, and a pod's workers share one copy through the page cache (FINDINGS)
+EXTERNAL_DATA = "model.onnx.data"
+PAGE_BYTES = 4096
+
+
+def save_mapped(model, target: Path) -> None:
+    """``target`` (``model.onnx``) with every initializer of a page or more in ``model.onnx.data`` beside it, each
+    at a page boundary, which is what ONNX Runtime needs to map them rather than read them into memory."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+    with open(target.parent / EXTERNAL_DATA, "wb") as data:
+        for tensor in model.graph.initializer:
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < PAGE_BYTES:
+                continue  # small ones (and typed fields: strings) stay in the graph
+            data.write(b"\0" * (-data.tell() % PAGE_BYTES))
+            offset = data.tell()
+            data.write(tensor.raw_data)
+            set_external_data(tensor, EXTERNAL_DATA, offset, len(tensor.raw_data))
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+    if (target.parent / EXTERNAL_DATA).stat().st_size == 0:
+        (target.parent / EXTERNAL_DATA).unlink()
+    onnx.save_model(model, str(target))
+
+
 def to_onnx(model, input_specs: list, path: Path) -> Path:
     """Convert a Keras model (or a Keras-callable wrapped as a model) to ONNX at ``path``."""
     import onnx

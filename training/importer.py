@@ -23,13 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from modelcore.manifest import SCHEMA, sha256_file
-from training.export import ExportRefused, next_version, staging_dir, tensor_meta, write_version
+from training.export import ExportRefused, next_version, save_mapped, staging_dir, tensor_meta, write_version
 
 TOLERANCE = 1e-4
 NAME = SCHEMA["properties"]["name"]["pattern"]
-# a graph up to this size is published as one file; a larger one keeps its weights beside it (protobuf's 2 GiB)
-EMBED_LIMIT_BYTES = 1_800_000_000
-EXTERNAL_DATA = "model.onnx.data"
 
 
 def drawn_samples(inputs: list[dict], batch: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -136,7 +133,7 @@ def source_kind(source: Path) -> str:
 
 def _stage_onnx(source: Path, target: Path) -> None:
     """The source graph with its weights, wherever the exporter put them (``torch.onnx.export`` writes
-    ``model.onnx`` plus ``model.onnx.data``): embedded in one file, or beside it when too large for one."""
+    ``model.onnx`` plus ``model.onnx.data``), staged as ``save_mapped`` writes it."""
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
     try:
@@ -151,12 +148,7 @@ def _stage_onnx(source: Path, target: Path) -> None:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure refuses the import
         raise ExportRefused(f"{source} is not a readable ONNX file ({exc}): export it again") from None
-    external = model.ByteSize() > EMBED_LIMIT_BYTES
-    onnx.save_model(model, str(target), save_as_external_data=external, all_tensors_to_one_file=True,
-                    location=EXTERNAL_DATA)
-    if external:
-        print(f"[import] weights kept beside the graph in {EXTERNAL_DATA} (over {EMBED_LIMIT_BYTES / 1e9:.1f} GB)",
-              flush=True)
+    save_mapped(model, target)
 
 
 def _tensors(graph):

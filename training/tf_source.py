@@ -10,7 +10,7 @@ import importlib
 import re
 from pathlib import Path
 
-from training.export import OPSET, ExportRefused
+from training.export import OPSET, ExportRefused, save_mapped
 
 
 def convert(source: Path, kind: str, out: Path, custom_module: str | None = None, unsafe: bool = False):
@@ -37,7 +37,7 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
     for node in proto.graph.node:
         if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
             raise ExportRefused(_unconvertible(node, layers, tf2onnx.__version__))
-    onnx.save(proto, str(out))
+    save_mapped(proto, out)
 
     def reference(feeds: dict) -> dict:
         outputs = traced(*[tf.constant(feeds[s.name]) for s in specs])
