@@ -93,9 +93,12 @@ class ProcessSettings(_FromEnv):
 # Per service, where the general defaults fit it badly (``python -m services NAME`` sets them unless given):
 # - textgen: a stream holds its request thread for its whole life, so 16 threads per worker are too few; and a
 #   step is a [streams, 384] LSTM cell, too small to split well across ONNX Runtime threads (FINDINGS);
-# - gateway: one event loop proxies for every service, and a second worker would only take CPU from them.
+# - gateway: one event loop proxies for every service, and a second worker would only take CPU from them;
+# - models: models load between requests, and glibc's threshold for giving a large block its own mapping rises
+#   with each such block freed, so later blocks land in heaps that then cannot shrink: 40 models kept 0.4-0.65x
+#   their weights more. A fixed threshold (glibc's starting one) returns them (FINDINGS).
 SERVICE_DEFAULTS = {"textgen": {"GUNICORN_THREADS": "64", "ORT_INTRA_OP_THREADS": "1"},
-                    "gateway": {"WEB_CONCURRENCY": "1"}}
+                    "gateway": {"WEB_CONCURRENCY": "1"}, "models": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,14 @@ class ServiceSettings(_FromEnv):
     model_control_file: Path | None = setting("MODEL_CONTROL_FILE", None, "where a service's workers share "
                                               "explicit model loads and unloads (`/v2/repository/models/NAME/load`)",
                                               shown="a new temporary file at each start")
+    model_memory_budget: int | None = setting("MODEL_MEMORY_BUDGET", None, "models service: bytes its loaded models "
+                                              "may hold; a load past it first unloads the least recently used",
+                                              shown="60% of the container's memory limit (else of RAM), shared "
+                                              "out over the workers")
+    model_shared_weights: bool = setting("MODEL_SHARED_WEIGHTS", True, "models service: weights stay in the "
+                                         "mapping of their file, one copy per pod whatever the workers (`0`: "
+                                         "ONNX Runtime prepacks a faster private copy in each worker)",
+                                         shown="`1`")
     cuda_tf32: bool = setting("CUDA_TF32", False, "`1` lets CUDA use TF32 (faster; answers then differ from the "
                               "CPU's by more than the 1e-4 every export is checked to)", shown="`0`")
     ort_threads: int | None = setting("ORT_INTRA_OP_THREADS", None, "ONNX Runtime threads per session",
@@ -179,6 +190,13 @@ class GatewaySettings(_FromEnv):
                                    "`X-Forwarded-For` address that is not a trusted proxy", shown="none")
     upstream_timeout: float = setting("GATEWAY_UPSTREAM_TIMEOUT", 60.0, "seconds a backend may stay silent (504)")
     connect_timeout: float = setting("GATEWAY_CONNECT_TIMEOUT", 0.5, "seconds to connect to a backend (503)")
+    models_replicas: str = setting("GATEWAY_MODELS_REPLICAS", "", "the models service's replicas, each imported "
+                                   "model placed on one (two when hot): `dns:HOST:PORT` (a headless Service, looked "
+                                   "up again and again) or URLs, comma-separated", shown="none: its one URL")
+    replicas_refresh_seconds: float = setting("GATEWAY_REPLICAS_REFRESH_SECONDS", 5.0, "how often `dns:` replicas "
+                                              "are looked up")
+    hot_model_rps: float = setting("GATEWAY_HOT_MODEL_RPS", 100.0, "an imported model asked more often (requests a "
+                                   "second, over 10 s) is served by two replicas")
     breaker_failures: int = setting("GATEWAY_BREAKER_FAILURES", 3, "failed calls that open a backend's circuit")
     breaker_reset_seconds: float = setting("GATEWAY_BREAKER_RESET_SECONDS", 5.0, "seconds before an open circuit "
                                            "lets a trial call through")

@@ -249,11 +249,15 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(autouse=True)
 def settings_read_in_each_test():
     """Services read their settings once per process (ServiceSettings.load); a test that sets an environment
-    variable gets them read again, as a process started with it would."""
+    variable gets them read again, as a process started with it would. No request's deadline outlives its test."""
+    from services.runtime import deadlines
     from services.settings import ServiceSettings
     ServiceSettings.load.cache_clear()
     yield
     ServiceSettings.load.cache_clear()
+    # a request served by a Flask test client leaves its deadline set in this thread, as a server thread keeps it
+    # until its next request: it must not pass into the next test's in-process work (an import's served check)
+    deadlines.current.set(None)
 
 
 def read_all(sock: socket.socket, timeout: float = 2.0) -> bytes:

@@ -10,6 +10,7 @@ import numpy as np
 
 from modelcore.datatypes import BY_MANIFEST
 from modelcore.manifest import ManifestError
+from services.runtime.config import settings
 from services.runtime.errors import ApiError
 from services.runtime.servable import Servable, TensorSpec
 
@@ -28,6 +29,8 @@ class GenericServable(Servable):
             raise ManifestError(f"{manifest['name']} version {manifest['version']} is a {manifest['task']} model, "
                                 "not an imported one: serve it with its own service, or import it with "
                                 "python -m training import")
+        # the import writes the weights page-aligned beside the graph (training/export.py): shared by the workers
+        self.mapped_weights = settings().model_shared_weights
         super().__init__(manifest, version_dir)
         graph = manifest["graphs"][GRAPH]
         self.inputs, self.outputs = specs(graph["inputs"]), specs(graph["outputs"])

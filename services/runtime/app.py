@@ -16,7 +16,8 @@ from werkzeug.exceptions import HTTPException
 from services import tracing
 from services.routes import Route
 from services.runtime import deadlines, logs, metrics
-from services.runtime.config import LIMITS
+from services.runtime.budget import MemoryBudget, default_budget
+from services.runtime.config import LIMITS, web_workers
 from services.runtime.dataplane import DataPlane
 from services.runtime.errors import ApiError
 from services.runtime.http import assign_request_id, json_response, log_access
@@ -53,8 +54,11 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
     app = Flask(service)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    budget = None
+    if discover is not None and not repository:  # models found at every poll load on demand, under a budget
+        budget = MemoryBudget(settings.model_memory_budget or default_budget(web_workers()))
     repo = repository or ModelRepository(settings.model_repository, factories, settings.model_control_file,
-                                         discover=discover)
+                                         discover=discover, budget=budget)
     if not repository:
         repo.refresh()
         if poll:
@@ -81,6 +85,8 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
 
     @app.teardown_request
     def _end_span(exc):
+        for s in g.pop("leased", ()):
+            repo.release(s)
         span = g.pop("span", None)
         if span is not None:
             span.__exit__(None, None, None)
@@ -151,5 +157,7 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
 
 
 def _record_model(s) -> None:
-    """This request's model and version, for its metrics and access log (``_finish``)."""
+    """This request's model and version, for its metrics and access log (``_finish``); its lease, returned at
+    teardown."""
     g.model, g.model_version = s.name, str(s.version)
+    g.setdefault("leased", []).append(s)

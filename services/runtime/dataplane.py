@@ -3,7 +3,8 @@ TF Serving REST, v2 over HTTP, and gRPC through the gateway's v2 calls). It look
 (recorded for metrics, statistics and the access log), checks the inputs against the servable's tensors and the
 parameters against its schema, applies the client's deadline, then runs ``Servable.infer``. The protocol views
 only decode and encode; the native routes look their model up here and call the servable's own methods. It imports
-no web framework: the HTTP layer passes ``on_lookup``, which records the model for its metrics and access log."""
+no web framework: the HTTP layer passes ``on_lookup``, which records the model for its metrics and access log,
+and returns the lease at the request's end."""
 from __future__ import annotations
 
 from typing import Callable
@@ -29,10 +30,14 @@ class DataPlane:
         self.repository, self.on_lookup = repository, on_lookup
 
     def model(self, name: str, version: str | int | None = None) -> Servable:
-        """The servable of ``name`` (``version``, else the newest loaded), counted for this request."""
-        s = self.repository.get(name, version)
+        """The servable of ``name`` (``version``, else the newest), counted for this request and leased to it:
+        ``on_lookup`` arranges the ``release`` at the request's end (a retired version closes after its last)."""
+        s = self.repository.get(name, version, lease=True)
         self.on_lookup(s)
         return s
+
+    def release(self, s: Servable) -> None:
+        self.repository.release(s)
 
     def infer(self, s: Servable, inputs: dict[str, np.ndarray], parameters: dict, strict_datatype: bool = False,
               protocol: frozenset | set = frozenset()) -> dict[str, np.ndarray]:

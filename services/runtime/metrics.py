@@ -47,6 +47,17 @@ LOADED = Gauge("model_loaded", "1 when a model version is loaded and serving", [
                multiprocess_mode="max")
 LOAD_FAILURES = Counter("model_load_failures_total", "Versions refused at load (bad manifest or checksum)",
                         ["model", "version"])
+# the models service's memory budget (services/runtime/budget.py); each worker keeps to its part of it
+LOADS = Counter("model_loads_total", "Versions loaded on demand or at start, under the memory budget", ["model"])
+EVICTIONS = Counter("model_evictions_total", "Versions unloaded to make room under the memory budget", ["model"])
+COLD_START = Histogram("model_cold_start_seconds", "A request's wait for its model to load",
+                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+MODEL_BYTES = Gauge("model_memory_bytes", "Memory a loaded version added at its load", ["model", "version"],
+                    multiprocess_mode="livesum")
+BUDGET_BYTES = Gauge("model_memory_budget_bytes", "The memory budget (MODEL_MEMORY_BUDGET)",
+                     multiprocess_mode="livesum")
+BUDGET_IN_USE = Gauge("model_memory_in_use_bytes", "Bytes charged to the memory budget: loaded, loading and "
+                      "closing versions", multiprocess_mode="livesum")
 ACTIVE_SEQUENCES = Gauge("model_decoder_active_sequences", "Decoding jobs in the decoder's batch",
                          multiprocess_mode="livesum")
 

@@ -51,7 +51,7 @@ def get_model(path):
         if not states:
             raise NotFound(f"version {version} of model '{name}' is not loaded", field="version")
     return json_response({"model_version_status": [
-        {"version": st["version"], "state": st["state"] if st["state"] == "AVAILABLE" else "END",
+        {"version": st["version"], "state": st["state"] if st["state"] in ("AVAILABLE", "LOADING") else "END",
          "status": {"error_code": "OK" if st["state"] == "AVAILABLE" else "UNKNOWN",
                     "error_message": st.get("error", "")}} for st in states]})
 

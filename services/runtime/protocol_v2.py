@@ -87,6 +87,11 @@ def _config_tensor(t, first: int) -> dict:
     return {"name": t.name, "data_type": BY_V2[t.datatype].triton, "dims": list(t.shape[first:])}
 
 
+# the repository's version states as Triton's index names them; UNLOADED: it loads on its next request
+INDEX_STATES = {"AVAILABLE": "READY", "LOADING": "LOADING", "ON_DEMAND": "UNLOADED", "UNLOADED": "UNAVAILABLE",
+                "FAILED": "UNAVAILABLE"}
+
+
 @bp.post("/v2/repository/index")
 def repository_index():
     body = json_body(optional=True)
@@ -94,11 +99,10 @@ def repository_index():
     out = []
     for n in repo().names():
         for st in repo().status(n):
-            ready = st["state"] == "AVAILABLE"
-            if body.get("ready") and not ready:
+            state = INDEX_STATES[st["state"]]
+            if body.get("ready") and state != "READY":
                 continue
-            out.append({"name": n, "version": st["version"], "state": "READY" if ready else "UNAVAILABLE",
-                        "reason": st.get("error", "")})
+            out.append({"name": n, "version": st["version"], "state": state, "reason": st.get("error", "")})
     return json_response(out)
 
 

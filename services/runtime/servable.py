@@ -41,14 +41,17 @@ class Servable(ABC):
 
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
+    mapped_weights = False  # sessions keep their weights in the file's mapping (``sessions.create_session``)
 
     def __init__(self, manifest: dict, version_dir: Path):
         self.manifest, self.dir = manifest, Path(version_dir)
         self.name, self.version = manifest["name"], int(manifest["version"])
-        self.sessions = {g: create_session(self.dir / spec["file"]) for g, spec in manifest["graphs"].items()}
+        self.sessions = {g: create_session(self.dir / spec["file"], mapped_weights=self.mapped_weights)
+                         for g, spec in manifest["graphs"].items()}
         self.device = device_of(next(iter(self.sessions.values())))
         self.batching = batching_override(manifest["batching"])
         self.batchers: list[DynamicBatcher] = []
+        self.leases, self.retired = 0, False  # requests using it; out of service (repository.py)
 
     def batcher(self, graph: str, outputs: list[str], pad: dict | None = None) -> DynamicBatcher:
         sess = self.sessions[graph]

@@ -58,8 +58,10 @@ def cuda_provider() -> tuple[str, dict]:
                                      "cudnn_conv_algo_search": "HEURISTIC"}
 
 
-def create_session(path, device: str | None = None) -> ort.InferenceSession:
-    """``path``: an .onnx file, or a serialized model (a graph derived at load time, e.g. ``prefill``)."""
+def create_session(path, device: str | None = None, mapped_weights: bool = False) -> ort.InferenceSession:
+    """``path``: an .onnx file, or a serialized model (a graph derived at load time, e.g. ``prefill``).
+    ``mapped_weights``: keep the weights in the file's mapping (an imported model's page-aligned
+    ``model.onnx.data``): no prepacked copy, so one copy in the page cache serves every worker (FINDINGS)."""
     device = device or model_device()
     opts = ort.SessionOptions()
     # two threads even when the workers share the CPUs: a batch-1 call is faster, and with spinning off, idle
@@ -71,6 +73,8 @@ def create_session(path, device: str | None = None) -> ort.InferenceSession:
     # ORT's worker threads spin while idle; on a small CPU shared with the request threads that spinning
     # takes cores from JSON decoding and the batcher
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if mapped_weights:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     source = path if isinstance(path, bytes) else str(path)
     sess = ort.InferenceSession(source, opts, providers=providers_for(device))
     active = sess.get_providers()

@@ -62,13 +62,17 @@ def test_what_is_not_an_imported_model_or_fails_its_checks_is_refused_and_report
     with open(tampered / "1" / "model.onnx", "ab") as f:
         f.write(b"\0")
     repository.refresh()
+    found = index(client)  # models load on their first request: until then, nothing is known against them
+    assert {found[k]["state"] for k in [("mnist_copy", "1"), ("tampered", "1")]} == {"UNLOADED"}, found
+    r = client.post("/v2/models/tampered/infer", json={"inputs": []})
+    assert r.status_code == 503 and "version 1 of model 'tampered' was refused" in r.json["error"], r.json
+    assert "sha256" in r.json["error"]
+    assert client.get("/v2/models/mnist_copy").status_code == 503
     found = index(client)
     assert found[("mnist_copy", "1")]["state"] == "UNAVAILABLE"
     assert "image-classification model, not an imported one" in found[("mnist_copy", "1")]["reason"]
     assert "sha256" in found[("tampered", "1")]["reason"]
     assert client.get("/v2/health/ready").status_code == 200  # a broken import does not take the others out
-    r = client.post("/v2/models/tampered/infer", json={"inputs": []})
-    assert r.status_code == 503 and "version 1 was refused" in r.json["error"] and "sha256" in r.json["error"]
 
 
 def test_a_runtime_error_the_request_caused_is_a_400_with_the_runtimes_words(service, tmp_path):
