@@ -148,7 +148,14 @@ def base():
     for n, (port, _m, cpu, mem, lim, mx) in DEPLOYMENTS.items():
         docs += [deployment(n, port, [{"name": "MODEL_DEVICE", "value": "cpu"}], cpu, mem, lim), service(n, port),
                  hpa(n, mx), pdb(n)]
+    imported = next(s for s in catalog.SERVICES if s.imported)
+    # the imported models' replicas, each pod's address: the gateway places each model on one or two of them
+    replicas = service(f"{imported.name}-replicas", imported.port)
+    replicas["spec"].update(clusterIP="None", selector={"app.kubernetes.io/name": imported.name})
+    docs.append(replicas)
     gw = deployment("gateway", GATEWAY_PORT, [{"name": "GATEWAY_BACKENDS_FILE", "value": "/etc/gateway/backends.yaml"},
+                                              {"name": "GATEWAY_MODELS_REPLICAS",
+                                               "value": f"dns:{imported.name}-replicas:{imported.port}"},
                                               {"name": "GATEWAY_RATE_LIMIT", "value": "200/second"},
                                               # the ingress controller's pods: the client is in X-Forwarded-For
                                               {"name": "GATEWAY_TRUSTED_PROXIES", "value": "10.0.0.0/8"}],

@@ -24,6 +24,7 @@ from opentelemetry.trace import SpanKind
 from services import tracing
 from services.gateway import auth, backends, control, metrics, ratelimit
 from services.gateway.headers import FORWARD
+from services.gateway.placement import Placement
 from services.gateway.upstream import Upstream, response_headers
 from services.runtime import logs
 from services.runtime.errors import ApiError
@@ -101,6 +102,10 @@ class Gateway:
         self.grpc_servers: list = []
         self.router = backends.Router(backends.load(settings))
         self.upstream = Upstream(settings)
+        imported = self.router.imported
+        self.placement = Placement(imported, settings.models_replicas, settings.replicas_refresh_seconds,
+                                   settings.hot_model_rps) if imported is not None else None
+        self._refresh: asyncio.Task | None = None
         self.keys = auth.load_keys(settings)
         self.rate = ratelimit.from_settings(settings)
         self.control = control.Control(self)
@@ -157,8 +162,12 @@ class Gateway:
                 except Exception as exc:  # noqa: BLE001 - e.g. a port that cannot be bound: refuse to start
                     await send({"type": "lifespan.startup.failed", "message": f"gRPC: {exc}"})
                     return
+                if self.placement is not None:
+                    self._refresh = asyncio.ensure_future(self.placement.refresh_forever())
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                if self._refresh is not None:
+                    self._refresh.cancel()
                 # gRPC calls in flight get the same grace as HTTP's (gunicorn's graceful timeout)
                 await asyncio.gather(*(s.stop(grace=self.process.graceful_timeout) for s in self.grpc_servers))
                 self.upstream.close()
@@ -261,13 +270,21 @@ class Gateway:
             await req.respond(*whole)
 
     async def _forward(self, req: Request, backend, method: str, headers, body: bytes):
-        """-> (status, body, headers) of a whole answer; None after passing on a stream but its end."""
-        try:
-            resp = await self.upstream.request(backend, method, upstream_target(req.scope), headers, body)
-        except ApiError as exc:
-            if exc.status == 503 and req.model and req.model != backend.name:  # name what the caller asked for
-                exc.message = f"model '{req.model}' is unavailable: {exc.message}"
-            raise
+        """-> (status, body, headers) of a whole answer; None after passing on a stream but its end. An imported
+        model's call goes to the replicas that serve it (``placement``), and on to the next when one is down."""
+        replicas = [backend]
+        if self.placement is not None and backend is self.router.imported and req.model:
+            replicas = self.placement.pick(req.model)
+        for i, replica in enumerate(replicas):
+            try:
+                resp = await self.upstream.request(replica, method, upstream_target(req.scope), headers, body)
+                break
+            except ApiError as exc:
+                if exc.status == 503 and i + 1 < len(replicas):  # refused or circuit open: nothing was served
+                    continue
+                if exc.status == 503 and req.model and req.model != backend.name:  # name what the caller asked
+                    exc.message = f"model '{req.model}' is unavailable: {exc.message}"
+                raise
         out = response_headers(resp)
         if not resp.streaming or req.method == "HEAD":
             return resp.status, await resp.read(), out  # read whole by the upstream's own tries

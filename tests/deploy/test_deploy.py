@@ -196,3 +196,14 @@ def test_monitoring_wraps_the_rules_file_and_scrapes_every_service():
         assert endpoint["path"] == "/metrics"
         assert endpoint["port"] in {p["name"] for p in services[name]["spec"]["ports"]}
         assert monitor["spec"]["selector"]["matchLabels"].items() <= services[name]["metadata"]["labels"].items()
+
+
+def test_the_gateway_places_imported_models_on_the_models_pods_by_their_headless_service():
+    docs = render("overlays/cpu")
+    services = _by_kind(docs, "Service")
+    headless, models = services["models-replicas"], services["models"]
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["selector"] == models["spec"]["selector"]
+    assert headless["spec"]["ports"][0]["port"] == DEFAULT_PORTS["models"]
+    env = {e["name"]: e.get("value") for e in _container(docs, "gateway")["containers"][0]["env"]}
+    assert env["GATEWAY_MODELS_REPLICAS"] == f"dns:models-replicas:{DEFAULT_PORTS['models']}"
+    assert "models" in _by_kind(docs, "PodDisruptionBudget") and "models" in _by_kind(docs, "HorizontalPodAutoscaler")

@@ -1,0 +1,106 @@
+"""Imported models placed across three replicas of the models service under one gateway: a zoo larger than one
+replica's memory budget and smaller than three; every model answers right, each model is loaded on one replica
+(their indexes say so), a hot model gets a second, and with one replica SIGKILLed every model answers again at
+once, with no client error."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from bench.run import free_port
+from services.runtime.budget import files_bytes
+from tests.conftest import ROOT, wait_until_ready
+from tests.imported import import_onnx, mlp, mlp_answer
+
+HIDDEN, MODELS = 128, 12
+
+
+def start(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "services", *args], cwd=ROOT, env={**os.environ, **env},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    work = tmp_path_factory.mktemp("placement")
+    for i in range(MODELS):
+        import_onnx(mlp(i, HIDDEN), f"p{i:02d}", work, "--max-batch-size", "8")
+    repo = work / "repo"
+    budget = int(8 * 1.25 * files_bytes(repo / "p00" / "1"))  # room for eight of the twelve on a replica
+    ports = [free_port() for _ in range(3)]
+    env = {"MODEL_REPOSITORY": str(repo), "MODEL_POLL_SECONDS": "0", "WEB_CONCURRENCY": "1", "LOG_LEVEL": "warning",
+           "MODEL_MEMORY_BUDGET": str(budget)}
+    replicas = [start(["models"], {**env, "PORT": str(p)}) for p in ports]
+    urls = [f"http://127.0.0.1:{p}" for p in ports]
+    gw_port = free_port()
+    gateway = start(["gateway"], {"GATEWAY_PORT": str(gw_port), "GRPC_TFS_PORT": "0", "GRPC_V2_PORT": "0",
+                                  "LOG_LEVEL": "warning", "BACKEND_MODELS_URL": urls[0],
+                                  "GATEWAY_MODELS_REPLICAS": ",".join(urls), "GATEWAY_HOT_MODEL_RPS": "20",
+                                  "GATEWAY_BREAKER_RESET_SECONDS": "30"})
+    try:
+        for url, proc in zip(urls, replicas, strict=True):
+            wait_until_ready(url, proc)
+        for _ in range(100):
+            try:
+                if requests.get(f"http://127.0.0.1:{gw_port}/v2/health/live", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.2)
+        yield {"gateway": f"http://127.0.0.1:{gw_port}", "urls": urls, "replicas": replicas}
+    finally:
+        for p in [*replicas, gateway]:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in [*replicas, gateway]:
+            p.wait(60)
+
+
+def infer(gateway: str, i: int) -> None:
+    x = np.random.default_rng(i).standard_normal((1, 784)).astype(np.float32)
+    r = requests.post(f"{gateway}/v2/models/p{i:02d}/infer", timeout=30, json={"inputs": [
+        {"name": "x", "shape": [1, 784], "datatype": "FP32", "data": x.reshape(-1).tolist()}]})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.array(r.json()["outputs"][0]["data"]).reshape(1, 10), mlp_answer(i, x, HIDDEN),
+                               rtol=1e-4, atol=1e-4)
+
+
+def holders(urls: list[str]) -> dict[str, list[str]]:
+    """model -> the replicas where it is loaded, from each replica's own index."""
+    out: dict[str, list[str]] = {}
+    for url in urls:
+        for m in requests.post(f"{url}/v2/repository/index", json={"ready": True}, timeout=10).json():
+            out.setdefault(m["name"], []).append(url)
+    return out
+
+
+def test_models_are_placed_once_a_hot_one_twice_and_survive_a_killed_replica(cluster):
+    gateway, urls = cluster["gateway"], cluster["urls"]
+    for _ in range(2):
+        for i in range(MODELS):
+            infer(gateway, i)
+    held = holders(urls)
+    assert sorted(held) == [f"p{i:02d}" for i in range(MODELS)], held  # 12 models on replicas of room for 8
+    assert all(len(r) == 1 for r in held.values()), held
+    assert len({r[0] for r in held.values()}) == 3  # spread over every replica
+
+    for _ in range(60):  # over 20 requests a second: the hot model gets a second replica
+        infer(gateway, 0)
+    assert len(holders(urls)["p00"]) == 2
+
+    victim = held["p01"][0]
+    proc = cluster["replicas"][urls.index(victim)]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    t0 = time.monotonic()
+    for i in range(MODELS):  # the killed replica's models answer from the next in their order, at once
+        infer(gateway, i)
+    assert time.monotonic() - t0 < 10
+    moved = [m for m, r in held.items() if r == [victim]]
+    assert set(moved) <= set(holders([u for u in urls if u != victim])), moved
