@@ -48,10 +48,10 @@ async def _closed_loop(call, concurrency: int, seconds: float, warmup: float) ->
     return summarize(lat, errors, seconds)
 
 
-async def _run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
+async def _run(url: str, body: bytes, concurrency: int, seconds: float, warmup: float, headers: dict) -> dict:
     import aiohttp  # only where wrk is missing (the load extra)
     conn = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    async with aiohttp.ClientSession(connector=conn, headers={"Content-Type": "application/json"}) as s:
+    async with aiohttp.ClientSession(connector=conn, headers={"Content-Type": "application/json", **headers}) as s:
         async def post() -> bool:
             try:
                 async with s.post(url, data=body) as r:
@@ -109,13 +109,14 @@ def tool() -> str:
     return "wrk" if shutil.which("wrk") and os.environ.get("BENCH_CLIENT", "wrk") == "wrk" else "aiohttp"
 
 
-def _wrk(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
+def _wrk(url: str, body: bytes, concurrency: int, seconds: float, headers: dict) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         f.write(body)
         f.flush()
         out = subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-                              "-s", str(WRK_SCRIPT), url], capture_output=True, text=True,
-                             env={**os.environ, "WRK_BODY_FILE": f.name}, check=True).stdout
+                              "-s", str(WRK_SCRIPT), url], capture_output=True, text=True, check=True,
+                             env={**os.environ, "WRK_BODY_FILE": f.name,
+                                  "WRK_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items())}).stdout
     r = json.loads(out.strip().splitlines()[-1])
     errors = r["non_2xx"] + r["connect"] + r["read"] + r["write"] + r["timeout"]
     ok = r["requests"] - r["non_2xx"]
@@ -123,11 +124,15 @@ def _wrk(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
             "p95_ms": r["p95_us"] / 1000, "p99_ms": r["p99_us"] / 1000}
 
 
-def run(url: str, body: bytes, concurrency: int, seconds: float = 8.0, warmup: float = 1.0) -> dict:
+def run(url: str, body: bytes, concurrency: int, seconds: float = 8.0, warmup: float = 1.0,
+        headers: dict | None = None) -> dict:
+    """POST ``body`` (JSON unless ``headers`` say otherwise) back to back from ``concurrency`` clients."""
+    headers = headers or {}
     if tool() == "wrk":
-        _wrk(url, body, concurrency, warmup)
-        return _wrk(url, body, concurrency, seconds)
-    return asyncio.run(_run(url, body, concurrency, seconds, warmup))
+        if warmup > 0:
+            _wrk(url, body, concurrency, warmup, headers)
+        return _wrk(url, body, concurrency, seconds, headers)
+    return asyncio.run(_run(url, body, concurrency, seconds, warmup, headers))
 
 
 TOKEN_EVENT = b'data: {"token"'

@@ -1,16 +1,19 @@
-"""The peers a user would otherwise pick (KServe's Python server, MLServer, BentoML), each installed from its
-pinned requirements file into its own virtual environment under ``bench/.venvs/`` (``BENCH_VENVS``; created on
-first use), and
-started on free ports serving the shipped MNIST model. Every peer answers one 28x28 digit per request."""
+"""The peers a user would otherwise pick (KServe's Python server, MLServer, BentoML, Triton through PyTriton),
+each installed from its pinned requirements file into its own virtual environment under ``bench/.venvs/``
+(``BENCH_VENVS``; created on first use), and started on free ports serving the shipped MNIST model. Every peer
+answers one 28x28 digit per request."""
 from __future__ import annotations
 
 import json
 import os
 import subprocess
 import sys
+import sysconfig
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = ROOT / "bench" / "peers"
@@ -26,6 +29,19 @@ class Peer:
     ready_url: str
     url: str
     body: bytes
+    headers: dict = field(default_factory=dict)
+    metrics_url: str = ""
+
+
+def v2_binary(digit: list[list[int]]) -> tuple[bytes, dict]:
+    """One digit as a v2 request with binary tensors in and out (what tritonclient sends), and its header."""
+    image = (np.asarray(digit, np.float32) / 255.0).reshape(1, 28, 28, 1)
+    head = json.dumps({"inputs": [{"name": "image", "shape": [1, 28, 28, 1], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": image.nbytes}}],
+                       "outputs": [{"name": n, "parameters": {"binary_data": True}}
+                                   for n in ("probabilities", "logits")]}).encode()
+    return head + image.tobytes(), {"Inference-Header-Content-Length": str(len(head)),
+                                    "Content-Type": "application/octet-stream"}
 
 
 def ensure_venv(name: str) -> Path:
@@ -68,7 +84,16 @@ def peer(name: str, model_path: Path, ports: list[int], digit: list[list[int]]) 
         return Peer(name, [str(venv / "bin" / "bentoml"), "serve", "bentoml_service:Mnist", "--port", str(ports[0]),
                            "--host", "127.0.0.1"], {**env, "BENTOML_DO_NOT_TRACK": "True"}, PEERS_DIR,
                     f"{http}/readyz", f"{http}/api/mnist/predict", native)
+    if name == "triton":
+        body, headers = v2_binary(digit)
+        # its Python backend stub must find this interpreter's libpython, not the system's (triton_server.py)
+        lib = sysconfig.get_config_var("LIBDIR")
+        return Peer(name, [str(venv / "bin" / "python"), "triton_server.py"],
+                    {**env, "PORT": str(ports[0]), "GRPC_PORT": str(ports[1]), "METRICS_PORT": str(ports[2]),
+                     "LD_LIBRARY_PATH": f"{lib}:{os.environ.get('LD_LIBRARY_PATH', '')}"}, PEERS_DIR,
+                    f"{http}/v2/models/mnist/ready", f"{http}/v2/models/mnist/infer", body, headers,
+                    f"http://127.0.0.1:{ports[2]}/metrics")
     raise ValueError(f"unknown peer {name!r}")
 
 
-PEERS = ("kserve", "mlserver", "bentoml")
+PEERS = ("kserve", "mlserver", "bentoml", "triton")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench import imported, loadgen, peer_envs
+from bench import imported, loadgen, peer_envs, triton
 from services.ports import StackPorts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,6 +300,11 @@ def main(argv=None) -> int:
               flush=True)
         stop(procs)
         for name in [p_ for p_ in args.peers.split(",") if p_ and p_ != "none"]:
+            if name == "triton":  # on its own benchmark: v2 binary tensors, CPU and rows per batch (bench/triton.py)
+                results["triton"] = triton.compare(args.seconds, args.rounds, conc, logs)
+                (args.out / "triton.json").write_text(json.dumps(results["triton"], indent=1) + "\n")
+                (args.out / "triton.md").write_text("\n".join(triton.markdown(results["triton"])) + "\n")
+                continue
             peer = peer_envs.peer(name, latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
             procs.append(start(peer.cmd, {**base_env, **peer.env}, peer.ready_url, logs / f"{name}.log", peer.cwd,
                                ok=(200,)))
@@ -505,6 +510,8 @@ def markdown(r: dict) -> str:
         lines += rounds_table("protocol", r["v2_grpc_vs_http_c32"], " req/s", 1)
     if r.get("imported_vs_family_c32"):
         lines += imported.markdown(r["imported_vs_family_c32"], r["raw_ort"]["by_batch"][64]["images_per_s"])
+    if r.get("triton"):
+        lines += ["", "## " + triton.markdown(r["triton"])[0][2:], ""] + triton.markdown(r["triton"])[2:]
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
               f"Each client sends generations back to back for {r['seconds_per_point']:.0f} s. ",
               "`continuous`: one scheduler steps every active sequence together; `one_at_a_time`: "
