@@ -113,8 +113,9 @@ class ServiceSettings(_FromEnv):
     model_control_file: Path | None = setting("MODEL_CONTROL_FILE", None, "where a service's workers share "
                                               "explicit model loads and unloads (`/v2/repository/models/NAME/load`)",
                                               shown="a new temporary file at each start")
-    model_memory_budget: int | None = setting("MODEL_MEMORY_BUDGET", None, "models service: bytes its loaded models "
-                                              "may hold; a load past it first unloads the least recently used",
+    model_memory_budget: int | None = setting("MODEL_MEMORY_BUDGET", None, "models service: bytes a pod's loaded "
+                                              "models may hold, shared out over its workers; a load past it first "
+                                              "unloads the least recently used",
                                               shown="60% of the container's memory limit (else of RAM), shared "
                                               "out over the workers")
     model_shared_weights: bool = setting("MODEL_SHARED_WEIGHTS", True, "models service: weights stay in the "

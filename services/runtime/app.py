@@ -56,7 +56,7 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
     app.json.sort_keys = False  # type: ignore[attr-defined]
     budget = None
     if discover is not None and not repository:  # models found at every poll load on demand, under a budget
-        budget = MemoryBudget(settings.model_memory_budget or default_budget(web_workers()))
+        budget = MemoryBudget((settings.model_memory_budget or default_budget()) // web_workers())  # a worker's part
     repo = repository or ModelRepository(settings.model_repository, factories, settings.model_control_file,
                                          discover=discover, budget=budget)
     if not repository:

@@ -21,9 +21,9 @@ DEFAULT_SHARE = 0.6
 Key = tuple[str, int]  # (model, version)
 
 
-def default_budget(workers: int) -> int:
-    """Each of a pod's ``workers`` keeps to its part of ``DEFAULT_SHARE`` of the memory limit."""
-    return int(memory_limit() * DEFAULT_SHARE / max(1, workers))
+def default_budget() -> int:
+    """A pod's budget: ``DEFAULT_SHARE`` of its memory limit (each worker keeps to its part)."""
+    return int(memory_limit() * DEFAULT_SHARE)
 
 
 def memory_limit() -> int:

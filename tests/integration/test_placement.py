@@ -33,7 +33,7 @@ def cluster(tmp_path_factory):
     for i in range(MODELS):
         import_onnx(mlp(i, HIDDEN), f"p{i:02d}", work, "--max-batch-size", "8")
     repo = work / "repo"
-    budget = int(8 * 1.25 * files_bytes(repo / "p00" / "1"))  # room for eight of the twelve on a replica
+    budget = int(8 * 1.25 * files_bytes(repo / "p00" / "1"))  # room for eight of the twelve on a replica (1 worker)
     ports = [free_port() for _ in range(3)]
     env = {"MODEL_REPOSITORY": str(repo), "MODEL_POLL_SECONDS": "0", "WEB_CONCURRENCY": "1", "LOG_LEVEL": "warning",
            "MODEL_MEMORY_BUDGET": str(budget)}

@@ -31,6 +31,7 @@ def zoo(tmp_path_factory):
 def service(repo, monkeypatch, budget: int):
     monkeypatch.setenv("MODEL_REPOSITORY", str(repo))
     monkeypatch.setenv("MODEL_MEMORY_BUDGET", str(budget))
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")  # the budget is the pod's, shared out over its workers: one here
     from services.models.app import create_app
     from services.settings import ServiceSettings
     ServiceSettings.load.cache_clear()  # read again, as a service started with this budget would
