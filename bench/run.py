@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench import imported, loadgen, peer_envs, triton
+from bench import imported, loadgen, peer_envs, triton, zoo
 from services.ports import StackPorts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -221,6 +221,7 @@ def main(argv=None) -> int:
                    help="interleaved rounds behind the target ratios (this shared VM drifts by tens of percent)")
     p.add_argument("--peers", default=",".join(peer_envs.PEERS),
                    help="comma-separated peers to install (bench/.venvs) and measure; 'none' to skip")
+    p.add_argument("--zoo-models", type=int, default=1000, help="imported models in the zoo benchmark (0: skip)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="where every session runs (MODEL_DEVICE for the services, the naive app and in-process); "
                         "cuda needs onnxruntime-gpu and a GPU")
@@ -365,6 +366,9 @@ def main(argv=None) -> int:
         shutil.rmtree(imported_work, ignore_errors=True)
     print("every service through the gateway ...", flush=True)
     results["services"] = every_service(args.seconds, logs)
+    if args.zoo_models:
+        print(f"a zoo of {args.zoo_models} imported models under a memory budget ...", flush=True)
+        results["zoo"] = zoo.measure(args.zoo_models, max(args.seconds, 30.0), logs)
     results["ratios"] = ratios(results)
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "results.md").write_text(markdown(results))
@@ -510,6 +514,8 @@ def markdown(r: dict) -> str:
         lines += rounds_table("protocol", r["v2_grpc_vs_http_c32"], " req/s", 1)
     if r.get("imported_vs_family_c32"):
         lines += imported.markdown(r["imported_vs_family_c32"], r["raw_ort"]["by_batch"][64]["images_per_s"])
+    if r.get("zoo"):
+        lines += ["", "## " + zoo.markdown(r["zoo"])[0][2:], ""] + zoo.markdown(r["zoo"])[2:]
     if r.get("triton"):
         lines += ["", "## " + triton.markdown(r["triton"])[0][2:], ""] + triton.markdown(r["triton"])[2:]
     lines += ["", "## Text generation (200 tokens per request; SSE streams, and the same requests without SSE)\n",
