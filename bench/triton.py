@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 import psutil
@@ -80,6 +82,7 @@ def compare(seconds: float, rounds: int, conc: list[int], logs: Path) -> dict:
     ports = {k: free_port() for k in ("service", "gateway")}
     body, headers = peer_envs.v2_binary(digit)
     peer = peer_envs.peer("triton", latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
+    scratch = tempfile.mkdtemp(prefix="bench-triton-")  # PyTriton's own temporary folders, removed below
     procs = []
     try:
         procs.append(start([py, "-m", "services", "mnist"], {**env, "PORT": str(ports["service"])},
@@ -88,7 +91,8 @@ def compare(seconds: float, rounds: int, conc: list[int], logs: Path) -> dict:
                            {**env, "GATEWAY_PORT": str(ports["gateway"]), "GRPC_V2_PORT": "0", "GRPC_TFS_PORT": "0",
                             "BACKEND_MNIST_URL": f"http://127.0.0.1:{ports['service']}"},
                            f"http://127.0.0.1:{ports['gateway']}/v2/health/live", logs / "triton-cmp-gateway.log"))
-        procs.append(start(peer.cmd, {**env, **peer.env}, peer.ready_url, logs / "triton.log", peer.cwd, ok=(200,)))
+        procs.append(start(peer.cmd, {**env, **peer.env, "TMPDIR": scratch}, peer.ready_url, logs / "triton.log",
+                           peer.cwd, ok=(200,)))
         service_metrics = f"http://127.0.0.1:{ports['service']}/metrics"
         targets = {
             "service": {"url": f"http://127.0.0.1:{ports['service']}/v2/models/mnist/infer", "pids": [procs[0].pid],
@@ -113,6 +117,7 @@ def compare(seconds: float, rounds: int, conc: list[int], logs: Path) -> dict:
         return out
     finally:
         stop(procs)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def ratios(r: dict) -> dict:

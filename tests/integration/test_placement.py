@@ -37,7 +37,9 @@ def cluster(tmp_path_factory):
     ports = [free_port() for _ in range(3)]
     env = {"MODEL_REPOSITORY": str(repo), "MODEL_POLL_SECONDS": "0", "WEB_CONCURRENCY": "1", "LOG_LEVEL": "warning",
            "MODEL_MEMORY_BUDGET": str(budget)}
-    replicas = [start(["models"], {**env, "PORT": str(p)}) for p in ports]
+    # each replica's control file in this test's folder: a replica killed below cannot remove its own
+    replicas = [start(["models"], {**env, "PORT": str(p), "MODEL_CONTROL_FILE": str(work / f"control-{p}.json")})
+                for p in ports]
     urls = [f"http://127.0.0.1:{p}" for p in ports]
     gw_port = free_port()
     gateway = start(["gateway"], {"GATEWAY_PORT": str(gw_port), "GRPC_TFS_PORT": "0", "GRPC_V2_PORT": "0",

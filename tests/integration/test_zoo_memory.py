@@ -27,7 +27,8 @@ def pss_of(repo, workdir) -> tuple[int, int]:
     bytes)."""
     port = free_port()
     env = {**os.environ, "PORT": str(port), "MODEL_REPOSITORY": str(repo), "WEB_CONCURRENCY": str(WORKERS),
-           "MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics")}
+           "MODEL_POLL_SECONDS": "0", "LOG_LEVEL": "warning", "PROMETHEUS_MULTIPROC_DIR": str(workdir / "metrics"),
+           "MODEL_CONTROL_FILE": str(workdir / "control.json")}
     proc = subprocess.Popen([sys.executable, "-m", "services", "models"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
