@@ -132,7 +132,7 @@ class ModelRepository:
                     continue
                 if self.budget is not None:
                     # on demand, unless pinned or already serving (then a new version loads before it is seen)
-                    if (name in self.pinned() or held) and self._admit(name, v, factory, None):
+                    if (name in self.pinned() or held) and self._admit_logged(name, v, factory):
                         wanted.append(v)
                         superseded = True
                     break
@@ -258,6 +258,14 @@ class ModelRepository:
                 self.loaded.setdefault(name, {})[version] = servable
                 metrics.LOADS.labels(name).inc()
             return True
+
+    def _admit_logged(self, name: str, version: int, factory) -> bool:
+        """``_admit`` for a refresh: no room (pinned models fill the budget) is logged, and the refresh goes on."""
+        try:
+            return self._admit(name, version, factory, None)
+        except ApiError as exc:
+            log.error("cannot load model version: %s", exc.message, extra={"model": name, "version": version})
+            return False
 
     def _make_room(self, more: int, deadline: float | None, loading: tuple[str, int]) -> None:
         """Retire versions until ``more`` bytes fit, waiting for retired ones to close (under ``self.lock``)."""

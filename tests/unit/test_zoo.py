@@ -173,3 +173,18 @@ def test_an_older_version_loads_when_named_and_goes_first(zoo, monkeypatch, tmp_
     infer(client, "m02", 2)  # room for two: the older version goes first, though m01 v2 was used before it
     assert list(repo.loaded["m01"]) == [2] and list(repo.loaded["m02"]) == [1]
     repo.close()
+
+
+def test_pinned_models_past_the_budget_leave_the_service_up_and_say_why(zoo, monkeypatch, tmp_path):
+    from services.runtime.budget import files_bytes
+    repo_dir = tmp_path / "repo"
+    for i in range(3):
+        shutil.copytree(zoo / f"m{i:02d}", repo_dir / f"m{i:02d}")
+    for i in range(2):
+        (repo_dir / f"m{i:02d}" / "serving.json").write_text(json.dumps({"pinned": True}))
+    app, repo, client = service(repo_dir, monkeypatch, int(files_bytes(repo_dir / "m00" / "1") * 1.3))
+    assert client.get("/v2/health/ready").status_code == 200  # room for one pinned model: the other waits
+    assert sum(bool(repo.loaded[f"m{i:02d}"]) for i in range(2)) == 1
+    r = client.post("/v2/models/m02/infer", json={"inputs": []})
+    assert r.status_code == 503 and "held by pinned models" in r.json["error"], r.json
+    repo.close()
