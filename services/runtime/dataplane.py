@@ -36,6 +36,13 @@ class DataPlane:
         self.on_lookup(s)
         return s
 
+    @staticmethod
+    def apply_timeout(parameters: object) -> None:
+        """v2's ``timeout`` parameter (microseconds) shortens the request's deadline; applied before the lookup,
+        so that a request that waits for a cold load waits within it."""
+        if isinstance(parameters, dict) and "timeout" in parameters:
+            deadlines.shorten(_TIMEOUT({"timeout": parameters["timeout"]}, numbers_as_text=True)["timeout"] / 1e6)
+
     def release(self, s: Servable) -> None:
         self.repository.release(s)
 
@@ -44,8 +51,6 @@ class DataPlane:
         """``protocol``: the parameters the protocol itself takes (v2's); the rest are the model's."""
         own = {k: v for k, v in parameters.items() if k not in protocol}
         checked = s.parameter_check(own, numbers_as_text=True)
-        if "timeout" in protocol and "timeout" in parameters:
-            deadlines.shorten(_TIMEOUT({"timeout": parameters["timeout"]}, numbers_as_text=True)["timeout"] / 1e6)
         checked_inputs = check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype)
         try:
             return s.infer(checked_inputs, checked)

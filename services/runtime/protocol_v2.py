@@ -143,9 +143,10 @@ def model_statistics(name=None, version=None):
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name, version=None):
     dataplane = current_app.extensions["dataplane"]
-    s = dataplane.model(name, version)
     body = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
     req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
+    dataplane.apply_timeout(req.get("parameters"))
+    s = dataplane.model(name, version)
     params = codec.v2_check_request(req, [o.name for o in s.outputs])
     outputs = dataplane.infer(s, codec.v2_decode_inputs(req, tail), params, strict_datatype=True,
                               protocol=V2_PROTOCOL_PARAMETERS)

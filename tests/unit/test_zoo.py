@@ -188,3 +188,24 @@ def test_pinned_models_past_the_budget_leave_the_service_up_and_say_why(zoo, mon
     r = client.post("/v2/models/m02/infer", json={"inputs": []})
     assert r.status_code == 503 and "held by pinned models" in r.json["error"], r.json
     repo.close()
+
+
+def test_a_request_waiting_for_a_cold_load_keeps_to_its_v2_timeout(zoo, monkeypatch):
+    """The v2 ``timeout`` parameter counts from the request's start, the wait for a cold load included."""
+    app, repo, client = service(zoo, monkeypatch, 10**12)
+    slow_factory = repo.factories["m05"]
+
+    def slow(*args, **kwargs):
+        loading.set()
+        threading.Event().wait(1.0)
+        return slow_factory(*args, **kwargs)
+    loading = threading.Event()
+    monkeypatch.setitem(repo.factories, "m05", slow)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(infer, client, "m05", 5)  # the load, with no deadline of its own
+        assert loading.wait(10)
+        r = client.post("/v2/models/m05/infer", json={"parameters": {"timeout": 200_000}, "inputs": [
+            {"name": "x", "shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}]})
+        assert r.status_code == 504 and r.json["field"] == "timeout", r.json
+        first.result()
+    repo.close()
