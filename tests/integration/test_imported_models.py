@@ -337,14 +337,16 @@ def test_a_corrupted_model_is_refused_and_the_others_keep_serving(stack, served,
                 break
             threading.Event().wait(0.2)
         assert entry["state"] == "UNLOADED" and entry["reason"] == "loads on its next request", entry
-        for _ in range(20):  # each worker checks it as it loads, on its first request there
-            r = requests.post(stack.url + "/v2/models/corrupt/infer", json={"inputs": []}, timeout=10)
+        # each worker checks it as it loads, on its first request there: one connection to the models service
+        # keeps both calls on one worker, so its index shows what its load found
+        with requests.Session() as worker:
+            r = worker.post(stack.service_url["models"] + "/v2/models/corrupt/infer", json={"inputs": []}, timeout=10)
             assert r.status_code == 503 and "sha256" in r.json()["error"], r.text
-            index = requests.post(stack.url + "/v2/repository/index", json={}, timeout=10).json()
-            entry = next(m for m in index if m["name"] == "corrupt")
-            if entry["state"] != "UNLOADED":
-                break
+            index = worker.post(stack.service_url["models"] + "/v2/repository/index", json={}, timeout=10).json()
+        entry = next(m for m in index if m["name"] == "corrupt")
         assert entry["state"] == "UNAVAILABLE" and "sha256" in entry["reason"], entry
+        r = requests.post(stack.url + "/v2/models/corrupt/infer", json={"inputs": []}, timeout=10)
+        assert r.status_code == 503 and "sha256" in r.json()["error"], r.text  # through the gateway too
         assert requests.get(stack.url + "/v2/health/ready", timeout=10).status_code == 200
         x = keras_model["inputs"]
         good = requests.post(stack.url + "/v1/models/keras_two:predict", timeout=30, json={
