@@ -6,6 +6,8 @@ Reported per run: requests/s, p50 and p99 of every request, the hit ratio (reque
 loaded: 1 - loads / requests), cold loads with their p50 and p99 wait (``model_cold_start_seconds``), evictions,
 and the peak bytes in use sampled every half second against the budget, and the service's peak PSS.
 
+The same zoo and load also run on Ray Serve's model multiplexing (the anchor, ``run_ray``).
+
 ``python -m bench.zoo`` writes ``bench/results/<machine>/zoo.{json,md}``. Its client is Python (aiohttp: each
 request names another model, which wrk cannot), on the same 2 cores."""
 from __future__ import annotations
@@ -64,7 +66,9 @@ def histogram_quantile(url: str, name: str, q: float) -> float:
     return float("nan")
 
 
-async def load(gateway: str, n: int, concurrency: int, seconds: float, seed: int = 0) -> dict:
+async def load(gateway: str, n: int, concurrency: int, seconds: float, seed: int = 0,
+               model_header: str | None = None) -> dict:
+    """``model_header``: a header that names each request's model too (Ray Serve routes on it)."""
     import aiohttp
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, n + 1) ** 1.1
@@ -82,7 +86,8 @@ async def load(gateway: str, n: int, concurrency: int, seconds: float, seed: int
                 k[0] += 1
                 t0 = time.perf_counter()
                 try:
-                    async with s.post(f"{gateway}/v2/models/{model}/infer", data=body) as r:
+                    async with s.post(f"{gateway}/v2/models/{model}/infer", data=body,
+                                      headers={model_header: model} if model_header else None) as r:
                         await r.read()
                         ok = r.status == 200
                 except aiohttp.ClientError:
@@ -142,8 +147,67 @@ def run(repo: Path, budget: int | None, seconds: float, logs: Path, tag: str) ->
         stop(procs)
 
 
+def run_ray(repo: Path, models_per_replica: int, seconds: float, logs: Path) -> dict:
+    """The same zoo and load on Ray Serve's model multiplexing (bench/peers/ray_zoo.py): two replicas, as the
+    models service has two workers, each holding ``models_per_replica`` models (Ray counts models, not bytes)."""
+    from bench.peer_envs import PEERS_DIR, ensure_venv
+    from bench.run import free_port, start, stop
+    venv, port = ensure_venv("ray"), free_port()
+    work = Path(tempfile.mkdtemp(prefix="bench-ray-"))  # Ray's sessions and sockets, and the replicas' counts
+    (work / "stats").mkdir()
+    env = {"PORT": str(port), "REPOSITORY": str(repo), "REPLICAS": "2", "MODELS_PER_REPLICA": str(models_per_replica),
+           "STATS_DIR": str(work / "stats"), "RAY_TMPDIR": str(work), "TMPDIR": str(work),
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    proc = start([str(venv / "bin" / "python"), "ray_zoo.py"], env, f"http://127.0.0.1:{port}/v2/health/ready",
+                 logs / "zoo-ray.log", cwd=PEERS_DIR, ok=(200,))
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    peak_pss, done = [0], threading.Event()
+
+    def sample():
+        while not done.wait(0.5):
+            total = 0
+            for p in tree:
+                try:
+                    total += p.memory_full_info().pss
+                except psutil.Error:
+                    pass
+            peak_pss[0] = max(peak_pss[0], total)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        n = sum(1 for p in repo.iterdir() if p.is_dir())
+        r = asyncio.run(load(f"http://127.0.0.1:{port}", n, 32, seconds, model_header="serve_multiplexed_model_id"))
+        done.set()
+        sampler.join()
+        per_replica = [json.loads(f.read_text())["loads"] for f in (work / "stats").glob("*.json")]
+        loads = sum(per_replica)  # each load past a replica's room dropped its least recently used model
+        nan = float("nan")  # figures Ray does not report
+        r.update(loads=loads, evictions=sum(max(0, n - models_per_replica) for n in per_replica),
+                 hit_ratio=1 - loads / max(r["requests"], 1), budget=nan, peak_in_use=nan, peak_pss=peak_pss[0],
+                 cold_p50_s=nan, cold_p99_s=nan)
+        return r
+    finally:
+        done.set()
+        for p in tree:  # Ray's own processes (GCS, raylet, workers) may outlive the driver's group
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        stop([proc])
+        psutil.wait_procs(tree, timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def budget_mb(budget: float) -> str:
-    return f"{budget / 1e6:.0f}" if budget < NO_BUDGET / 2 else "none"
+    return "-" if budget != budget else f"{budget / 1e6:.0f}" if budget < NO_BUDGET / 2 else "none"
+
+
+def secs(x: float) -> str:
+    return "-" if x != x else f"{x:g}"
+
+
+def mb(x: float) -> str:
+    return "-" if x != x else f"{x / 1e6:.0f}"  # NaN: Ray reports no such figure
 
 
 def markdown(r: dict) -> list[str]:
@@ -155,8 +219,9 @@ def markdown(r: dict) -> list[str]:
     for name, x in r["runs"].items():
         lines.append(f"| {name} | {x['rps']:.0f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} | "
                      f"{x['distinct_models']} | {x['hit_ratio']:.3f} | {x['loads']:.0f} | "
-                     f"{x['cold_p50_s']:g} / {x['cold_p99_s']:g} | {x['evictions']:.0f} | {budget_mb(x['budget'])} | "
-                     f"{x['peak_in_use'] / 1e6:.0f} | {x['peak_pss'] / 1e6:.0f} |")
+                     f"{secs(x['cold_p50_s'])} / {secs(x['cold_p99_s'])} | {x['evictions']:.0f} | "
+                     f"{budget_mb(x['budget'])} | "
+                     f"{mb(x['peak_in_use'])} | {mb(x['peak_pss'])} |")
     lines += ["", "Cold waits are upper bounds of `model_cold_start_seconds` buckets; the budget and bytes in use are "
               "summed over the workers."]
     return lines
@@ -172,7 +237,9 @@ def measure(models: int, seconds: float, logs: Path) -> dict:
         budget = int(files / 4 * 1.25)
         return {"models": models, "seconds": seconds, "files_bytes": files, "runs": {
             "budget a quarter of the zoo": run(repo, budget, seconds, logs, "budget"),
-            "no budget (it all fits)": run(repo, None, seconds, logs, "unbounded")}}
+            "no budget (it all fits)": run(repo, None, seconds, logs, "unbounded"),
+            # the budget's room in models: a quarter of the zoo, half of it a worker (each charged 1.25x its files)
+            "Ray Serve multiplexing, a quarter of the zoo": run_ray(repo, models // 8, seconds, logs)}}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
