@@ -28,7 +28,7 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
     fn, specs, layers = _keras(source, unsafe) if kind == "keras" else _saved_model(source)
     traced = tf.function(fn, input_signature=specs, autograph=False)  # autograph leaves files in TMPDIR
     try:
-        proto, _ = tf2onnx.convert.from_function(traced, input_signature=specs, opset=OPSET)
+        proto = _to_onnx(traced, specs)
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises many kinds; each refuses the import
         raise ExportRefused(f"the model cannot be converted to ONNX by tf2onnx {tf2onnx.__version__}: "
                             f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}; export it "
@@ -43,6 +43,24 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
         outputs = traced(*[tf.constant(feeds[s.name]) for s in specs])
         return {k: v.numpy() for k, v in outputs.items()}
     return out, reference
+
+
+def _to_onnx(traced, specs):
+    """tf2onnx's ``from_function``, with the signature's tensors as the only graph inputs. ``from_function``
+    makes every tensor the function captures an input too, so the statistics an adapted Normalization holds as
+    tensors (not variables) became inputs the client had to send; frozen here, they are constants."""
+    import tensorflow as tf
+    from tf2onnx import tf_loader
+    from tf2onnx.convert import from_graph_def, tensor_names_from_structed
+    concrete = traced.get_concrete_function(*specs)
+    inputs = [t.name for t in concrete.inputs[:len(specs)]]  # the arguments come first, then the captures
+    outputs = [t.name for t in concrete.outputs if t.dtype != tf.resource]
+    renamed = tensor_names_from_structed(concrete, inputs, outputs)
+    with tf.device("/cpu:0"):
+        frozen = tf_loader.from_function(concrete, inputs, outputs)
+        proto, _ = from_graph_def(frozen, name=concrete.name, input_names=inputs, output_names=outputs,
+                                  opset=OPSET, tensors_to_rename=renamed)
+    return proto
 
 
 def _keras(source: Path, unsafe: bool = False):

@@ -145,6 +145,10 @@ def keras_sources(tmp_path_factory):
     vectorize.adapt(["a good film", "a bad film", "so good"])
     review = keras.Input((1,), dtype="string", name="review")
     keras.Model(review, keras.layers.Embedding(20, 2)(vectorize(review))).save(d / "text.keras")
+    # statistics adapted to data, as keras.applications' EfficientNet ships them
+    normalize = keras.layers.Normalization(name="normalize")
+    normalize.adapt(np.random.default_rng(0).normal(5.0, 3.0, (256, 3)).astype(np.float32))
+    keras.Model(x, keras.layers.Dense(2, name="y")(normalize(x))).save(d / "normalized.keras")
     return d
 
 
@@ -195,6 +199,26 @@ def test_dict_inputs_and_lambda_layers_import_and_answer_as_keras(tmp_path, caps
     out = capsys.readouterr().out
     assert code == 0 and "Lambda layers run the Python code stored in the file" in out, out
     assert load_and_verify(tmp_path / "tripled" / "1")["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_an_adapted_normalization_is_frozen_into_the_graph(tmp_path, keras_sources):
+    """Its mean and variance are constants of the graph, not inputs a client would have to send."""
+    import keras
+    x = np.random.default_rng(3).normal(5.0, 3.0, (5, 3)).astype(np.float32)
+    np.savez(tmp_path / "samples.npz", x=x)
+    assert importer.main(["normalized", str(keras_sources / "normalized.keras"), "--samples",
+                          str(tmp_path / "samples.npz"), "--out", str(tmp_path / "repo")]) == 0
+    version = tmp_path / "repo" / "normalized" / "1"
+    m = load_and_verify(version)
+    assert [t["name"] for t in m["graphs"]["model"]["inputs"]] == ["x"]
+    from services.models.model import GenericServable
+    servable = GenericServable(m, version)
+    try:
+        got = servable.infer({"x": x}, {})["y"]
+    finally:
+        servable.close()
+    want = keras.models.load_model(keras_sources / "normalized.keras").predict(x, verbose=0)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name, why", [("mnist", "one of the shipped families' models"),
