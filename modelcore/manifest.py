@@ -62,6 +62,8 @@ SCHEMA = {
             "properties": {"max_abs_diff": {"type": "number", "minimum": 0},
                            "tolerance": {"type": "number", "exclusiveMinimum": 0}},
         },
+        # a classifier output's class names: output -> a file of the version, one label a line
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
         "files": {
             "type": "object", "minProperties": 1,
             "additionalProperties": {

@@ -77,7 +77,8 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 
 def import_model(repo: Path, name: str, source: Path, samples_file: Path | None, limit: int,
                  allow_fp64: bool, tolerance: float = TOLERANCE, custom_module: str | None = None,
-                 unsafe_deserialization: bool = False) -> Path:
+                 unsafe_deserialization: bool = False, labels: Path | None = None,
+                 labels_output: str | None = None) -> Path:
     """Convert (a Keras or SavedModel source), check by running, and publish; raises ExportRefused."""
     kind = source_kind(source)
     stage = staging_dir()
@@ -104,12 +105,13 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
                                 f"--samples with arrays the model takes (inputs: {signature})") from None
         if not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True)):
             raise ExportRefused("two runs on the same samples answered differently: remove the model's randomness")
+        classified = _stage_labels(labels, labels_output, outputs, first, stage) if labels else {}
         inputs = dynamic_dims_proved(sess, inputs, samples)
         batch = max_batch(sess, inputs, outputs, samples, limit)
         print(f"[import] {name}: max_batch_size {batch}" + (" (a fixed first dimension, or rows that depend on "
                                                              "each other: served unbatched)" if batch == 0 else ""),
               flush=True)
-        final = _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity)
+        final = _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity, classified)
         _check_served(final, sess, samples, [t["name"] for t in outputs])
         return final
     finally:
@@ -296,8 +298,36 @@ def _parity(reference, sess, samples: dict, names: list[str], tolerance: float, 
             "feeds": len(feeds), "batch_sizes": sorted({len(next(iter(f.values()))) for f in feeds})}
 
 
+LABELS_FILE = "labels.txt"
+
+
+def _stage_labels(labels: Path, output: str | None, outputs: list[dict], answers: list, stage: Path) -> dict:
+    """The class names of a classifier's output, one a line (Triton's label file): their count must be the
+    output's, as its answer on the samples shows. -> the manifest's ``labels`` ({output: file})."""
+    names = [t["name"] for t in outputs]
+    if output is None:
+        if len(names) > 1:
+            raise ExportRefused(f"the model has outputs {names}: say which one --labels names with --labels-output")
+        output = names[0]
+    if output not in names:
+        raise ExportRefused(f"--labels-output {output!r} is not an output of the model (outputs: {names})")
+    try:
+        lines = labels.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportRefused(f"--labels {labels} cannot be read as UTF-8 text ({exc}): give one label a line") from None
+    answer = answers[names.index(output)]
+    if answer.ndim != 2 or answer.dtype.kind != "f":
+        raise ExportRefused(f"output {output!r} is {answer.dtype} of shape {list(answer.shape)} on the samples; "
+                            "labels need scores of shape [batch, classes]")
+    if len(lines) != answer.shape[1]:
+        raise ExportRefused(f"--labels {labels} has {len(lines)} lines, but output {output!r} scores "
+                            f"{answer.shape[1]} classes: give one label a class, in the output's order")
+    (stage / LABELS_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return {output: LABELS_FILE}
+
+
 def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, inputs: list, outputs: list,
-             batch: int, opset: int, parity: dict) -> Path:
+             batch: int, opset: int, parity: dict, labels: dict) -> Path:
     # strings as fixed-width unicode: an object array would need pickle to load
     np.savez(stage / "samples.npz", **{k: v.astype(str) if v.dtype == object else v for k, v in samples.items()})
     manifest = {
@@ -311,6 +341,8 @@ def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, in
         "training": {"seed": 0, "imported": True},  # write_version records the command and the libraries
         "parity": parity,
     }
+    if labels:
+        manifest["labels"] = labels  # output -> its label file: Triton's classification, TF Serving's classify
     return write_version(repo, name, stage, manifest, next_version(repo / name))
 
 
@@ -338,12 +370,16 @@ def main(argv: list[str]) -> int:
                    help="load a .keras file's Lambda layers (Keras's safe_mode=False): this runs the Python code "
                         "stored in the file, so only for a file you trust")
     p.add_argument("--allow-fp64", action="store_true", help="keep float64 inputs (clients must send FP64)")
+    p.add_argument("--labels", type=Path, help="a classifier's class names, one a line in its output's order: "
+                                               "clients may then ask for the top k labels (v2 classification)")
+    p.add_argument("--labels-output", help="the output --labels names (needed when the model has several)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "exported_models", help="model repository root")
     args = p.parse_args(argv)
     try:
         check_name(args.name)
         final = import_model(args.out, args.name, args.source, args.samples, args.max_batch_size, args.allow_fp64,
-                             args.tolerance, args.custom_module, args.unsafe_deserialization)
+                             args.tolerance, args.custom_module, args.unsafe_deserialization, args.labels,
+                             args.labels_output)
     except ExportRefused as exc:
         print(f"[import] refused: {exc}", flush=True)
         return 1

@@ -86,7 +86,8 @@ class Http:
         return status, orjson.loads(data) if data else None
 
     async def infer(self, context, path: str, inputs: list[tuple[str, str, list[int], bytes]],
-                    outputs: list[str], parameters: dict, request_id: str = "") -> tuple[dict, list[bytes]]:
+                    outputs: list[str], parameters: dict, request_id: str = "",
+                    output_parameters: dict[str, dict] | None = None) -> tuple[dict, list[bytes]]:
         """v2 inference with every tensor in binary: ``inputs`` (name, datatype, shape, raw bytes) ->
         (the answer's JSON header, each output's raw bytes in order)."""
         remaining = context.time_remaining()
@@ -96,7 +97,8 @@ class Http:
                                    for n, d, s, r in inputs],
                         "parameters": {**parameters, "binary_data_output": True}}
         if outputs:
-            header["outputs"] = [{"name": o, "parameters": {"binary_data": True}} for o in outputs]
+            asked = output_parameters or {}
+            header["outputs"] = [{"name": o, "parameters": {**asked.get(o, {}), "binary_data": True}} for o in outputs]
         if request_id:
             header["id"] = request_id
         head = orjson.dumps(header)
@@ -205,14 +207,16 @@ class InferenceService(v2_grpc.GRPCInferenceServiceServicer):
                 await context.abort(Code.INVALID_ARGUMENT, f"input '{t.name}': datatype {t.datatype!r} needs "
                                                            "raw_input_contents")
             inputs.append((t.name, t.datatype, list(t.shape), data))
+        output_parameters = {}
         for o in request.outputs:
-            if o.parameters:
-                await context.abort(Code.INVALID_ARGUMENT, f"output '{o.name}': output parameters (shared memory, "
-                                                           "classification) are not supported")
+            output_parameters[o.name] = {k: _value(p) for k, p in o.parameters.items()}
+            if set(output_parameters[o.name]) - {"classification"}:
+                await context.abort(Code.INVALID_ARGUMENT, f"output '{o.name}': of the output parameters only "
+                                                           "classification is served (not shared memory)")
         params = {k: _value(p) for k, p in request.parameters.items()}
         answer, raws = await self.http.infer(context, _model_path(request.model_name, request.model_version)
                                              + "/infer", inputs, [o.name for o in request.outputs], params,
-                                             request.id)
+                                             request.id, output_parameters)
         out = v2.ModelInferResponse(model_name=answer["model_name"], model_version=answer.get("model_version", ""),
                                     id=request.id)
         for o in answer["outputs"]:

@@ -152,21 +152,61 @@ def v2_check_request(req: dict, output_names: list[str]) -> dict:
                 raise ApiError("each of 'outputs' must be an object with a 'name'", field="outputs")
             if o["name"] not in output_names:
                 raise ApiError(f"unknown output '{o['name']}' (outputs: {sorted(output_names)})", field="outputs")
+            _check_output_parameters(o)
     return params
 
 
+OUTPUT_PARAMETERS = {"binary_data", "classification"}
+
+
+def _check_output_parameters(o: dict) -> None:
+    op = o.get("parameters")
+    if op is None:
+        return
+    if not isinstance(op, dict):
+        raise ApiError(f"output '{o['name']}': 'parameters' must be an object", field="outputs")
+    unknown = sorted(set(op) - OUTPUT_PARAMETERS)
+    if unknown:
+        raise ApiError(f"output '{o['name']}': unknown parameter(s) {unknown} (taken: {sorted(OUTPUT_PARAMETERS)}; "
+                       "shared memory is not served)", field="outputs")
+    k = op.get("classification")
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+        raise ApiError(f"output '{o['name']}': 'classification' must be a whole number of classes, 1 or more",
+                       field="outputs", limit=1)
+
+
+def classify(arr: np.ndarray, k: int, labels: list[str] | None, name: str) -> np.ndarray:
+    """Triton's classification extension: each row's top ``k`` scores as ``"score:index[:label]"`` strings,
+    highest first (BYTES, [batch, k], or [k] for an unbatched output)."""
+    if arr.dtype.kind not in "fiu" or arr.ndim not in (1, 2):
+        raise ApiError(f"output '{name}' is {v2_of(arr.dtype)} {list(arr.shape)}: classification needs scores of "
+                       "shape [batch, classes]", field="outputs")
+    rows = arr[None] if arr.ndim == 1 else arr
+    top = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    out = np.empty(top.shape, dtype=object)
+    for r, row in enumerate(top):
+        for j, i in enumerate(row):
+            out[r, j] = (f"{rows[r, i]:f}:{i}" + (f":{labels[i]}" if labels and i < len(labels) else "")).encode()
+    return out[0] if arr.ndim == 1 else out
+
+
 def v2_encode_outputs(model: str, version: str, outputs: dict[str, np.ndarray], req: dict,
-                      request_id: str | None) -> tuple[bytes, dict]:
-    """Encode a v2 response; binary for outputs that asked for it (or all, with binary_data_output).
-    ``req`` has passed ``v2_check_request``: its ``outputs`` and ``parameters`` are well formed."""
+                      request_id: str | None, labels: dict[str, list[str]] | None = None) -> tuple[bytes, dict]:
+    """Encode a v2 response; binary for outputs that asked for it (or all, with binary_data_output), top-k
+    labels for those that asked for ``classification``. ``req`` has passed ``v2_check_request``: its
+    ``outputs`` and ``parameters`` are well formed."""
     all_binary = bool((req.get("parameters") or {}).get("binary_data_output"))
     wanted = req.get("outputs")
     if wanted:
         names = [o["name"] for o in wanted]
         binary_for = {}
+        outputs = dict(outputs)
         for o in wanted:
             op = o.get("parameters") or {}
-            binary_for[o["name"]] = bool(op.get("binary_data", all_binary)) if isinstance(op, dict) else all_binary
+            binary_for[o["name"]] = bool(op.get("binary_data", all_binary))
+            if op.get("classification"):
+                outputs[o["name"]] = classify(outputs[o["name"]], op["classification"],
+                                              (labels or {}).get(o["name"]), o["name"])
     else:
         names = list(outputs)
         binary_for = {n: all_binary for n in names}

@@ -151,7 +151,7 @@ def infer(name, version=None):
     outputs = dataplane.infer(s, codec.v2_decode_inputs(req, tail), params, strict_datatype=True,
                               protocol=V2_PROTOCOL_PARAMETERS)
     payload, headers = codec.v2_encode_outputs(s.name, str(s.version), outputs, req,
-                                               req.get("id") if isinstance(req.get("id"), str) else None)
+                                               req.get("id") if isinstance(req.get("id"), str) else None, s.labels)
     return Response(payload, 200, headers=headers)
 
 

@@ -42,6 +42,7 @@ class Servable(ABC):
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
     mapped_weights = False  # sessions keep their weights in the file's mapping (``sessions.create_session``)
+    labels: dict[str, list[str]] = {}  # output -> its class names (v2 classification)
 
     def __init__(self, manifest: dict, version_dir: Path):
         self.manifest, self.dir = manifest, Path(version_dir)

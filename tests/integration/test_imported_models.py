@@ -14,7 +14,16 @@ import pytest
 import requests
 
 from modelcore.datatypes import BY_V2
-from tests.imported import DATATYPES, every_datatype, every_datatype_inputs, import_onnx, triton_inputs, wait_for
+from tests.imported import (
+    DATATYPES,
+    every_datatype,
+    every_datatype_inputs,
+    import_onnx,
+    mlp,
+    mlp_answer,
+    triton_inputs,
+    wait_for,
+)
 from training import importer
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,7 +67,9 @@ def served(stack, keras_model, tmp_path_factory):
                               str(work / "repo")]) == 0
     import_onnx(every_datatype(), "typed", work, "--allow-fp64")
     import_onnx(every_datatype(batch=1), "fixed_one", work, "--allow-fp64")
-    names = ["keras_two", "saved_two", "typed", "fixed_one"]
+    (work / "digits.txt").write_text("\n".join(DIGITS) + "\n")
+    import_onnx(mlp(7, 16), "labelled", work, "--labels", str(work / "digits.txt"))
+    names = ["keras_two", "saved_two", "typed", "fixed_one", "labelled"]
     for name in names:
         stack.add_model(work / "repo" / name, name)
     for name in names:
@@ -68,6 +79,9 @@ def served(stack, keras_model, tmp_path_factory):
         shutil.rmtree(stack.repository / name)
     for name in names:
         wait_for(stack.service_url["models"], name, ready=False, timeout=stack.POLL_SECONDS + 30)
+
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 
 def close(got: dict, expected: dict) -> None:
@@ -340,13 +354,22 @@ def test_a_corrupted_model_is_refused_and_the_others_keep_serving(stack, served,
         # each worker checks it as it loads, on its first request there: one connection to the models service
         # keeps both calls on one worker, so its index shows what its load found
         with requests.Session() as worker:
-            r = worker.post(stack.service_url["models"] + "/v2/models/corrupt/infer", json={"inputs": []}, timeout=10)
+            for _ in range(100):  # this worker polls the repository on its own: until it has seen the model
+                r = worker.post(stack.service_url["models"] + "/v2/models/corrupt/infer", json={"inputs": []},
+                                timeout=10)
+                if r.status_code != 404:
+                    break
+                threading.Event().wait(0.2)
             assert r.status_code == 503 and "sha256" in r.json()["error"], r.text
             index = worker.post(stack.service_url["models"] + "/v2/repository/index", json={}, timeout=10).json()
         entry = next(m for m in index if m["name"] == "corrupt")
         assert entry["state"] == "UNAVAILABLE" and "sha256" in entry["reason"], entry
-        r = requests.post(stack.url + "/v2/models/corrupt/infer", json={"inputs": []}, timeout=10)
-        assert r.status_code == 503 and "sha256" in r.json()["error"], r.text  # through the gateway too
+        for _ in range(100):  # through the gateway too, once the worker behind it has seen the model
+            r = requests.post(stack.url + "/v2/models/corrupt/infer", json={"inputs": []}, timeout=10)
+            if r.status_code != 404:
+                break
+            threading.Event().wait(0.2)
+        assert r.status_code == 503 and "sha256" in r.json()["error"], r.text
         assert requests.get(stack.url + "/v2/health/ready", timeout=10).status_code == 200
         x = keras_model["inputs"]
         good = requests.post(stack.url + "/v1/models/keras_two:predict", timeout=30, json={
@@ -354,3 +377,40 @@ def test_a_corrupted_model_is_refused_and_the_others_keep_serving(stack, served,
         assert good.status_code == 200
     finally:
         shutil.rmtree(stack.repository / "corrupt")
+
+
+def test_classification_returns_the_top_labels_on_triton_clients_and_json(stack, served):
+    """Triton's classification extension on a model imported with --labels: tritonclient's class_count, over HTTP
+    (binary) and gRPC, and v2 JSON; "score:index:label" strings, highest first, as the scores say."""
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    x = np.random.default_rng(2).standard_normal((3, 784)).astype(np.float32)
+    scores = mlp_answer(7, x, 16)
+    top = np.argsort(-scores, axis=1)[:, :3]
+
+    def check(strings, k):  # "score:index:label": the index and label exact, the score within the tolerance
+        got = [[v.decode() if isinstance(v, bytes) else v for v in row] for row in strings]
+        assert [[s.split(":", 2)[1:] for s in row] for row in got] == \
+            [[[str(i), DIGITS[i]] for i in row[:k]] for row in top], got
+        np.testing.assert_allclose([[float(s.split(":")[0]) for s in row] for row in got],
+                                   np.take_along_axis(scores, top[:, :k], axis=1), atol=TOL)
+    host = stack.url.removeprefix("http://")
+    for lib, client in ((th, th.InferenceServerClient(host)), (tg, tg.InferenceServerClient(
+            f"127.0.0.1:{stack.grpc_v2_port}"))):
+        inp = lib.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        r = client.infer("labelled", [inp], outputs=[lib.InferRequestedOutput("y", class_count=3)])
+        got = r.as_numpy("y")
+        assert got.shape == (3, 3), (lib.__name__, got)
+        check(got, 3)
+    body = {"inputs": [{"name": "x", "shape": [3, 784], "datatype": "FP32", "data": x.reshape(-1).tolist()}],
+            "outputs": [{"name": "y", "parameters": {"classification": 2}}]}
+    r = requests.post(stack.url + "/v2/models/labelled/infer", json=body, timeout=30)
+    assert r.status_code == 200, r.text
+    out = r.json()["outputs"][0]
+    assert out["datatype"] == "BYTES" and out["shape"] == [3, 2]
+    check(np.array(out["data"], dtype=object).reshape(3, 2), 2)
+    for params, why in (({"classification": 0}, "1 or more"), ({"shared_memory_region": "r"}, "unknown parameter")):
+        r = requests.post(stack.url + "/v2/models/labelled/infer", timeout=30, json={
+            **body, "outputs": [{"name": "y", "parameters": params}]})
+        assert r.status_code == 400 and why in r.json()["error"] and r.json()["field"] == "outputs", r.text

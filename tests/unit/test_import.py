@@ -364,3 +364,26 @@ def test_scikit_learn_zipmap_is_refused_with_the_fix_that_then_imports(tmp_path,
     servable.close()
     np.testing.assert_allclose(got["probabilities"], clf.predict_proba(x[:7]), atol=1e-5)
     assert got["label"].tolist() == clf.predict(x[:7]).tolist()
+
+
+@pytest.mark.parametrize("lines, model, extra, why", [
+    (2, centred, (), "has 2 lines, but output 'y' scores 3 classes: give one label a class"),
+    (3, two_in_two_out, (), "the model has outputs ['doubled', 'shifted']: say which one --labels names with "
+                            "--labels-output"),
+    (3, two_in_two_out, ("--labels-output", "scores"), "--labels-output 'scores' is not an output of the model"),
+    (3, two_in_two_out, ("--labels-output", "shifted"), "output 'shifted' is int64 of shape [4, 3] on the samples; "
+                                                        "labels need scores of shape [batch, classes]"),
+])
+def test_labels_that_do_not_fit_the_output_are_refused(tmp_path, capsys, lines, model, extra, why):
+    (tmp_path / "labels.txt").write_text("".join(f"class {i}\n" for i in range(lines)))
+    code, folder = run(tmp_path, model(), "--labels", str(tmp_path / "labels.txt"), *extra)
+    assert code == 1 and why in capsys.readouterr().out
+    assert not folder.exists()
+
+
+def test_labels_are_published_hashed_beside_the_graph(tmp_path):
+    (tmp_path / "labels.txt").write_text("low\nmid\nhigh\n")
+    code, folder = run(tmp_path, centred(), "--labels", str(tmp_path / "labels.txt"))
+    m = load_and_verify(folder / "1")
+    assert code == 0 and m["labels"] == {"y": "labels.txt"} and "labels.txt" in m["files"]
+    assert (folder / "1" / "labels.txt").read_text().splitlines() == ["low", "mid", "high"]
