@@ -52,6 +52,14 @@ def start(cmd: list[str], env: dict, ready_url: str, log: Path, cwd: Path = ROOT
     raise RuntimeError(f"{cmd} not ready")
 
 
+def write_results(out: Path, name: str, result: dict, lines: list[str], show: bool = True) -> None:
+    """``out/NAME.json`` (the figures) and ``out/NAME.md`` (the table), printed too."""
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    if show:
+        print("\n".join(lines))
+
+
 def stop(procs: list[subprocess.Popen]) -> None:
     """SIGTERM each process group (servers with worker processes), SIGKILL what is left after 30 s."""
     for p_ in procs:
@@ -303,8 +311,7 @@ def main(argv=None) -> int:
         for name in [p_ for p_ in args.peers.split(",") if p_ and p_ != "none"]:
             if name == "triton":  # on its own benchmark: v2 binary tensors, CPU and rows per batch (bench/triton.py)
                 results["triton"] = triton.compare(args.seconds, args.rounds, conc, logs)
-                (args.out / "triton.json").write_text(json.dumps(results["triton"], indent=1) + "\n")
-                (args.out / "triton.md").write_text("\n".join(triton.markdown(results["triton"])) + "\n")
+                write_results(args.out, "triton", results["triton"], triton.markdown(results["triton"]), show=False)
                 continue
             peer = peer_envs.peer(name, latest("mnist") / "model.onnx", [free_port() for _ in range(3)], digit)
             procs.append(start(peer.cmd, {**base_env, **peer.env}, peer.ready_url, logs / f"{name}.log", peer.cwd,

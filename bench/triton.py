@@ -161,9 +161,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     r = compare(args.seconds, args.rounds, [int(c) for c in args.concurrency.split(",")], args.out / "logs")
-    (args.out / "triton.json").write_text(json.dumps(r, indent=1) + "\n")
-    (args.out / "triton.md").write_text("\n".join(markdown(r)) + "\n")
-    print("\n".join(markdown(r)))
+    from bench.run import write_results
+    write_results(args.out, "triton", r, markdown(r))
     return 0
 
 

@@ -252,9 +252,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     r = measure(args.models, args.seconds, args.out / "logs")
-    (args.out / "zoo.json").write_text(json.dumps(r, indent=1) + "\n")
-    (args.out / "zoo.md").write_text("\n".join(markdown(r)) + "\n")
-    print("\n".join(markdown(r)))
+    from bench.run import write_results
+    write_results(args.out, "zoo", r, markdown(r))
     return 0
 
 
