@@ -80,11 +80,13 @@ def model_config(name, version=None):
     return json_response({"name": s.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
                           "max_batch_size": LIMITS["max_batch_items"] if first else 0, **batching,
                           "input": [_config_tensor(t, first) for t in s.inputs],
-                          "output": [_config_tensor(t, first) for t in s.outputs]})
+                          "output": [_config_tensor(t, first, s.manifest.get("labels", {}).get(t.name))
+                                     for t in s.outputs]})
 
 
-def _config_tensor(t, first: int) -> dict:
-    return {"name": t.name, "data_type": BY_V2[t.datatype].triton, "dims": list(t.shape[first:])}
+def _config_tensor(t, first: int, label_file: str | None = None) -> dict:
+    out = {"name": t.name, "data_type": BY_V2[t.datatype].triton, "dims": list(t.shape[first:])}
+    return {**out, "label_filename": label_file} if label_file else out  # Triton's name for it
 
 
 # the repository's version states as Triton's index names them; UNLOADED: it loads on its next request

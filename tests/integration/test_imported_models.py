@@ -403,6 +403,8 @@ def test_classification_returns_the_top_labels_on_triton_clients_and_json(stack,
         got = r.as_numpy("y")
         assert got.shape == (3, 3), (lib.__name__, got)
         check(got, 3)
+    config = requests.get(stack.url + "/v2/models/labelled/config", timeout=10).json()
+    assert config["output"][0]["label_filename"] == "labels.txt", config
     body = {"inputs": [{"name": "x", "shape": [3, 784], "datatype": "FP32", "data": x.reshape(-1).tolist()}],
             "outputs": [{"name": "y", "parameters": {"classification": 2}}]}
     r = requests.post(stack.url + "/v2/models/labelled/infer", json=body, timeout=30)
