@@ -2,6 +2,7 @@
 (``instances``) and columnar (``inputs``) formats, ``{"b64": ...}`` strings, and TF Serving's response shapes."""
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint, current_app, request
 
 from modelcore.datatypes import BY_V2
@@ -64,10 +65,9 @@ def _tensor_info(t):
 @bp.post("/v1/models/<path:path>")
 def predict(path):
     name, version, action = _split(path)
-    if action not in ("predict", "classify", "regress"):
-        raise NotFound(f"unknown action '{action}' (supported: predict)")
-    if action != "predict":
-        raise NotFound(f"':{action}' is not supported for these models; use ':predict'")
+    if action not in ("predict", "classify"):
+        raise NotFound(f"unknown action '{action}' (served: ':predict', and ':classify' for a model imported with "
+                       "--labels)")
     dataplane = current_app.extensions["dataplane"]
     s = dataplane.model(name, version)
     body = codec.parse_json(codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding")))
@@ -76,6 +76,8 @@ def predict(path):
     if body.get("signature_name", "serving_default") not in ("serving_default", ""):
         raise ApiError(f"serving signature name {body.get('signature_name')!r} not found (signatures: "
                        "['serving_default'])", field="signature_name")
+    if action == "classify":
+        return _classify(dataplane, s, body)
     specs = {t.name: t for t in s.inputs}
     required = [t.name for t in s.inputs if not t.optional]
     if ("instances" in body) == ("inputs" in body):
@@ -127,3 +129,47 @@ def predict(path):
     return json_response({"outputs": {k: codec.tfs_jsonable(v) for k, v in outputs.items()}})
 
 
+
+
+def _classify(dataplane, s, body: dict):
+    """TF Serving's Classify: ``examples`` (each an object of features named by the model's inputs, with the
+    ``context`` features shared by all) -> each example's [label, score] for every class of the labelled output,
+    in the output's order, under ``result``."""
+    if not s.labels:
+        raise ApiError(f"model '{s.name}' has no labels to classify with: import it with --labels FILE, or call "
+                       "':predict'", field="model")
+    unknown = sorted(set(body) - {"signature_name", "examples", "context"})
+    if unknown:
+        raise ApiError(f"unknown field(s) {unknown} (a classify request takes signature_name, examples, context)",
+                       field=unknown[0])
+    examples, context = body.get("examples"), body.get("context", {})
+    if not isinstance(examples, list) or not examples or not all(isinstance(e, dict) for e in examples):
+        raise ApiError("'examples' must be a non-empty list of objects of features", field="examples",
+                       limit=LIMITS["max_batch_items"])
+    if len(examples) > LIMITS["max_batch_items"]:
+        raise ApiError(f"'examples' has {len(examples)} items; the limit is {LIMITS['max_batch_items']}",
+                       field="examples", limit=LIMITS["max_batch_items"])
+    if not isinstance(context, dict):
+        raise ApiError("'context' must be an object of features", field="context")
+    specs = {t.name: t for t in s.inputs}
+    merged = [{**context, **e} for e in examples]
+    names = set().union(*(e.keys() for e in merged))
+    if names - set(specs):
+        raise ApiError(f"unknown feature(s) {sorted(names - set(specs))} (inputs: {sorted(specs)})",
+                       field=sorted(names - set(specs))[0])
+    arrays = {}
+    for name, spec in specs.items():
+        missing = [i for i, e in enumerate(merged) if name not in e]
+        if missing and not spec.optional:
+            raise ApiError(f"example {missing[0]} has no feature '{name}'", field=name)
+        if missing:
+            continue
+        arr = codec.tfs_value([e[name] for e in merged], name, spec.datatype)
+        fixed = spec.shape[1:]
+        if arr.ndim == 2 and len(fixed) > 1 and -1 not in fixed and arr.shape[1] == np.prod(fixed):
+            arr = arr.reshape(len(merged), *fixed)  # an Example's feature is a flat list
+        arrays[name] = arr
+    output, labels = next(iter(s.labels.items()))
+    scores = dataplane.infer(s, arrays, {})[output]
+    return json_response({"result": [[[labels[i], float(row[i])] for i in range(len(row))]
+                                     for row in scores.reshape(len(merged), -1)]})

@@ -416,3 +416,23 @@ def test_classification_returns_the_top_labels_on_triton_clients_and_json(stack,
         r = requests.post(stack.url + "/v2/models/labelled/infer", timeout=30, json={
             **body, "outputs": [{"name": "y", "parameters": params}]})
         assert r.status_code == 400 and why in r.json()["error"] and r.json()["field"] == "outputs", r.text
+
+
+def test_tf_serving_classify_gives_every_label_with_its_score(stack, served):
+    """TF Serving's :classify on the labelled model: examples of features (a flat list each, as a tf.Example
+    holds them) -> each example's [label, score] for every class, in the output's order."""
+    x = np.random.default_rng(4).standard_normal((2, 784)).astype(np.float32)
+    r = requests.post(stack.url + "/v1/models/labelled:classify", timeout=30,
+                      json={"examples": [{"x": row.tolist()} for row in x]})
+    assert r.status_code == 200, r.text
+    result = r.json()["result"]
+    assert [[pair[0] for pair in ex] for ex in result] == [DIGITS, DIGITS]
+    np.testing.assert_allclose([[pair[1] for pair in ex] for ex in result], mlp_answer(7, x, 16), atol=TOL)
+    for url, body, why in (
+            ("keras_two:classify", {"examples": [{"image": [0.0]}]}, "has no labels to classify with: import it "
+                                                                     "with --labels FILE"),
+            ("labelled:classify", {"examples": [{"x": x[0].tolist()}], "inputs": []}, "unknown field(s) ['inputs']"),
+            ("labelled:classify", {"examples": [{}]}, "example 0 has no feature 'x'"),
+            ("labelled:regress", {"examples": [{}]}, "unknown action 'regress'")):
+        r = requests.post(f"{stack.url}/v1/models/{url}", json=body, timeout=30)
+        assert 400 <= r.status_code < 500 and why in r.json()["error"], r.text
