@@ -78,7 +78,8 @@ def same(a: np.ndarray, b: np.ndarray) -> bool:
 def import_model(repo: Path, name: str, source: Path, samples_file: Path | None, limit: int,
                  allow_fp64: bool, tolerance: float = TOLERANCE, custom_module: str | None = None,
                  unsafe_deserialization: bool = False, labels: Path | None = None,
-                 labels_output: str | None = None) -> Path:
+                 labels_output: str | None = None, image_input: str | None = None,
+                 image_scale: str = "unit") -> Path:
     """Convert (a Keras or SavedModel source), check by running, and publish; raises ExportRefused."""
     kind = source_kind(source)
     stage = staging_dir()
@@ -106,12 +107,14 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
         if not all(np.array_equal(a, b) for a, b in zip(first, second, strict=True)):
             raise ExportRefused("two runs on the same samples answered differently: remove the model's randomness")
         classified = _stage_labels(labels, labels_output, outputs, first, stage) if labels else {}
+        image = _image_input(image_input, image_scale, inputs) if image_input else None
         inputs = dynamic_dims_proved(sess, inputs, samples)
         batch = max_batch(sess, inputs, outputs, samples, limit)
         print(f"[import] {name}: max_batch_size {batch}" + (" (a fixed first dimension, or rows that depend on "
                                                              "each other: served unbatched)" if batch == 0 else ""),
               flush=True)
-        final = _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity, classified)
+        final = _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity, classified,
+                         image)
         _check_served(final, sess, samples, [t["name"] for t in outputs])
         return final
     finally:
@@ -326,8 +329,31 @@ def _stage_labels(labels: Path, output: str | None, outputs: list[dict], answers
     return {output: LABELS_FILE}
 
 
+def _image_input(name: str, scale: str, inputs: list[dict]) -> dict:
+    """How an image file becomes input ``name`` (runtime/images.to_tensor): its layout, size and channels read
+    from the graph: [N, H, W, C] or [N, C, H, W], C 1 (grey) or 3 (RGB), H and W fixed."""
+    by_name = {t["name"]: t for t in inputs}
+    if name not in by_name:
+        raise ExportRefused(f"--image-input {name!r} is not an input of the model (inputs: {sorted(by_name)})")
+    t = by_name[name]
+    shape = t["shape"]
+    if t["dtype"] not in ("float32", "float16", "uint8") or len(shape) != 4:
+        raise ExportRefused(f"--image-input {name!r} is {t['dtype']} {shape}: an image input is float or uint8 of "
+                            "shape [batch, height, width, channels] or [batch, channels, height, width]")
+    layout = "NHWC" if shape[3] in (1, 3) else "NCHW" if shape[1] in (1, 3) else None
+    if layout is None:
+        raise ExportRefused(f"--image-input {name!r} has shape {shape}: neither its last nor its second dimension "
+                            "is 1 or 3 channels")
+    size = shape[1:3] if layout == "NHWC" else shape[2:4]
+    if -1 in size:
+        raise ExportRefused(f"--image-input {name!r} has shape {shape}: its height and width must be fixed in the "
+                            "graph, so that an image can be resized to them (export it with a fixed size)")
+    return {"input": name, "layout": layout, "size": size, "channels": shape[3 if layout == "NHWC" else 1],
+            "scale": scale}
+
+
 def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, inputs: list, outputs: list,
-             batch: int, opset: int, parity: dict, labels: dict) -> Path:
+             batch: int, opset: int, parity: dict, labels: dict, image: dict | None) -> Path:
     # strings as fixed-width unicode: an object array would need pickle to load
     np.savez(stage / "samples.npz", **{k: v.astype(str) if v.dtype == object else v for k, v in samples.items()})
     manifest = {
@@ -341,6 +367,8 @@ def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, in
         "training": {"seed": 0, "imported": True},  # write_version records the command and the libraries
         "parity": parity,
     }
+    if image:
+        manifest["preprocessing"]["image"] = image  # the input also takes image files (services/runtime/images)
     if labels:
         manifest["labels"] = labels  # output -> its label file: Triton's classification, TF Serving's classify
     return write_version(repo, name, stage, manifest, next_version(repo / name))
@@ -373,13 +401,17 @@ def main(argv: list[str]) -> int:
     p.add_argument("--labels", type=Path, help="a classifier's class names, one a line in its output's order: "
                                                "clients may then ask for the top k labels (v2 classification)")
     p.add_argument("--labels-output", help="the output --labels names (needed when the model has several)")
+    p.add_argument("--image-input", help="an input of images ([N,H,W,C] or [N,C,H,W]) that then also takes image "
+                                         "files (PNG, JPEG, WebP): v2 BYTES, TF Serving {\"b64\": ...}")
+    p.add_argument("--image-scale", choices=("unit", "byte", "signed"), default="unit",
+                   help="the pixel values the graph takes: unit 0..1 (default), byte 0..255, signed -1..1")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "exported_models", help="model repository root")
     args = p.parse_args(argv)
     try:
         check_name(args.name)
         final = import_model(args.out, args.name, args.source, args.samples, args.max_batch_size, args.allow_fp64,
                              args.tolerance, args.custom_module, args.unsafe_deserialization, args.labels,
-                             args.labels_output)
+                             args.labels_output, args.image_input, args.image_scale)
     except ExportRefused as exc:
         print(f"[import] refused: {exc}", flush=True)
         return 1

@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 from flask import Blueprint, request
 
-from services.mnist.model import IMAGE_MAGIC, MnistServable, decode_item, image_to_mnist, raw_image
+from services.mnist.model import MnistServable, decode_item, image_to_mnist
 from services.mnist.routes import ROUTES
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, UnsupportedMediaType
 from services.runtime.http import json_body
+from services.runtime.images import IMAGE_MAGIC, raw_image
 from services.runtime.validation import unknown_in
 
 api = Blueprint("mnist_api", __name__)

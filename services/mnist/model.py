@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
+from services.runtime.images import raw_image
 from services.runtime.servable import Servable, TensorSpec
-
-Image.MAX_IMAGE_PIXELS = LIMITS["max_image_pixels"]
 
 
 class MnistServable(Servable):
@@ -62,29 +60,6 @@ def _b64_image(s: str, field: str) -> Image.Image:
     except (binascii.Error, ValueError):
         raise ApiError(f"{field} is not valid base64", field=field) from None
     return raw_image(raw, field)
-
-
-IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF")  # PNG, JPEG, WebP (RIFF....WEBP)
-
-
-def raw_image(raw: bytes, field: str) -> Image.Image:
-    """An image file's bytes (an upload, a raw body, or decoded base64) -> a loaded PIL image."""
-    if len(raw) > LIMITS["max_image_bytes"]:
-        raise ApiError(f"{field} is larger than {LIMITS['max_image_bytes']} bytes", field=field,
-                       limit=LIMITS["max_image_bytes"])
-    try:
-        img = Image.open(io.BytesIO(raw))
-        if img.format not in ("PNG", "JPEG", "GIF", "BMP", "WEBP"):
-            raise ApiError(f"{field}: image format {img.format} is not supported (PNG, JPEG, WebP)", field=field)
-        img.load()
-    except ApiError:
-        raise
-    except Image.DecompressionBombError:
-        raise ApiError(f"{field} has more than {LIMITS['max_image_pixels']} pixels", field=field,
-                       limit=LIMITS["max_image_pixels"]) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        raise ApiError(f"{field} is not a readable PNG, JPEG or WebP image", field=field) from None
-    return img
 
 
 def image_to_mnist(img: Image.Image, field: str = "image") -> np.ndarray:

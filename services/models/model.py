@@ -37,6 +37,8 @@ class GenericServable(Servable):
         self.output_names = [t.name for t in self.outputs]
         self.labels = {out: (self.dir / f).read_text(encoding="utf-8").splitlines()
                        for out, f in manifest.get("labels", {}).items()}
+        image = manifest["preprocessing"].get("image")
+        self.image_inputs = {image["input"]: image} if image else {}
         # MAX_BATCH_SIZE may lower the batch the import proved, never raise it (0: proved not batchable)
         self.batching["max_batch_size"] = min(self.batching["max_batch_size"], manifest["batching"]["max_batch_size"])
         # every model gets a batcher: its queue, limits, metrics and statistics; max_batch_size 0 runs requests

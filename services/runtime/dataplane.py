@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from modelcore.datatypes import BY_NUMPY, BY_V2
-from services.runtime import deadlines
+from services.runtime import deadlines, images
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 from services.runtime.repository import ModelRepository
@@ -51,6 +51,10 @@ class DataPlane:
         """``protocol``: the parameters the protocol itself takes (v2's); the rest are the model's."""
         own = {k: v for k, v in parameters.items() if k not in protocol}
         checked = s.parameter_check(own, numbers_as_text=True)
+        for name, spec in s.image_inputs.items():  # image files sent for an image input: decoded to its tensor
+            if name in inputs and inputs[name].dtype == object:
+                want = BY_V2[next(t for t in s.inputs if t.name == name).datatype].numpy
+                inputs = {**inputs, name: images.to_tensor(inputs[name], spec, name).astype(want)}
         checked_inputs = check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype)
         try:
             return s.infer(checked_inputs, checked)

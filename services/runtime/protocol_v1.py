@@ -109,7 +109,9 @@ def predict(path):
     for n, v in cols.items():
         if n not in specs:
             raise ApiError(f"unknown input '{n}' (inputs: {sorted(specs)})", field=n)
-        arrays[n] = codec.tfs_value(v, n, specs[n].datatype)
+        # an image input (import --image-input) also takes {"b64": ...} image files
+        encoded = n in s.image_inputs and _first_is_b64(v)
+        arrays[n] = codec.tfs_value(v, n, "BYTES" if encoded else specs[n].datatype)
         if arrays[n].ndim == 0:
             arrays[n] = arrays[n].reshape(1)
     params = body.get("parameters", {})
@@ -129,6 +131,12 @@ def predict(path):
     return json_response({"outputs": {k: codec.tfs_jsonable(v) for k, v in outputs.items()}})
 
 
+
+
+def _first_is_b64(v) -> bool:
+    while isinstance(v, list) and v:
+        v = v[0]
+    return isinstance(v, dict) and "b64" in v
 
 
 def _classify(dataplane, s, body: dict):

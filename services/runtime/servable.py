@@ -43,6 +43,7 @@ class Servable(ABC):
     outputs: list[TensorSpec] = []
     mapped_weights = False  # sessions keep their weights in the file's mapping (``sessions.create_session``)
     labels: dict[str, list[str]] = {}  # output -> its class names (v2 classification)
+    image_inputs: dict[str, dict] = {}  # input -> how an image file becomes it (runtime/images.to_tensor)
 
     def __init__(self, manifest: dict, version_dir: Path):
         self.manifest, self.dir = manifest, Path(version_dir)

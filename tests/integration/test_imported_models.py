@@ -69,7 +69,9 @@ def served(stack, keras_model, tmp_path_factory):
     import_onnx(every_datatype(batch=1), "fixed_one", work, "--allow-fp64")
     (work / "digits.txt").write_text("\n".join(DIGITS) + "\n")
     import_onnx(mlp(7, 16), "labelled", work, "--labels", str(work / "digits.txt"))
-    names = ["keras_two", "saved_two", "typed", "fixed_one", "labelled"]
+    (work / "colours.txt").write_text("\n".join(COLOURS) + "\n")
+    import_onnx(colour_scorer(), "pictures", work, "--image-input", "image", "--labels", str(work / "colours.txt"))
+    names = ["keras_two", "saved_two", "typed", "fixed_one", "labelled", "pictures"]
     for name in names:
         stack.add_model(work / "repo" / name, name)
     for name in names:
@@ -82,6 +84,33 @@ def served(stack, keras_model, tmp_path_factory):
 
 
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+COLOURS = ["red", "green", "blue", "grey"]
+SCORER = np.array([[1, 0, 0, 0.3], [0, 1, 0, 0.3], [0, 0, 1, 0.3]], np.float32)
+
+
+def colour_scorer():
+    """image [N, 8, 8, 3] (RGB 0..1) -> scores [N, 4]: the mean colour, scored against red, green, blue, grey."""
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
+         helper.make_node("MatMul", ["mean", "w"], ["scores"])], "colours",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 8, 8, 3])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [None, 4])], [numpy_helper.from_array(SCORER, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def pngs(n: int) -> tuple[list[bytes], np.ndarray]:
+    """n random 8x8 RGB pictures as PNG files, and the scores the model gives them."""
+    import io
+
+    from PIL import Image
+    pixels = np.random.default_rng(5).integers(0, 256, (n, 8, 8, 3), dtype=np.uint8)
+    files = []
+    for p in pixels:
+        buf = io.BytesIO()
+        Image.fromarray(p, "RGB").save(buf, "PNG")
+        files.append(buf.getvalue())
+    return files, (pixels / 255.0).astype(np.float32).mean(axis=(1, 2)) @ SCORER
 
 
 def close(got: dict, expected: dict) -> None:
@@ -436,3 +465,31 @@ def test_tf_serving_classify_gives_every_label_with_its_score(stack, served):
             ("labelled:regress", {"examples": [{}]}, "unknown action 'regress'")):
         r = requests.post(f"{stack.url}/v1/models/{url}", json=body, timeout=30)
         assert 400 <= r.status_code < 500 and why in r.json()["error"], r.text
+
+
+def test_an_image_model_takes_png_files_on_triton_and_tf_serving_clients(stack, served):
+    """A model imported with --image-input takes encoded images: a v2 BYTES tensor (tritonclient, HTTP and gRPC)
+    and TF Serving's {"b64": ...}; each is decoded, resized and scaled to its input, and answers as the pixels
+    would; its labels come with class_count."""
+    import base64
+
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    files, want = pngs(3)
+    host = stack.url.removeprefix("http://")
+    for lib, client in ((th, th.InferenceServerClient(host)), (tg, tg.InferenceServerClient(
+            f"127.0.0.1:{stack.grpc_v2_port}"))):
+        inp = lib.InferInput("image", [3], "BYTES")
+        inp.set_data_from_numpy(np.array(files, dtype=object))
+        r = client.infer("pictures", [inp], outputs=[lib.InferRequestedOutput("scores")])
+        np.testing.assert_allclose(r.as_numpy("scores"), want, atol=TOL, err_msg=lib.__name__)
+        top = client.infer("pictures", [inp], outputs=[lib.InferRequestedOutput("scores", class_count=1)])
+        assert [v[0].decode().split(":")[2] for v in top.as_numpy("scores")] == \
+            [COLOURS[i] for i in want.argmax(axis=1)]
+    r = requests.post(stack.url + "/v1/models/pictures:predict", timeout=30, json={
+        "instances": [{"b64": base64.b64encode(f).decode()} for f in files]})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["predictions"], want, atol=TOL)
+    r = requests.post(stack.url + "/v1/models/pictures:predict", timeout=30, json={
+        "instances": [{"b64": base64.b64encode(b"not an image").decode()}]})
+    assert r.status_code == 400 and "is not a readable PNG, JPEG or WebP image" in r.json()["error"], r.text

@@ -387,3 +387,30 @@ def test_labels_are_published_hashed_beside_the_graph(tmp_path):
     m = load_and_verify(folder / "1")
     assert code == 0 and m["labels"] == {"y": "labels.txt"} and "labels.txt" in m["files"]
     assert (folder / "1" / "labels.txt").read_text().splitlines() == ["low", "mid", "high"]
+
+
+def image_model(shape):
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)
+    graph = helper.make_graph([helper.make_node("Identity", ["image"], ["y"])], "g", [x], [y])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+@pytest.mark.parametrize("shape, extra, why", [
+    ([None, 4, 4, 1], ("--image-input", "picture"), "--image-input 'picture' is not an input of the model "
+                                                     "(inputs: ['image'])"),
+    ([None, 16], ("--image-input", "image"), "is float32 [-1, 16]: an image input is float or uint8 of shape"),
+    ([None, 4, 4, 5], ("--image-input", "image"), "neither its last nor its second dimension is 1 or 3 channels"),
+    ([None, 3, None, None], ("--image-input", "image"), "its height and width must be fixed in the graph"),
+])
+def test_image_inputs_that_are_not_images_are_refused(tmp_path, capsys, shape, extra, why):
+    code, folder = run(tmp_path, image_model(shape), *extra)
+    assert code == 1 and why in capsys.readouterr().out
+    assert not folder.exists()
+
+
+def test_an_image_input_records_its_layout_size_and_scale(tmp_path):
+    code, folder = run(tmp_path, image_model([None, 3, 6, 5]), "--image-input", "image", "--image-scale", "signed")
+    assert code == 0
+    assert load_and_verify(folder / "1")["preprocessing"]["image"] == {
+        "input": "image", "layout": "NCHW", "size": [6, 5], "channels": 3, "scale": "signed"}
