@@ -110,11 +110,12 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
         image = _image_input(image_input, image_scale, inputs) if image_input else None
         inputs = dynamic_dims_proved(sess, inputs, samples)
         batch = max_batch(sess, inputs, outputs, samples, limit)
+        pad = padding_proved(sess, inputs, outputs, samples) if batch else {}
         print(f"[import] {name}: max_batch_size {batch}" + (" (a fixed first dimension, or rows that depend on "
                                                              "each other: served unbatched)" if batch == 0 else ""),
               flush=True)
         final = _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity, classified,
-                         image)
+                         image, pad)
         _check_served(final, sess, samples, [t["name"] for t in outputs])
         return final
     finally:
@@ -187,6 +188,37 @@ def dynamic_dims_proved(sess, inputs: list[dict], samples: dict) -> list[dict]:
             print(f"[import] input '{name}' dimension {axis} is marked dynamic but the graph answers only at size "
                   f"{size}: recorded as fixed", flush=True)
     return [{**t, "shape": [fixed.get((t["name"], i), d) for i, d in enumerate(t["shape"])]} for t in inputs]
+
+
+PAD_STEPS = 3  # zeros added to each sample row to prove padding
+
+
+def padding_proved(sess, inputs: list[dict], outputs: list[dict], samples: dict) -> dict:
+    """Whether requests of different lengths may share a batch: each input's one dynamic dimension past the
+    first is padded with zeros (after the values, else before), and every answer on the samples must stay the
+    same (a masked RNN, a sum over an embedding whose id 0 is zero). -> the batcher's ``pad`` ({input: [axis,
+    0, side]}); {} when it is not proved, or when an output has a dynamic dimension (it could not be cut back)."""
+    dyn = [(t["name"], axis) for t in inputs for axis, d in enumerate(t["shape"]) if axis > 0 and d == -1]
+    if not dyn or len({n for n, _ in dyn}) < len(dyn) or any(samples[n].dtype == object for n, _ in dyn):
+        return {}
+    if any(d == -1 for t in outputs for d in t["shape"][1:]):
+        return {}
+    plain = sess.run(None, samples)
+    for side in ("post", "pre"):
+        feeds = dict(samples)
+        for name, axis in dyn:
+            widths = [(0, 0)] * samples[name].ndim
+            widths[axis] = (0, PAD_STEPS) if side == "post" else (PAD_STEPS, 0)
+            feeds[name] = np.pad(samples[name], widths)
+        try:
+            padded = sess.run(None, feeds)
+        except Exception:  # noqa: BLE001,S112 - the graph does not take the longer inputs
+            continue
+        if all(np.allclose(a, b, rtol=1e-5, atol=1e-5) for a, b in zip(plain, padded, strict=True)):
+            print(f"[import] zero padding {'after' if side == 'post' else 'before'} {[n for n, _ in dyn]} answers "
+                  "the same: requests of different lengths share batches", flush=True)
+            return {name: [axis, 0, side] for name, axis in dyn}
+    return {}
 
 
 def _answers(sess, samples: dict, group: list[tuple[str, int]], size: int) -> bool:
@@ -353,7 +385,7 @@ def _image_input(name: str, scale: str, inputs: list[dict]) -> dict:
 
 
 def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, inputs: list, outputs: list,
-             batch: int, opset: int, parity: dict, labels: dict, image: dict | None) -> Path:
+             batch: int, opset: int, parity: dict, labels: dict, image: dict | None, pad: dict) -> Path:
     # strings as fixed-width unicode: an object array would need pickle to load
     np.savez(stage / "samples.npz", **{k: v.astype(str) if v.dtype == object else v for k, v in samples.items()})
     manifest = {
@@ -367,6 +399,8 @@ def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, in
         "training": {"seed": 0, "imported": True},  # write_version records the command and the libraries
         "parity": parity,
     }
+    if pad:
+        manifest["preprocessing"]["pad"] = pad  # proved by running (padding_proved): the batcher pads
     if image:
         manifest["preprocessing"]["image"] = image  # the input also takes image files (services/runtime/images)
     if labels:

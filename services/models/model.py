@@ -43,7 +43,9 @@ class GenericServable(Servable):
         self.batching["max_batch_size"] = min(self.batching["max_batch_size"], manifest["batching"]["max_batch_size"])
         # every model gets a batcher: its queue, limits, metrics and statistics; max_batch_size 0 runs requests
         # one at a time, as the import found its rows are not independent (or its first dimension is fixed)
-        self.run = self.batcher(GRAPH, self.output_names)
+        # inputs the import proved may be zero-padded: requests of different lengths share a batch
+        pad = {name: tuple(how) for name, how in manifest["preprocessing"].get("pad", {}).items()}
+        self.run = self.batcher(GRAPH, self.output_names, pad=pad)
         self.sample = self._first_sample()
 
     def _first_sample(self) -> dict[str, np.ndarray]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
@@ -414,3 +415,61 @@ def test_an_image_input_records_its_layout_size_and_scale(tmp_path):
     assert code == 0
     assert load_and_verify(folder / "1")["preprocessing"]["image"] == {
         "input": "image", "layout": "NCHW", "size": [6, 5], "channels": 3, "scale": "signed"}
+
+
+# ------------------------------------------------------------------------------ padding proved by running
+@pytest.fixture(scope="module")
+def masked_lstm(tmp_path_factory):
+    """A Keras LSTM over token ids with mask_zero (as Keras's text tutorials build it), fitted one epoch."""
+    import keras
+    d = tmp_path_factory.mktemp("masked_lstm")
+    ids = keras.Input((None,), dtype="int64", name="ids")
+    h = keras.layers.LSTM(6)(keras.layers.Embedding(50, 8, mask_zero=True)(ids))
+    model = keras.Model(ids, keras.layers.Dense(2, activation="softmax", name="p")(h))
+    rng = np.random.default_rng(0)
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(rng.integers(1, 50, (16, 7)), rng.integers(0, 2, 16), epochs=1, verbose=0)
+    model.save(d / "lstm.keras")
+    np.savez(d / "samples.npz", ids=rng.integers(1, 50, (4, 7)))
+    return d, model
+
+
+def test_a_masked_lstm_is_padded_and_mixed_lengths_share_batches(tmp_path, masked_lstm):
+    """Zero padding after the ids answers the same, so the import records it; the servable's batcher then joins
+    requests of different lengths, and each answers as Keras does on its own ids."""
+    from prometheus_client import REGISTRY
+
+    from services.models.model import GenericServable
+    d, model = masked_lstm
+    assert importer.main(["lstm", str(d / "lstm.keras"), "--samples", str(d / "samples.npz"), "--out",
+                          str(tmp_path / "repo")]) == 0
+    version = tmp_path / "repo" / "lstm" / "1"
+    manifest = load_and_verify(version)
+    assert manifest["preprocessing"]["pad"] == {"ids": [1, 0, "post"]}
+    requests = [np.random.default_rng(i).integers(1, 50, (1, 2 + i)) for i in range(24)]  # 24 lengths
+    servable = GenericServable(manifest, version)
+    try:
+        def joined(size):
+            return REGISTRY.get_sample_value("model_batches_total", {
+                "model": "lstm", "version": "1", "graph": "model", "size": str(size)}) or 0.0
+        before = sum(joined(n) for n in range(2, 25))
+        for _ in range(3):  # 24 threads at once: while one batch runs, the others queue and go as one
+            with ThreadPoolExecutor(24) as pool:
+                answers = list(pool.map(lambda ids: servable.infer({"ids": ids}, {})["p"], requests))
+            if sum(joined(n) for n in range(2, 25)) > before:
+                break
+        assert sum(joined(n) for n in range(2, 25)) > before  # a batch held several lengths
+    finally:
+        servable.close()
+    for ids, got in zip(requests, answers, strict=True):
+        np.testing.assert_allclose(got, model.predict(ids, verbose=0), atol=1e-4)
+
+
+def test_a_mean_over_time_is_never_padded(tmp_path):
+    """Zeros change a mean, so its requests of different lengths keep to batches of their own length."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 1])
+    graph = helper.make_graph([helper.make_node("ReduceMean", ["x"], ["y"], axes=[1], keepdims=1)], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    code, folder = run(tmp_path, model)
+    assert code == 0 and "pad" not in load_and_verify(folder / "1")["preprocessing"]
