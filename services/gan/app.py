@@ -30,7 +30,7 @@ def sample(s, body):
         if seed is None:
             seed = int(np.random.default_rng().integers(0, MAX_SEED))
         z = s.latents_from_seed(seed, body["n"])
-    images = to_uint8(s.infer({"latent": z}, {})["image"])
+    images = to_uint8(native.infer(s, {"latent": z})["image"])
     headers = {"X-Model-Version": str(s.version), "X-Model-Device": s.device}
     if seed is not None:
         headers["X-Seed"] = str(seed)

@@ -31,7 +31,7 @@ def _images() -> dict:
 
 @native.endpoint(api, ROUTE, "mnist", parse=_images)
 def predict(s, body):
-    probs = s.infer({"image": body["x"]}, {})["probabilities"]
+    probs = native.infer(s, {"image": body["x"]})["probabilities"]
     return {"predictions": [{"digit": int(p.argmax()), "confidence": float(p.max()),
                              "probabilities": [round(float(v), 6) for v in p]} for p in probs]}
 

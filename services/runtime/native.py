@@ -32,6 +32,12 @@ def endpoint(blueprint: Blueprint, route: Route, model: str | Callable[[dict], s
     return wrap
 
 
+def infer(s, inputs: dict) -> dict:
+    """A native route's tensors through the data plane's ``infer``: the checks and error messages of every
+    protocol (names, shapes, batch limit, the runtime's faults as 4xx), then the servable."""
+    return current_app.extensions["dataplane"].infer(s, inputs, {})
+
+
 def checked(path: str, body: dict) -> dict:
     """``body`` checked against the schema of the route at ``path``, with the defaults of what it left out."""
     return current_app.extensions["bodies"][path](body)
