@@ -27,6 +27,12 @@ class Route:
     answers: Mapping[str, dict] = field(default_factory=dict)  # media type -> schema, beside JSON's object
 
 
+def texts(limits) -> dict:
+    """``text`` or ``texts``: one English text or a batch of them (the sentiment and translation routes)."""
+    one = {"type": "string", "minLength": 1, "maxLength": limits["max_text_chars"]}
+    return {"text": one, "texts": {"type": "array", "items": one, "minItems": 1, "maxItems": limits["max_batch_items"]}}
+
+
 def body(properties: dict, required: tuple[str, ...] = ()) -> dict:
     """A native body: these fields and ``version``, nothing else."""
     out = {"type": "object", "additionalProperties": False, "properties": {**properties, "version": VERSION}}

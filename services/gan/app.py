@@ -5,7 +5,7 @@ import numpy as np
 from flask import Blueprint, Response
 
 from services.gan.model import GanServable, png_grid, to_uint8
-from services.gan.routes import ROUTES
+from services.gan.routes import ROUTES, SAMPLE
 from services.routes import MAX_SEED
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
@@ -15,7 +15,7 @@ from services.runtime.http import json_response
 api = Blueprint("gan_api", __name__)
 
 
-@native.endpoint(api, ROUTES[0], "gan")
+@native.endpoint(api, SAMPLE, "gan")
 def sample(s, body):
     given = [k for k in ("latent", "interpolate") if k in body]
     if len(given) > 1:

@@ -19,5 +19,6 @@ def _sample(limits) -> dict:
         "columns": {"type": "integer", "minimum": 1, "maximum": n, "description": "of the PNG grid"}})
 
 
-ROUTES = (Route("/api/gan/sample", "Sample digits from the GAN", _sample, {"n": 16, "seed": 7, "format": "json"},
-                hints={"count": "n", "num": "n"}, answers={"image/png": {"type": "string", "format": "binary"}}),)
+SAMPLE = Route("/api/gan/sample", "Sample digits from the GAN", _sample, {"n": 16, "seed": 7, "format": "json"},
+               hints={"count": "n", "num": "n"}, answers={"image/png": {"type": "string", "format": "binary"}})
+ROUTES = (SAMPLE,)

@@ -5,7 +5,7 @@ import numpy as np
 from flask import Blueprint, request
 
 from services.mnist.model import MnistServable, decode_item, image_to_mnist
-from services.mnist.routes import ROUTES
+from services.mnist.routes import PREDICT, ROUTES
 from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
@@ -15,7 +15,6 @@ from services.runtime.images import IMAGE_MAGIC, raw_image
 from services.runtime.validation import unknown_in
 
 api = Blueprint("mnist_api", __name__)
-ROUTE = ROUTES[0]
 
 
 ACCEPTED = ("a JSON object ({\"image\": ...} or {\"images\": [...]}), a multipart/form-data upload "
@@ -29,7 +28,7 @@ def _images() -> dict:
     return {"x": x, "version": version}
 
 
-@native.endpoint(api, ROUTE, "mnist", parse=_images)
+@native.endpoint(api, PREDICT, "mnist", parse=_images)
 def predict(s, body):
     probs = native.infer(s, {"image": body["x"]})["probabilities"]
     return {"predictions": [{"digit": int(p.argmax()), "confidence": float(p.max()),
@@ -69,7 +68,7 @@ def _from_json() -> tuple[np.ndarray, str | None]:
             raise UnsupportedMediaType(f"this body is neither JSON nor an image; send {ACCEPTED}",
                                        field="Content-Type") from None
         raise
-    body = native.checked(ROUTE.path, body)
+    body = native.checked(PREDICT.path, body)
     items, single = native.one_or_many(body, "image", "images")
     x = np.stack([decode_item(it, "image" if single else f"images[{i}]") for i, it in enumerate(items)])[..., None]
     return x, body.get("version")

@@ -13,6 +13,7 @@ def _predict(limits) -> dict:
                                             "maxItems": limits["max_batch_items"]}})
 
 
-ROUTES = (Route("/api/mnist/predict", "Classify handwritten digits (JSON, a multipart upload or a raw image)",
+PREDICT = Route("/api/mnist/predict", "Classify handwritten digits (JSON, a multipart upload or a raw image)",
                 _predict, {"images": [[[0] * 28] * 28]}, hints={"img": "image", "data": "image",
-                                                                 "instances": "images"}),)
+                                                                 "instances": "images"})
+ROUTES = (PREDICT,)

@@ -7,12 +7,12 @@ from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.sentiment.model import SentimentServable
-from services.sentiment.routes import ROUTES
+from services.sentiment.routes import PREDICT, ROUTES
 
 api = Blueprint("sentiment_api", __name__)
 
 
-@native.endpoint(api, ROUTES[0], "sentiment")
+@native.endpoint(api, PREDICT, "sentiment")
 def predict(s, body):
     texts, _ = native.texts(body, LIMITS["max_text_chars"])
     scores = s.predict(texts)

@@ -12,7 +12,7 @@ from services.runtime.app import create_app as runtime_app
 from services.runtime.http import event_stream
 from services.textgen import openai_api
 from services.textgen.model import TextgenServable, flush_seconds, options
-from services.textgen.routes import ROUTES
+from services.textgen.routes import GENERATE, ROUTES
 
 api = Blueprint("textgen_api", __name__)
 # All the streams of a worker together make at most this many writes a second (0: no limit): past
@@ -48,7 +48,7 @@ def _sse(event: str | None, data: dict) -> bytes:
     return head + b"data: " + orjson.dumps(data) + b"\n\n"
 
 
-@native.endpoint(api, ROUTES[0], "textgen")
+@native.endpoint(api, GENERATE, "textgen")
 def generate(s, body):
     prompt, opts, stream = body["prompt"], options(body), body["stream"]
     s.check_prompt(prompt, "prompt")

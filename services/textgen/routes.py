@@ -49,14 +49,13 @@ def completion(limits) -> dict:
         **{k: {"const": v, "description": f"accepted only as {v!r}"} for k, v in NEUTRAL.items()}}}
 
 
-ROUTES = (
-    Route("/api/generate", "Generate Shakespeare-like text (stream: true for server-sent events)", _generate,
-          {"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.7, "seed": 1},
-          hints={"text": "prompt", "max_length": "max_tokens", "max_new_tokens": "max_tokens",
-                 "n_tokens": "max_tokens", "length": "max_tokens"},
-          answers={"text/event-stream": {"type": "string"}}),
-    Route("/v1/completions", "OpenAI completions for the text generator (stream: true for data: chunks ending "
-          "in data: [DONE])", completion, {"model": "textgen", "prompt": "ROMEO:\n", "max_tokens": 40, "seed": 1},
-          tag="openai"),
-    Route("/v1/models", "OpenAI model list", lambda limits: {}, {}, method="GET", tag="openai"),
-)
+GENERATE = Route("/api/generate", "Generate Shakespeare-like text (stream: true for server-sent events)", _generate,
+                 {"prompt": "ROMEO:\n", "max_tokens": 200, "temperature": 0.7, "seed": 1},
+                 hints={"text": "prompt", "max_length": "max_tokens", "max_new_tokens": "max_tokens",
+                        "n_tokens": "max_tokens", "length": "max_tokens"},
+                 answers={"text/event-stream": {"type": "string"}})
+COMPLETIONS = Route("/v1/completions", "OpenAI completions for the text generator (stream: true for data: chunks "
+                    "ending in data: [DONE])", completion,
+                    {"model": "textgen", "prompt": "ROMEO:\n", "max_tokens": 40, "seed": 1}, tag="openai")
+MODEL_LIST = Route("/v1/models", "OpenAI model list", lambda limits: {}, {}, method="GET", tag="openai")
+ROUTES = (GENERATE, COMPLETIONS, MODEL_LIST)

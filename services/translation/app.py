@@ -8,12 +8,12 @@ from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.translation.model import TranslationServable
-from services.translation.routes import MODELS, ROUTES
+from services.translation.routes import MODELS, ROUTES, TRANSLATE
 
 api = Blueprint("translation_api", __name__)
 
 
-@native.endpoint(api, ROUTES[0], lambda body: MODELS[body["model"]])
+@native.endpoint(api, TRANSLATE, lambda body: MODELS[body["model"]])
 def translate(s, body):
     texts, single = native.texts(body, LIMITS["max_text_chars"])
     beam, max_len, scores = body["beam_size"], body.get("max_length"), body["return_scores"]

@@ -2,8 +2,7 @@
 ``/api/translate`` and as v1/v2 request parameters."""
 from __future__ import annotations
 
-from services.routes import Route, body
-from services.sentiment.routes import texts
+from services.routes import Route, body, texts
 
 MODELS = {"transformer": "translation_transformer", "seq2seq": "translation_seq2seq"}
 # the default is the model with the best held-out BLEU and chrF (reports/translation_*/report.md)
@@ -26,7 +25,8 @@ def _translate(limits) -> dict:
                                    "description": "the n-best hypotheses with their scores"}})
 
 
-ROUTES = (Route("/api/translate", "Translate English to German", _translate,
-                {"text": "The file could not be saved.", "beam_size": 4},
-                hints={"beam": "beam_size", "num_beams": "beam_size", "max_tokens": "max_length",
-                       "source": "text", "sentence": "text"}),)
+TRANSLATE = Route("/api/translate", "Translate English to German", _translate,
+                  {"text": "The file could not be saved.", "beam_size": 4},
+                  hints={"beam": "beam_size", "num_beams": "beam_size", "max_tokens": "max_length",
+                         "source": "text", "sentence": "text"})
+ROUTES = (TRANSLATE,)
