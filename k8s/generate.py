@@ -1,5 +1,5 @@
 """Writes k8s/base, k8s/overlays and k8s/jobs from the service table (services/catalog.py: ports, models,
-routes) and the resources below, so the
+routes, resources), so the
 five near-identical Deployments are kept in one place. Run: python k8s/generate.py (the tests check that
 the committed files match)."""
 from __future__ import annotations
@@ -17,16 +17,9 @@ HERE = Path(__file__).resolve().parent
 RULES = HERE.parent / "monitoring" / "rules.yml"  # the one rules file (promtool-tested), wrapped for the operator
 NS = "model-serving"
 IMAGE = "ghcr.io/example/keras-onnx-serving"
-RESOURCES = {  # name: (cpu request, memory request, memory limit, max replicas); ports and models: catalog
-    "mnist": ("500m", "512Mi", "1Gi", 8),
-    "sentiment": ("500m", "512Mi", "1Gi", 8),
-    "translation": ("1", "768Mi", "1536Mi", 8),
-    "textgen": ("1", "512Mi", "1Gi", 8),
-    "gan": ("500m", "512Mi", "1Gi", 4),
-    "models": ("500m", "512Mi", "1Gi", 8),  # the imported models: size it for yours (docs/deployment.md)
-}
 # name -> (port, models, resources)
-DEPLOYMENTS = {s.name: (s.port, list(s.models), *RESOURCES[s.name]) for s in catalog.SERVICES}
+DEPLOYMENTS = {s.name: (s.port, list(s.models), s.resources.cpu, s.resources.memory, s.resources.memory_limit,
+                      s.resources.max_replicas) for s in catalog.SERVICES}
 GATEWAY_PORT = catalog.GATEWAY_PORT
 GRACE = 30  # GUNICORN_GRACEFUL_TIMEOUT; pods get GRACE + 15 s to drain
 
@@ -259,7 +252,7 @@ def main(out: Path = HERE):
     queue_overlay()
     monitoring()
     jobs = []
-    for fam in ("mnist", "sentiment", "translation", "textgen", "gan"):
+    for fam in catalog.FAMILIES:
         jobs.append({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"train-{fam}"},
                      "spec": {"backoffLimit": 2, "ttlSecondsAfterFinished": 86400, "template": {"spec": {
                          "restartPolicy": "OnFailure", "automountServiceAccountToken": False,

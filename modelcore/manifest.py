@@ -26,6 +26,10 @@ _TENSOR = {
     },
 }
 
+# What a model does, as its manifest records it; each family's service names its own (services/catalog.py)
+TASKS = ("image-classification", "text-classification", "translation", "text-generation", "image-generation",
+         "generic")  # generic: an imported model (training/importer.py)
+
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -35,8 +39,7 @@ SCHEMA = {
         "schema_version": {"const": SCHEMA_VERSION},
         "name": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,63}$"},
         "version": {"type": "integer", "minimum": 1},
-        "task": {"enum": ["image-classification", "text-classification", "translation", "text-generation",
-                          "image-generation", "generic"]},  # generic: an imported model (training/importer.py)
+        "task": {"enum": list(TASKS)},
         "description": {"type": "string"},
         "graphs": {
             "type": "object", "minProperties": 1,

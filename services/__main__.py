@@ -1,7 +1,7 @@
 """``python -m services NAME``: run one service (or the gateway) under gunicorn with its default port.
 
-NAME: mnist (9001), sentiment (9002), translation (9003), textgen (9004), gan (9005), models (9006: the imported
-models), gateway (8080).
+NAME: a service of the catalog (``services/catalog.py``: mnist on 9001 ... models, the imported models, on 9006),
+or gateway (8080).
 The port comes from PORT (or GATEWAY_PORT for the gateway) when set.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
                 ensure_free(host, grpc_port)
     worker = ["-k", "services.gateway.worker.GatewayWorker"] if name == "gateway" else []
     args = ["gunicorn", "-c", "python:services.runtime.gunicorn_conf", "--name", name, *worker, *extra,
-            f"services.{name}.app:create_app()"]
+            catalog.BY_NAME[name].app if name in catalog.BY_NAME else "services.gateway.app:create_app()"]
     os.execvp(sys.executable, [sys.executable, "-m", *args])
     return 0
 

@@ -62,20 +62,26 @@ class _FromEnv:
         return cls(**values)
 
 
+def _with_service_defaults(variable: str, general: str) -> str:
+    """A setting's default as the documentation shows it: the general one, then the services' own."""
+    own = [f"{s.name} {s.defaults[variable]}" for s in catalog.SERVICES if variable in s.defaults]
+    return ", ".join([general, *own])
+
+
 @dataclass(frozen=True)
 class ProcessSettings(_FromEnv):
     """Every process: the services and the gateway under gunicorn."""
     host: str | None = setting("HOST", None, "bind address", shown="0.0.0.0 (`make serve`: 127.0.0.1)")
     port: int | None = setting("PORT", None, "service port (`GATEWAY_PORT` for the gateway; `make serve` numbers the "
                                "services from `SERVICE_BASE_PORT`, 9001)",
-                               shown="mnist 9001 ... gan 9005, models 9006")
+                               shown=", ".join(f"{s.name} {s.port}" for s in catalog.SERVICES))
     gateway_port: int = setting("GATEWAY_PORT", catalog.GATEWAY_PORT, "gateway port")
     base_port: int = setting("SERVICE_BASE_PORT", catalog.SERVICES[0].port, "`make serve`: the first service's "
-                             "port (mnist); the others follow")
+                             f"port ({catalog.SERVICES[0].name}); the others follow")
     workers: int | None = setting("WEB_CONCURRENCY", None, "gunicorn workers; each has its own batchers and "
                                   "ONNX Runtime sessions", shown="services: one per usable CPU, at most 4; gateway: 1")
     threads: int = setting("GUNICORN_THREADS", 16, "request threads per worker (a stream holds one for its "
-                           "whole life)", shown="16, textgen 64")
+                           "whole life)", shown=_with_service_defaults("GUNICORN_THREADS", "16"))
     graceful_timeout: int = setting("GUNICORN_GRACEFUL_TIMEOUT", 30, "seconds in-flight requests get to finish "
                                     "after SIGTERM")
     log_level: str = setting("LOG_LEVEL", "info", "JSON logs on stderr, with `request_id`",
@@ -90,15 +96,11 @@ class ProcessSettings(_FromEnv):
         return self.host or "0.0.0.0"
 
 
-# Per service, where the general defaults fit it badly (``python -m services NAME`` sets them unless given):
-# - textgen: a stream holds its request thread for its whole life, so 16 threads per worker are too few; and a
-#   step is a [streams, 384] LSTM cell, too small to split well across ONNX Runtime threads (FINDINGS);
-# - gateway: one event loop proxies for every service, and a second worker would only take CPU from them;
-# - models: models load between requests, and glibc's threshold for giving a large block its own mapping rises
-#   with each such block freed, so later blocks land in heaps that then cannot shrink: 40 models kept 0.4-0.65x
-#   their weights more. A fixed threshold (glibc's starting one) returns them (FINDINGS).
-SERVICE_DEFAULTS = {"textgen": {"GUNICORN_THREADS": "64", "ORT_INTRA_OP_THREADS": "1"},
-                    "gateway": {"WEB_CONCURRENCY": "1"}, "models": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+# Per process, where the general defaults fit it badly (``python -m services NAME`` sets them unless given): each
+# service's own in the catalog (why, beside each); the gateway's here, since one event loop proxies for every
+# service and a second worker would only take CPU from them.
+SERVICE_DEFAULTS = {**{s.name: dict(s.defaults) for s in catalog.SERVICES if s.defaults},
+                    "gateway": {"WEB_CONCURRENCY": "1"}}
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,7 @@ class ServiceSettings(_FromEnv):
     cuda_tf32: bool = setting("CUDA_TF32", False, "`1` lets CUDA use TF32 (faster; answers then differ from the "
                               "CPU's by more than the 1e-4 every export is checked to)", shown="`0`")
     ort_threads: int | None = setting("ORT_INTRA_OP_THREADS", None, "ONNX Runtime threads per session",
-                                      shown="min(2, CPUs); textgen 1")
+                                      shown=_with_service_defaults("ORT_INTRA_OP_THREADS", "min(2, CPUs)"))
     max_batch_size: int | None = setting("MAX_BATCH_SIZE", None, "dynamic batcher: rows per batch",
                                          shown="the manifest's (e.g. 64)")
     max_queue_delay_ms: float | None = setting("MAX_QUEUE_DELAY_MS", None, "dynamic batcher: longest wait for a "

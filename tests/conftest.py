@@ -1,6 +1,7 @@
 """Shared fixtures: the shipped model repository, Flask test clients, and a real stack on free ports."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -46,15 +47,9 @@ free_port_block = ports.free_port_block  # one helper for tests, load tests and 
 
 @pytest.fixture(scope="session")
 def clients():
-    """Flask test clients of the five services on the shipped repository (one process, no sockets)."""
-    from services.gan.app import create_app as gan
-    from services.mnist.app import create_app as mnist
-    from services.sentiment.app import create_app as sentiment
-    from services.textgen.app import create_app as textgen
-    from services.translation.app import create_app as translation
-    return {name: f(poll=False).test_client() for name, f in
-            [("mnist", mnist), ("sentiment", sentiment), ("translation", translation), ("textgen", textgen),
-             ("gan", gan)]}
+    """Flask test clients of the families' services on the shipped repository (one process, no sockets)."""
+    return {name: importlib.import_module(f"services.{name}.app").create_app(poll=False).test_client()
+            for name in catalog.FAMILIES}
 
 
 @pytest.fixture(scope="session")

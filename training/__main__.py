@@ -9,13 +9,15 @@ import os
 import sys
 from pathlib import Path
 
+from services import catalog  # the family table: light, no web framework or TensorFlow
+
 # Export in a CPU-only process: with a visible GPU, Keras 3 RNN layers emit CudnnRNNV3 nodes tf2onnx
 # cannot convert. Set before TensorFlow is imported anywhere.
 if os.environ.get("TRAIN_ON_GPU") != "1":
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-FAMILIES = ["mnist", "sentiment", "translation", "textgen", "gan"]
+FAMILIES = list(catalog.FAMILIES)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                           checkpoint_minutes=args.checkpoint_minutes, export_now=args.export_now,
                           everyday_repeats=args.everyday_repeats,
                           argv=[fam, *argv[1:]])
-        importlib.import_module(f"training.jobs.{fam}").run(opts)
+        importlib.import_module(catalog.BY_NAME[fam].training_job).run(opts)
     return 0
 
 

@@ -364,3 +364,31 @@ def test_a_setting_that_does_not_parse_stops_the_process_with_its_name():
     assert ServiceSettings.from_env({"MODEL_DEVICE": "CPU"}).model_device == "cpu"  # any case
     s = GatewaySettings.from_env({"BACKEND_MNIST_URL": "http://10.0.0.1:9001", "GATEWAY_UPSTREAM_TIMEOUT": "5"})
     assert s.backend_urls == (("mnist", "http://10.0.0.1:9001"),) and s.upstream_timeout == 5.0
+
+
+def test_every_family_is_declared_once_in_the_catalog_and_everything_reads_it():
+    """A family's row names what its parts are found by: its app, its training job, the task its manifests
+    record; the training command, the k8s generator and the process defaults take theirs from it."""
+    import importlib.util
+
+    from k8s.generate import DEPLOYMENTS
+    from modelcore.manifest import TASKS
+    from services import catalog
+    from services.settings import SERVICE_DEFAULTS
+    from tests.conftest import ROOT, latest
+    from training.__main__ import FAMILIES
+
+    exposed = [line.split()[1:] for line in (ROOT / "Dockerfile").read_text().splitlines()
+               if line.startswith("EXPOSE")]
+    assert exposed and all(str(s.port) in ports for ports in exposed for s in catalog.SERVICES), exposed
+    assert FAMILIES == [s.name for s in catalog.SERVICES if not s.imported]
+    for s in catalog.SERVICES:
+        assert importlib.util.find_spec(s.app.split(":")[0]) is not None, s.app
+        assert s.task in TASKS, s.task
+        assert DEPLOYMENTS[s.name][0] == s.port and DEPLOYMENTS[s.name][-1] == s.resources.max_replicas
+        assert SERVICE_DEFAULTS.get(s.name, {}) == dict(s.defaults)
+        if s.training_job:
+            assert importlib.util.find_spec(s.training_job) is not None, s.training_job
+        for model in s.models:  # the shipped models say the task their family declares
+            manifest = orjson.loads((latest(model) / "manifest.json").read_bytes())
+            assert manifest["task"] == s.task, model

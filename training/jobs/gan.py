@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from services import catalog
 from training import data
 from training.common import (
     JobOptions,
@@ -174,7 +175,7 @@ def run(opts: JobOptions) -> dict:
                "epochs": len(hist.get("g_loss", [])) or epochs, "train_images": int(len(x))}
     write_json(rep / "metrics.json", metrics)
     manifest = {
-        "task": "image-generation",
+        "task": catalog.BY_NAME[opts.family].task,
         "description": "DCGAN generator: latent N(0,1)^100 -> 28x28x1 image in [-1, 1] (tanh)",
         "graphs": {"generator": {"file": "generator.onnx", "inputs": inputs, "outputs": outputs}},
         "preprocessing": {"latent_dim": LATENT, "latent_distribution": "standard normal",

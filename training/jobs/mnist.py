@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from services import catalog
 from training import data
 from training.common import (
     JobOptions,
@@ -101,7 +102,7 @@ def run(opts: JobOptions) -> dict:
     from PIL import Image
     Image.fromarray(255 - xte[0]).resize((140, 140)).save(rep / "digit.png")
     manifest = {
-        "task": "image-classification",
+        "task": catalog.BY_NAME[opts.family].task,
         "description": "MNIST CNN (conv32-5x5, pool, conv64-5x5, pool, dense1024, dropout .4, softmax)",
         "graphs": {"model": {"file": "model.onnx", "inputs": inputs, "outputs": outputs}},
         "preprocessing": {"input": "image", "layout": "NHWC", "height": 28, "width": 28, "channels": 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from modelcore.text import Vocabulary, pad_pre, review_tokens
+from services import catalog
 from training import data
 from training.common import (
     JobOptions,
@@ -92,7 +93,7 @@ def run(opts: JobOptions) -> dict:
                "epochs": len(hist.get("loss", [])) or epochs}
     write_json(rep / "metrics.json", metrics)
     manifest = {
-        "task": "text-classification",
+        "task": catalog.BY_NAME[opts.family].task,
         "description": "IMDB sentiment: embedding (mask_zero) -> bidirectional LSTM -> sigmoid P(positive)",
         "graphs": {"model": {"file": "model.onnx", "inputs": inputs, "outputs": outputs}},
         "preprocessing": {"tokenizer": "review_tokens", "vocabulary": "vocab.json", "max_length": max_len,

@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from modelcore.text import PAD, UNK, Vocabulary
+from services import catalog
 from training import data
 from training.common import (
     JobOptions,
@@ -132,7 +133,7 @@ def run(opts: JobOptions) -> dict:
                "train_seconds": round(t.seconds, 1), "epochs": len(hist.get("loss", [])) or epochs}
     write_json(rep / "metrics.json", metrics)
     manifest = {
-        "task": "text-generation",
+        "task": catalog.BY_NAME[opts.family].task,
         "description": f"character-level LSTM({units}) on 38 Shakespeare plays; step graph with explicit state",
         "graphs": {"step": {"file": "step.onnx", "inputs": inputs, "outputs": outputs}},
         "preprocessing": {"tokenizer": "characters", "vocabulary": "vocab.json", "state": {"h": units, "c": units},

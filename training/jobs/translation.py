@@ -24,6 +24,7 @@ import numpy as np
 from modelcore.manifest import load_and_verify
 from modelcore.text import SubwordTokenizer
 from modelcore.translation import TranslationModel, translate_batch
+from services import catalog
 from training import mt_corpus
 from training.common import JobOptions, Timer, log, seed_everything, write_json
 from training.export import ort_session, parity, staging_dir, tensor_meta, to_onnx, write_version
@@ -486,7 +487,7 @@ def run_one(kind: str, opts: JobOptions, ds: dict) -> dict:
     ei, eout = tensor_meta(eo)
     di, dout = tensor_meta(do)
     manifest = {
-        "task": "translation",
+        "task": catalog.BY_NAME[opts.family].task,
         "description": f"English->German {kind} ({', '.join(f'{k}={v}' for k, v in cfg.items())}) over a "
                        f"{len(tok)}-piece SentencePiece vocabulary; encoder + decoder step graph",
         "graphs": {"encoder": {"file": "encoder.onnx", "inputs": ei, "outputs": eout},
