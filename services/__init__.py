@@ -6,4 +6,4 @@ try:  # the one version of the server, from pyproject.toml (what /v2 and the Ope
 except PackageNotFoundError:  # run from a checkout that was never installed
     __version__ = "0+unknown"
 # the Open Inference Protocol extensions every service and the gateway speak (``GET /v2``)
-V2_EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics"]
+V2_EXTENSIONS = ["binary_tensor_data", "classification", "generate", "model_repository", "statistics"]

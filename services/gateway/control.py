@@ -27,7 +27,8 @@ SWAGGER_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>Model 
 <script>window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#ui"});</script></body></html>"""
 # what a 404 lists: the services' own routes (their declarations), then what every model and the gateway answer
 ROUTE_FAMILIES = ", ".join([f"{r.method} {path}" for path, r in catalog.ROUTES.items()] + [
-    "GET /api/models", "/v1/models/NAME[:predict|/metadata]", "/v2/models/NAME[/infer|/ready|/stats]",
+    "GET /api/models", "/v1/models/NAME[:predict|/metadata]",
+    "/v2/models/NAME[/infer|/generate|/generate_stream|/ready|/stats]",
     "/v2/models/stats", "/v2/repository/{index,models/NAME/load,models/NAME/unload}", "/v2/health/{live,ready}",
     "/healthz", "/metrics", "/openapi.json", "/docs", "/ (demo page)"])
 

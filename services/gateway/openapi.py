@@ -13,6 +13,11 @@ ERR = {"description": "error", "content": {"application/json": {"schema": {"$ref
 MODEL_NAMES = list(catalog.MODELS)
 
 
+GENERATE = {"type": "object", "required": ["text_input"], "additionalProperties": True,
+            "description": "other properties are parameters, as in Triton",
+            "properties": {"text_input": {"type": "string"}, "parameters": {"type": "object"}}}
+
+
 def _json(schema: dict, example=None) -> dict:
     c = {"schema": schema}
     if example is not None:
@@ -103,6 +108,16 @@ def spec(imported: Sequence[dict] = ()) -> dict:
             None, ["v2"], [name_p])},
         "/v2/models/{name}/versions/{version}/infer": {"post": _op("Inference (one version)", _json(v2_req), None,
                                                                    ["v2"], [name_p, ver_p])},
+        "/v2/models/{name}/generate": {"post": _op(
+            "Triton's generate extension: text_input in, text_output out (the text models)",
+            _json(GENERATE, {"text_input": "ROMEO:\n", "parameters": {"max_tokens": 60, "seed": 1}}),
+            {"type": "object", "properties": {"model_name": {"type": "string"}, "model_version": {"type": "string"},
+                                              "text_output": {"type": "string"}}}, ["v2"], [name_p])},
+        "/v2/models/{name}/generate_stream": {"post": _op(
+            "Triton's generate extension: the text as server-sent events while it is made (textgen)",
+            _json(GENERATE, {"text_input": "ROMEO:\n", "max_tokens": 60}), None, ["v2"], [name_p],
+            ok_content={"description": "one data: event per write, each a generate response",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}}})},
         "/v2/repository/index": {"post": _op("Repository index (body {\"ready\": true}: loaded versions only)",
                                              tags=["v2"], codes=(400, 503))},
         "/v2/repository/models/{name}/load": {"post": _op("Load a model (again): it serves until unloaded",

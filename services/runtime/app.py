@@ -21,6 +21,7 @@ from services.runtime.config import LIMITS, web_workers
 from services.runtime.dataplane import DataPlane
 from services.runtime.errors import ApiError
 from services.runtime.http import assign_request_id, json_response, log_access
+from services.runtime.protocol_generate import bp as generate_bp
 from services.runtime.protocol_v1 import bp as v1_bp
 from services.runtime.protocol_v2 import bp as v2_bp
 from services.runtime.repository import ModelRepository
@@ -70,6 +71,7 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
     app.extensions["service"] = service
     app.register_blueprint(v1_bp)
     app.register_blueprint(v2_bp)
+    app.register_blueprint(generate_bp)
     if native is not None:
         app.register_blueprint(native)
 

@@ -19,6 +19,7 @@ from services.runtime.errors import ApiError
 from services.runtime.repository import ModelRepository
 from services.runtime.servable import Servable
 from services.runtime.sessions import request_fault
+from services.runtime.streaming import Generation
 from services.runtime.validation import Checked
 
 _TIMEOUT = Checked({"type": "object", "properties": {"timeout": {
@@ -50,22 +51,41 @@ class DataPlane:
     def infer(self, s: Servable, inputs: dict[str, np.ndarray], parameters: dict, strict_datatype: bool = False,
               protocol: frozenset | set = frozenset()) -> dict[str, np.ndarray]:
         """``protocol``: the parameters the protocol itself takes (v2's); the rest are the model's."""
+        checked_inputs, checked = self._checked(s, inputs, parameters, strict_datatype, protocol)
+        try:
+            return s.infer(checked_inputs, checked)
+        except Exception as exc:
+            fault = _request_fault(exc, s, checked_inputs)
+            if fault is None:
+                raise
+            raise fault from exc
+
+    def stream(self, s: Servable, inputs: dict[str, np.ndarray], parameters: dict,
+               protocol: frozenset | set = frozenset()) -> Generation:
+        """``infer``'s checks, then the answer as it is made (``Servable.stream``)."""
+        checked_inputs, checked = self._checked(s, inputs, parameters, False, protocol)
+        return s.stream(checked_inputs, checked)
+
+    @staticmethod
+    def _checked(s: Servable, inputs: dict[str, np.ndarray], parameters: dict, strict_datatype: bool,
+                 protocol: frozenset | set) -> tuple[dict[str, np.ndarray], dict]:
         own = {k: v for k, v in parameters.items() if k not in protocol}
         checked = s.parameter_check(own, numbers_as_text=True)
         for name, spec in s.image_inputs.items():  # image files sent for an image input: decoded to its tensor
             if name in inputs and inputs[name].dtype == object:
                 want = BY_V2[next(t for t in s.inputs if t.name == name).datatype].numpy
                 inputs = {**inputs, name: images.to_tensor(inputs[name], spec, name).astype(want)}
-        checked_inputs = check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype)
-        try:
-            return s.infer(checked_inputs, checked)
-        except Exception as exc:
-            cause = request_fault(exc)
-            if cause is None:
-                raise
-            names = sorted(checked_inputs)
-            raise ApiError(f"model '{s.name}' cannot run on the values of input(s) {names}: ONNX Runtime says: "
-                           f"{cause}", field=names[0] if len(names) == 1 else None) from exc
+        return check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype), checked
+
+
+def _request_fault(exc: Exception, s: Servable, inputs: dict[str, np.ndarray]) -> ApiError | None:
+    """ONNX Runtime's refusal of the request's values, as the client's 400; None for any other error."""
+    cause = request_fault(exc)
+    if cause is None:
+        return None
+    names = sorted(inputs)
+    return ApiError(f"model '{s.name}' cannot run on the values of input(s) {names}: ONNX Runtime says: {cause}",
+                    field=names[0] if len(names) == 1 else None)
 
 
 def _v2_name(dtype: np.dtype) -> str:

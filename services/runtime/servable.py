@@ -17,11 +17,12 @@ import numpy as np
 from services.runtime import metrics
 from services.runtime.batcher import DynamicBatcher
 from services.runtime.config import batches_in_flight, batching_override
+from services.runtime.errors import ApiError
 from services.runtime.sessions import create_session, device_of
+from services.runtime.streaming import Generation
 from services.runtime.validation import Checked
 
 log = logging.getLogger("runtime.servable")
-
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class Servable(ABC):
     @abstractmethod
     def infer(self, inputs: dict[str, np.ndarray], parameters: dict) -> dict[str, np.ndarray]:
         """Checked inputs (``dataplane.check_inputs``) and parameters (with their defaults) -> named outputs."""
+
+    def stream(self, inputs: dict[str, np.ndarray], parameters: dict) -> Generation:
+        """Like ``infer``, the answer as it is made (``runtime/streaming.py``); a model that answers whole says so."""
+        raise ApiError(f"model '{self.name}' answers in one response, it does not stream: use "
+                       f"POST /v2/models/{self.name}/infer (or .../generate for text)", field="model")
 
     def parameters(self) -> dict[str, dict]:
         """The v1/v2 request parameters this model takes: name -> JSON schema (none by default)."""

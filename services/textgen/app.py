@@ -2,8 +2,6 @@
 events, one event per token and a final ``done`` event) plus /v1 and /v2 for model ``textgen``."""
 from __future__ import annotations
 
-import threading
-
 import orjson
 from flask import Blueprint
 
@@ -11,30 +9,10 @@ from services.runtime import native
 from services.runtime.app import create_app as runtime_app
 from services.runtime.http import event_stream
 from services.textgen import openai_api
-from services.textgen.model import TextgenServable, flush_seconds, options
+from services.textgen.model import TextgenServable, options
 from services.textgen.routes import GENERATE, ROUTES
 
 api = Blueprint("textgen_api", __name__)
-# All the streams of a worker together make at most this many writes a second (0: no limit): past
-# SSE_WRITES_PER_SECOND * SSE_FLUSH_MS / 1000 streams (8 at 10 ms) each stream's interval grows with their
-# number, so the cost of writing stays bounded while the tokens/s of continuous batching grows.
-SSE_WRITES_PER_SECOND = 800.0
-_streams_lock = threading.Lock()
-_streams_open = 0
-
-
-def _interval() -> float:
-    if SSE_WRITES_PER_SECOND <= 0:
-        return flush_seconds()
-    return max(flush_seconds(), _streams_open / SSE_WRITES_PER_SECOND)
-
-
-def _count_stream(delta: int) -> None:
-    global _streams_open
-    with _streams_lock:
-        _streams_open += delta
-
-
 _TOKEN_HEADS: dict[str, bytes] = {}  # a token event's bytes up to its index, per piece (a vocabulary entry)
 
 
@@ -56,30 +34,13 @@ def generate(s, body):
         text, n, reason = s.generate([prompt], opts)[0]
         return {"text": text, "tokens": n, "finish_reason": reason, "prompt": prompt, "seed": opts["seed"]}
     meta = {"model": s.name, "version": str(s.version), "device": s.device, "seed": opts["seed"]}
-    streams, jobs = s.start([prompt], opts, streaming=True, flush_seconds=flush_seconds())
-    st, job = streams[0], jobs[0]
-    out = _Events(st, job, meta)
+    generation = s.generation([prompt], opts)
+    out = _Events(generation.streams[0], generation.jobs[0], meta)
 
     def events():
-        _count_stream(1)
-        try:
-            pieces, ended = st.take(s.timeout)  # the first piece is sent at once: time to first token
-            if ended:
-                yield out.events(pieces) + out.done()
-                return
-            yield out.events(pieces)
-            while True:
-                # one write for every token made since the last one: under load the scheduler runs ahead of
-                # the socket, and a write per token would cost a system call each
-                pieces, ended = (st.drain(), True) if st.ended else st.take(s.timeout, _interval())
-                if ended:  # the last tokens and the done event in one write
-                    yield out.events(pieces) + out.done()
-                    break
-                if pieces:
-                    yield out.events(pieces)
-        finally:
-            _count_stream(-1)
-            job.cancelled = True  # client went away (or we finished): free the row
+        for updates in generation:  # one stream: one update a write, its last with the done event
+            update = updates[0]
+            yield out.events(update.pieces) + (out.done() if update.ended else b"")
 
     return event_stream(events())
 

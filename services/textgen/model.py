@@ -19,6 +19,7 @@ from services.runtime.native import texts_from_bytes
 from services.runtime.prefill import check_against_steps, scan_graph
 from services.runtime.servable import Servable, TensorSpec
 from services.runtime.sessions import create_session
+from services.runtime.streaming import Generation
 from services.textgen import routes
 from services.v2_tensors import bytes_tensor
 
@@ -173,6 +174,20 @@ class TextgenServable(Servable):
         submit_all(jobs)
         return streams, jobs
 
+    def generation(self, prompts: list[str], opts: dict) -> Generation:
+        """The prompts' generations as they are made, paced for a stream (``runtime/streaming.py``)."""
+        streams, jobs = self.start(prompts, opts, streaming=True, flush_seconds=flush_seconds())
+        return Generation(streams, jobs, self.timeout, flush_seconds())
+
+    def stream(self, inputs, parameters) -> Generation:
+        return self.generation(self._prompts(inputs), options(parameters))
+
+    def _prompts(self, inputs) -> list[str]:
+        prompts = texts_from_bytes(inputs["prompt"], "prompt", LIMITS["max_prompt_chars"])
+        for p in prompts:
+            self.check_prompt(p, "prompt")
+        return prompts
+
     def generate(self, prompts: list[str], opts: dict):
         streams, jobs = self.start(prompts, opts)
         wait_all(jobs, self.timeout)
@@ -182,11 +197,8 @@ class TextgenServable(Servable):
         return routes.parameters(LIMITS)
 
     def infer(self, inputs, parameters):
-        opts = options(parameters)
-        prompts = texts_from_bytes(inputs["prompt"], "prompt", LIMITS["max_prompt_chars"])
-        for p in prompts:
-            self.check_prompt(p, "prompt")
-        return {"text": bytes_tensor([t.encode("utf-8") for t, _, _ in self.generate(prompts, opts)])}
+        done = self.generate(self._prompts(inputs), options(parameters))
+        return {"text": bytes_tensor([t.encode("utf-8") for t, _, _ in done])}
 
 
 def options(checked: dict) -> dict:

@@ -14,7 +14,7 @@ from services.runtime import deadlines, native
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import event_stream, json_body, json_response
-from services.textgen.model import flush_seconds, random_seed, stop_strings
+from services.textgen.model import random_seed, stop_strings
 
 bp = Blueprint("openai", __name__)
 OWNER = "keras-onnx-serving"
@@ -85,37 +85,28 @@ def completions():
                     "finish_reason": _reason(reason)} for i, (text, _, reason) in enumerate(done)]
         return json_response({**head, "choices": choices, "usage": _usage(prompt_tokens, sum(d[1] for d in done))})
 
-    streams, jobs = s.start(prompts, opts, streaming=True, flush_seconds=flush_seconds())
+    generation = s.generation(prompts, opts)
+    jobs = generation.jobs
 
     def chunk(i: int, text: str, reason: str | None = None, **extra) -> bytes:
         choice = {"text": text, "index": i, "logprobs": None, "finish_reason": reason}
         return b"data: " + orjson.dumps({**head, "choices": [choice], **extra}) + b"\n\n"
 
     def events():
-        try:
-            if echo:
-                yield b"".join(chunk(i, p) for i, p in enumerate(prompts))
-            running = list(range(len(streams)))
-            while running:
-                out = []
-                for k, i in enumerate(list(running)):
-                    if k == 0:  # the first running stream paces the writes: its first piece at once, then a flush
-                        pieces, ended = streams[i].take(s.timeout)
-                    else:
-                        ended = streams[i].ended  # before draining: an ended stream's pieces are all there
-                        pieces = streams[i].drain()
-                    if pieces:
-                        out.append(chunk(i, "".join(pieces)))
-                    if ended:
-                        running.remove(i)
-                        usage = {} if running else {"usage": _usage(prompt_tokens, sum(len(j.tokens) for j in jobs))}
-                        out.append(chunk(i, "", _reason(jobs[i].stop_reason), **usage))
-                if out:
-                    yield b"".join(out)
-            yield b"data: [DONE]\n\n"
-        finally:
-            for job in jobs:  # the client went away (or every choice ended): free the rows
-                job.cancelled = True
+        if echo:
+            yield b"".join(chunk(i, p) for i, p in enumerate(prompts))
+        running = len(prompts)
+        for updates in generation:
+            out = []
+            for u in updates:
+                if u.pieces:
+                    out.append(chunk(u.index, "".join(u.pieces)))
+                if u.ended:  # its finish reason; the last choice to end carries the usage
+                    running -= 1
+                    usage = {} if running else {"usage": _usage(prompt_tokens, generation.tokens())}
+                    out.append(chunk(u.index, "", _reason(jobs[u.index].stop_reason), **usage))
+            yield b"".join(out)
+        yield b"data: [DONE]\n\n"
 
     return event_stream(events())
 

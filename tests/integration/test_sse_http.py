@@ -53,3 +53,26 @@ def test_gunicorn_streams_keep_http_framing_for_http11_and_http10(stack):
     assert head.startswith(b"HTTP/1.0 200") and b"chunked" not in head.lower()
     events = sse_events(data)
     assert "".join(e["token"] for e in events if "token" in e) == events[-1]["text"] == texts[0]
+
+
+def test_triton_generate_stream_through_the_gateway_streams_as_it_goes(stack):
+    """Triton's generate extension over the real gateway and gunicorn: events arrive while the text is made
+    (several writes, read apart), and joined they are what /generate answers for the same seed."""
+    import time
+
+    import requests
+    body = {"text_input": "ROMEO:\n", "parameters": {"max_tokens": 400, "seed": 4}}
+    whole = requests.post(f"{stack.url}/v2/models/textgen/generate", json=body, timeout=30)
+    assert whole.status_code == 200 and whole.json()["model_name"] == "textgen"
+    t0 = time.monotonic()
+    with requests.post(f"{stack.url}/v2/models/textgen/generate_stream", json=body, stream=True,
+                       timeout=30) as r:
+        assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+        arrivals, pieces = [], []
+        for line in r.iter_lines():
+            if line.startswith(b"data: "):
+                arrivals.append(time.monotonic() - t0)
+                pieces.append(json.loads(line[len(b"data: "):])["text_output"])
+    assert "".join(pieces) == whole.json()["text_output"] and len(pieces) >= 3
+    # separate writes, read as they came: a gateway that buffered the answer would deliver them at one instant
+    assert arrivals[-1] - arrivals[0] > 0.005, arrivals

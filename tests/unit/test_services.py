@@ -219,6 +219,55 @@ def test_textgen_v2(clients):
     assert r.status_code == 200 and all(len(t) == 10 for t in r.json["outputs"][0]["data"])
 
 
+def sse_data(r) -> list[dict]:
+    return [orjson.loads(e[len("data: "):]) for e in r.data.decode().split("\n\n") if e.startswith("data: ")]
+
+
+def test_triton_generate_and_generate_stream_answer_like_the_native_route(clients):
+    """Triton's generate extension: the same seed gives the same text on /generate, on /generate_stream (its
+    pieces joined), on v2 /infer and on the native route; parameters may sit beside text_input, as in Triton."""
+    c = clients["textgen"]
+    want = post(c, "/api/generate", {"prompt": "KING:", "max_tokens": 30, "seed": 9}).json["text"]
+    whole = post(c, "/v2/models/textgen/generate", {"text_input": "KING:", "parameters": {"max_tokens": 30,
+                                                                                        "seed": 9}})
+    assert whole.status_code == 200 and whole.mimetype == "application/json"
+    assert whole.json == {"model_name": "textgen", "model_version": whole.headers["X-Model-Version"],
+                          "text_output": want}
+    r = post(c, "/v2/models/textgen/generate_stream", {"text_input": "KING:", "max_tokens": 30, "seed": 9,
+                                                       "stream": True})
+    assert r.status_code == 200 and r.mimetype == "text/event-stream"
+    events = sse_data(r)
+    assert len(events) >= 2 and all(e["model_name"] == "textgen" for e in events)  # the first piece goes alone
+    assert "".join(e["text_output"] for e in events) == want
+    v2 = post(c, "/v2/models/textgen/infer", {"inputs": [{"name": "prompt", "datatype": "BYTES", "shape": [1],
+                                                          "data": ["KING:"]}], "parameters": {"max_tokens": 30,
+                                                                                              "seed": 9}})
+    assert v2.json["outputs"][0]["data"] == [want]
+
+
+def test_triton_generate_on_translation_and_what_cannot_generate(clients):
+    t = clients["translation"]
+    r = post(t, "/v2/models/translation_transformer/generate", {"text_input": "The file could not be saved."})
+    assert r.status_code == 200 and r.json["text_output"] == "Die Datei konnte nicht gespeichert werden."
+    r = post(t, "/v2/models/translation_transformer/generate_stream", {"text_input": "How are you?"})
+    assert r.status_code == 400 and "does not stream" in r.json["error"] and r.mimetype == "application/json"
+    r = post(clients["mnist"], "/v2/models/mnist/generate", {"text_input": "7"})
+    assert r.status_code == 400 and "does not take one text" in r.json["error"] and r.json["field"] == "text_input"
+
+
+@pytest.mark.parametrize("body,field", [({"parameters": {"max_tokens": 5}}, "text_input"),
+                                        ({"text_input": 5}, "text_input"),
+                                        ({"text_input": "a", "parameters": {"max_tokenz": 5}}, "max_tokenz"),
+                                        ({"text_input": "a", "max_tokens": 0}, "max_tokens"),
+                                        ({"text_input": "a", "max_tokens": 5, "parameters": {"max_tokens": 5}},
+                                         "max_tokens"),
+                                        ({"text_input": "a", "stream": True}, "stream"),
+                                        ({"text_input": "日本語"}, "prompt")])
+def test_triton_generate_bad_input(clients, body, field):
+    r = post(clients["textgen"], "/v2/models/textgen/generate", body)
+    assert r.status_code == 400 and r.json["field"] == field, r.json
+
+
 @pytest.mark.parametrize("body,field", [({"prompt": "a", "temperature": -1}, "temperature"),
                                         ({"prompt": "a", "max_tokens": 0}, "max_tokens"),
                                         ({"prompt": "a", "max_tokens": 10**6}, "max_tokens"),

@@ -85,15 +85,37 @@ def test_stream_stop_string_ends_without_sending_it():
 
 
 def test_sse_write_budget_stretches_the_interval_past_its_share_of_streams(monkeypatch):
-    from services.textgen import app
-    monkeypatch.setattr(app, "flush_seconds", lambda: 0.01)
-    monkeypatch.setattr(app, "SSE_WRITES_PER_SECOND", 800.0)
-    monkeypatch.setattr(app, "_streams_open", 4)
-    assert app._interval() == 0.01  # 4 streams x 100 writes/s: within the budget
-    monkeypatch.setattr(app, "_streams_open", 32)
-    assert abs(app._interval() - 0.04) < 1e-9  # 32 streams share 800 writes/s: 25 each
-    monkeypatch.setattr(app, "SSE_WRITES_PER_SECOND", 0.0)
-    assert app._interval() == 0.01  # no budget
+    from services.runtime import streaming
+    monkeypatch.setattr(streaming, "WRITES_PER_SECOND", 800.0)
+    monkeypatch.setattr(streaming.OPEN, "count", 4)
+    assert streaming.interval(0.01) == 0.01  # 4 streams x 100 writes/s: within the budget
+    monkeypatch.setattr(streaming.OPEN, "count", 32)
+    assert abs(streaming.interval(0.01) - 0.04) < 1e-9  # 32 streams share 800 writes/s: 25 each
+    monkeypatch.setattr(streaming, "WRITES_PER_SECOND", 0.0)
+    assert streaming.interval(0.01) == 0.01  # no budget
+
+
+def test_a_generation_of_several_streams_gives_each_piece_once_and_cancels_its_jobs_at_the_end():
+    """The pacing every streaming protocol shares (runtime/streaming.py): the first running stream paces,
+    the others are drained at each write, an ended stream reports once, and the jobs are freed."""
+    from types import SimpleNamespace
+
+    from services.runtime.streaming import OPEN, Generation
+    streams = [Stream(Model(), stop=[], streaming=True, flush_seconds=0.01) for _ in range(2)]
+    jobs = [SimpleNamespace(tokens=[], stop_reason=None, cancelled=False) for _ in streams]
+    streams[0].on_token(0)
+    streams[1].on_token(1)
+    streams[1].on_token(None)  # the second ends before the first write
+    gen = iter(Generation(streams, jobs, timeout=1.0, flush_seconds=0.01))
+    first = next(gen)
+    assert OPEN.count == 1
+    assert [(u.index, u.pieces, u.ended) for u in first] == [(0, ["a"], False), (1, ["b"], True)]
+    streams[0].on_token(2)
+    streams[0].on_token(None)
+    assert [(u.index, u.pieces, u.ended) for u in next(gen)] == [(0, ["c"], True)]
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert OPEN.count == 0 and all(j.cancelled for j in jobs)
 
 
 def test_stream_take_waits_the_interval_it_is_given():
