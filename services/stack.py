@@ -17,17 +17,35 @@ import time
 import urllib.request
 from pathlib import Path
 
-from services.__main__ import DEFAULT_PORTS
+import yaml  # type: ignore[import-untyped]  # no stubs without types-PyYAML
+
+from services import catalog
+from services.gateway.backends import backend_map
 from services.settings import GatewaySettings, ProcessSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def config(workdir: Path, gateway_port: int, base_port: int, host: str, grpc_ports: tuple[int, int]) -> str:
+def services_for(repository: Path | None) -> list[str]:
+    """The services to start: all of them on the shipped repository; on a repository of one's own, the families
+    whose models it holds and the ``models`` service (its other models, and those imported while it runs)."""
+    if repository is None:
+        return [s.name for s in catalog.SERVICES]
+    held = {p.parent.parent.name for p in repository.glob("*/*/manifest.json") if p.parent.name.isdigit()}
+    return [s.name for s in catalog.SERVICES if s.imported or held & set(s.models)]
+
+
+def config(workdir: Path, gateway_port: int, base_port: int, host: str, grpc_ports: tuple[int, int],
+           repository: Path | None = None) -> str:
     py = sys.executable
-    names = [n for n in DEFAULT_PORTS if n != "gateway"]
-    ports = {n: base_port + i for i, n in enumerate(names)}
-    backend_env = ",".join(f'BACKEND_{n.upper()}_URL="http://127.0.0.1:{p}"' for n, p in ports.items())
+    chosen = services_for(repository)
+    every = {s.name: base_port + i for i, s in enumerate(catalog.SERVICES)}  # a service's port, started or not
+    ports = {n: p for n, p in every.items() if n in chosen}
+    # the gateway's backends: exactly the services started, so that its readiness waits for no other
+    backends = backend_map(lambda s: f"127.0.0.1:{every[s.name]}")
+    backends["backends"] = {n: b for n, b in backends["backends"].items() if n in ports}
+    (workdir / "backends.yaml").write_text(yaml.safe_dump(backends, sort_keys=False))
+    repository_env = f',MODEL_REPOSITORY="{repository}"' if repository is not None else ""
     grace = ProcessSettings.from_env().graceful_timeout + 5
     out = [f"""[supervisord]
 nodaemon=true
@@ -72,12 +90,14 @@ stdout_logfile_maxbytes=0
         metrics_dir.mkdir(exist_ok=True)
         out.append(program(n, f"{py} -m services {n}", f'PORT="{p}",HOST="{host}",PYTHONUNBUFFERED="1",'
                                                       f'PROMETHEUS_MULTIPROC_DIR="{metrics_dir}",'
-                                                      f'MODEL_CONTROL_FILE="{workdir}/unloaded-{n}.json"'))
+                                                      f'MODEL_CONTROL_FILE="{workdir}/unloaded-{n}.json"'
+                                                      f'{repository_env}'))
     # Stopping drains from the outside in: supervisord stops one group at a time, the highest priority first.
     # The gateway goes first (it refuses new connections and finishes what it proxies, on services still up),
     # then the services together, as one group.
     out.append(program("gateway", f"{py} -m services gateway",
-                       f'GATEWAY_PORT="{gateway_port}",HOST="{host}",PYTHONUNBUFFERED="1",{backend_env},'
+                       f'GATEWAY_PORT="{gateway_port}",HOST="{host}",PYTHONUNBUFFERED="1",'
+                       f'GATEWAY_BACKENDS_FILE="{workdir}/backends.yaml",'
                        f'GRPC_TFS_PORT="{grpc_ports[0]}",GRPC_V2_PORT="{grpc_ports[1]}"', priority=200))
     out.append(f"\n[group:services]\nprograms={','.join(ports)}\npriority=100\n")
     out.append(program("ready", f"{py} -m services.stack --wait-ready http://127.0.0.1:{gateway_port}", 'X="1"',
@@ -113,22 +133,31 @@ def main(argv=None) -> int:
                    help="the v2 protocol's gRPC API on the gateway (0: off)")
     p.add_argument("--host", default=process.host or "127.0.0.1")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--repository", type=Path, default=None,
+                   help="a model repository of your own: only the services its models need (default: the shipped "
+                        "one, every service)")
     p.add_argument("--wait-ready", metavar="URL", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.wait_ready:
         return wait_ready(args.wait_ready)
     from services.ports import ensure_free
     grpc_ports = (args.grpc_tfs_port, args.grpc_v2_port)
-    for port in [args.gateway_port, *grpc_ports] + [args.base_port + i for i in range(len(DEFAULT_PORTS) - 1)]:
+    repository = args.repository.resolve() if args.repository else None
+    if repository is not None and not repository.is_dir():
+        print(f"==> no model repository at {repository}: import a model into it first "
+              f"(keras-onnx-serving import NAME SOURCE --repository {repository})", flush=True)
+        return 2
+    chosen = services_for(repository)
+    for port in [args.gateway_port, *grpc_ports] + [args.base_port + i for i, s in enumerate(catalog.SERVICES)
+                                                    if s.name in chosen]:
         if port:
             ensure_free(args.host, port)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="model-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
     made_workdir = args.workdir is None
     conf = workdir / "supervisord.conf"
-    conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host, grpc_ports))
-    services = len(DEFAULT_PORTS) - 1
-    print(f"==> starting {services} services (ports {args.base_port}-{args.base_port + services - 1}) and the gateway "
+    conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host, grpc_ports, repository))
+    print(f"==> starting {len(chosen)} services ({', '.join(chosen)}; ports from {args.base_port}) and the gateway "
           f"(port {args.gateway_port}; gRPC: TF Serving {args.grpc_tfs_port or 'off'}, v2 {args.grpc_v2_port or 'off'})"
           f" under supervisord; config {conf}", flush=True)
     sup = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(conf)])
