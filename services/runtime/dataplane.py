@@ -3,7 +3,8 @@ TF Serving REST, v2 over HTTP, and gRPC through the gateway's v2 calls). It look
 (recorded for metrics, statistics and the access log), checks the inputs against the servable's tensors and the
 parameters against its schema, applies the client's deadline, then runs ``Servable.infer``. The protocol views
 only decode and encode; the native routes look their model up here, and run through ``infer`` where they hand the
-servable tensors (MNIST, GAN; the text families call their servables' own methods). It imports
+servable tensors (MNIST, GAN, sentiment) or through ``stream`` (Triton's generate_stream); translation's n-best
+lists and the generator's token counts, which no tensor carries, come from their servables' own methods. It imports
 no web framework: the HTTP layer passes ``on_lookup``, which records the model for its metrics and access log,
 and returns the lease at the request's end."""
 from __future__ import annotations

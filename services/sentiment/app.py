@@ -8,6 +8,7 @@ from services.runtime.app import create_app as runtime_app
 from services.runtime.config import LIMITS
 from services.sentiment.model import SentimentServable
 from services.sentiment.routes import PREDICT, ROUTES
+from services.v2_tensors import bytes_tensor
 
 api = Blueprint("sentiment_api", __name__)
 
@@ -15,8 +16,9 @@ api = Blueprint("sentiment_api", __name__)
 @native.endpoint(api, PREDICT, "sentiment")
 def predict(s, body):
     texts, _ = native.texts(body, LIMITS["max_text_chars"])
-    scores = s.predict(texts)
-    return {"predictions": [{"label": s.labels[int(p >= s.threshold)], "score": round(float(p), 6)} for p in scores]}
+    out = native.infer(s, {"text": bytes_tensor([t.encode("utf-8") for t in texts])})
+    return {"predictions": [{"label": label.decode(), "score": round(float(p), 6)}
+                            for p, label in zip(out["score"], out["label"], strict=True)]}
 
 
 def create_app(**kw):
