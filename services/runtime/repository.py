@@ -7,12 +7,9 @@ a load. A version whose manifest or checksums are wrong is refused with a log li
 readiness/status endpoints, and the version already serving keeps serving. Versions removed from disk are
 unloaded after their in-flight requests finish (their batchers drain on close).
 
-Version labels and canary traffic: ``NAME/serving.json`` (optional), read at every refresh, e.g.
-``{"labels": {"stable": 8, "canary": 9}, "traffic": {"canary": 10}}``. A request may name a label where it names a
-version; ``traffic`` sends that percentage of the requests that name no version to the labelled version, and the
-rest go to the version labelled ``stable`` when there is one, else to the newest (a canary is usually the newest).
-A file that names an unknown label or a version that is not loaded is refused with a log line, and the previous
-routing stays.
+Where the versions are read from is ``version_store.py`` (a local folder). Version labels and canary traffic,
+``NAME/serving.json``, are read at every refresh (``routing.py`` says what they mean); a file that names an
+unknown label or a version that is not loaded is refused with a log line, and the previous routing stays.
 
 A service whose models are not known in advance (the ``models`` service of imported models) passes ``discover``:
 at every refresh it names the models now in the repository, and a model folder added or removed is loaded or
@@ -31,39 +28,32 @@ retired (evicted, removed from disk, superseded) closes when its last lease is r
 is lost.
 
 Triton's model control: ``unload(name)`` unloads every version of a model until ``load(name)``, in every worker
-of the service (they share the set of unloaded models through ``MODEL_CONTROL_FILE``), and polling leaves an
-unloaded model alone.
+of the service (they share the set of unloaded models through ``MODEL_CONTROL_FILE``, ``model_control.py``),
+and polling leaves an unloaded model alone.
 """
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
-import os
-import random
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-from modelcore.manifest import ManifestError, load_and_verify
 from services import tracing
-from services.runtime import deadlines, metrics
+from services.runtime import deadlines, metrics, routing
 from services.runtime.budget import MemoryBudget, files_bytes, resident_bytes
 from services.runtime.config import settings
 from services.runtime.errors import ApiError, DeadlineExceeded, NotFound, Unavailable
+from services.runtime.model_control import ControlFile
 from services.runtime.servable import Servable
-from services.runtime.validation import Checked
+from services.runtime.version_store import VersionStore
 
 log = logging.getLogger("runtime.repository")
 
 
 MAX_VERSIONS = 2  # newest versions loaded side by side: the default and the one before it
-SERVING = Checked({"type": "object", "additionalProperties": False, "properties": {
-    "pinned": {"type": "boolean"},
-    "labels": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
-    "traffic": {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 100}}}})
+
 
 class ModelRepository:
     def __init__(self, root: Path, factories: dict[str, Callable[[dict, Path], Servable]],
@@ -73,9 +63,10 @@ class ModelRepository:
         """``discover(root)``: the models in the repository now, name -> factory (``factories`` then start
         empty and follow it). ``budget``: models load on demand under it (None: every version at refresh)."""
         self.root = Path(root)
+        self.store = VersionStore(self.root)
         self.discover = discover
-        self.control_file = Path(control_file) if control_file else None  # None: this process alone
-        self.unloaded: set[str] = set()  # explicitly unloaded models, as last read from control_file
+        self.control = ControlFile(control_file) if control_file else None  # None: this process alone
+        self.unloaded: set[str] = set()  # explicitly unloaded models, as last read from the control file
         self._control_stamp: tuple = ()
         self._sync_lock = threading.RLock()
         self._refresh_lock = threading.RLock()
@@ -96,12 +87,6 @@ class ModelRepository:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------ loading
-    def _versions_on_disk(self, name: str) -> list[int]:
-        d = self.root / name
-        if not d.is_dir():
-            return []
-        return sorted((int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
-
     def refresh(self, only: str | None = None, read_control: bool = True) -> None:
         """Load new versions, unload removed ones (and every version of an explicitly unloaded model). Safe to
         call from any thread."""
@@ -118,7 +103,7 @@ class ModelRepository:
                 continue
             wanted: list[int] = []
             superseded = False  # under a budget: a newer version loaded now, and the older ones go
-            on_disk = self._versions_on_disk(name)
+            on_disk = self.store.versions(name)
             self.on_disk[name] = on_disk
             for key in [k for k in self.failed if k[0] == name and k[1] not in on_disk]:
                 self.failed.pop(key, None)  # a refused version that was removed is no longer reported
@@ -172,22 +157,12 @@ class ModelRepository:
     def _read_serving(self, name: str) -> None:
         """``NAME/serving.json``: accepted when its labels name loaded versions and its traffic names labels;
         else logged once, and the previous routing stays."""
-        path = self.root / name / "serving.json"
+        path = self.store.serving_file(name)
+        # under a budget a version loads when a request names it: a label may name any version on disk
+        known, where = ((sorted(self.on_disk.get(name, [])), "on disk") if self.budget is not None else
+                        (sorted(self.loaded.get(name, {})), "loaded"))
         try:
-            cfg = SERVING(json.loads(path.read_text())) if path.exists() else {}
-            labels, traffic = cfg.get("labels", {}), cfg.get("traffic", {})
-            # under a budget a version loads when a request names it: a label may name any version on disk
-            known, where = ((sorted(self.on_disk.get(name, [])), "on disk") if self.budget is not None else
-                            (sorted(self.loaded.get(name, {})), "loaded"))
-            for label, version in labels.items():
-                if version not in known:
-                    raise ValueError(f"label '{label}' names version {version}, which is not {where} ({where}: "
-                                     f"{known or 'none'})")
-            for label in traffic:
-                if label not in labels:
-                    raise ValueError(f"traffic names label '{label}', which 'labels' does not define")
-            if sum(traffic.values()) > 100:
-                raise ValueError(f"traffic adds up to {sum(traffic.values())}%, over 100%")
+            accepted = routing.accepted(self.store.serving(name), known, where)
         except (OSError, ValueError, ApiError) as exc:
             why = str(exc.message if isinstance(exc, ApiError) else exc)
             if self._serving_refused.get(name) != why:
@@ -195,24 +170,21 @@ class ModelRepository:
                 self._serving_refused[name] = why
             return
         self._serving_refused.pop(name, None)
-        self.serving[name] = {"labels": labels, "traffic": traffic, "pinned": cfg.get("pinned", False)}
+        self.serving[name] = accepted
 
     def pinned(self) -> set[str]:
         """The models whose ``serving.json`` pins them: loaded at start, never evicted."""
         return {n for n, cfg in self.serving.items() if cfg.get("pinned")}
 
     def _load(self, name: str, version: int, factory) -> Servable | None:
-        vdir = self.root / name / str(version)
+        vdir = self.store.folder(name, version)
         key = (name, version)
-        stamp = self._content_stamp(vdir)
+        stamp = self.store.stamp(name, version)
         if key in self.failed and self._failed_stamp.get(key) == stamp:
             return None  # already refused these very files; do not retry every poll
         t0 = time.perf_counter()
         try:
-            manifest = load_and_verify(vdir)
-            if manifest["name"] != name:
-                raise ManifestError(f"{vdir}: manifest name {manifest['name']!r} != directory {name!r}")
-            servable = factory(manifest, vdir)
+            servable = factory(self.store.manifest(name, version), vdir)
             servable.warm_up()
         except Exception as exc:  # noqa: BLE001 - any failure refuses this version only
             self.failed[key] = str(exc)
@@ -231,17 +203,17 @@ class ModelRepository:
         """Load a version under the budget: make room for its estimate, load it, charge what it added. False
         when it was refused (``failed`` says why); raises when no room can be made in time."""
         assert self.budget is not None
-        key, vdir = (name, version), self.root / name / str(version)
+        key, vdir = (name, version), self.store.folder(name, version)
         with self._load_lock:
             if version in self.loaded.get(name, {}):
                 return True
-            if key in self.failed and self._failed_stamp.get(key) == self._content_stamp(vdir):
+            if key in self.failed and self._failed_stamp.get(key) == self.store.stamp(name, version):
                 return False
             estimate, files = self.budget.estimate(key, vdir), files_bytes(vdir)
             if files > self.budget.limit:
                 self.failed[key] = (f"its files hold {files} bytes, more than the whole memory budget of "
                                     f"{self.budget.limit} bytes (MODEL_MEMORY_BUDGET): raise the budget")
-                self._failed_stamp[key] = self._content_stamp(vdir)
+                self._failed_stamp[key] = self.store.stamp(name, version)
                 log.error("refused model version: %s", self.failed[key], extra={"model": name, "version": version})
                 return False
             estimate = min(estimate, self.budget.limit)  # it may fit alone: all the others go
@@ -313,16 +285,6 @@ class ModelRepository:
         if last:
             threading.Thread(target=self._close, args=(s,), daemon=True).start()
 
-    @staticmethod
-    def _content_stamp(vdir: Path) -> tuple:
-        """Each file's name, size and modification time: a refused version is tried again once any file of it
-        changes (a repaired graph, not only a new manifest)."""
-        try:
-            return tuple(sorted((f.name, st.st_size, st.st_mtime_ns) for f in vdir.iterdir()
-                                if f.is_file() and (st := f.stat())))
-        except FileNotFoundError:
-            return ()
-
     def start_polling(self) -> None:
         interval = settings().model_poll_seconds
         if interval <= 0 or self._thread:
@@ -383,7 +345,7 @@ class ModelRepository:
         """The version number a request means (under ``self.lock``)."""
         if version is not None and version != "":
             return self.version_number(name, version)
-        chosen = self._canary(name)
+        chosen = routing.canary(self.serving.get(name, {}))
         if self.budget is not None:  # the newest on disk, unless it was refused and an older one serves
             on_disk = [v for v in self.on_disk.get(name, []) if (name, v) not in self.failed or v in versions]
             if chosen in on_disk:
@@ -401,7 +363,7 @@ class ModelRepository:
         key = (name, version)
         with self.lock:
             if key in self.failed and version not in self.loaded.get(name, {}) and \
-                    self._failed_stamp.get(key) == self._content_stamp(self.root / name / str(version)):
+                    self._failed_stamp.get(key) == self.store.stamp(name, version):
                 raise Unavailable(f"version {version} of model '{name}' was refused: {self.failed[key]}", field="model")
             leader = key not in self.loading
             done = self.loading.setdefault(key, threading.Event())
@@ -426,25 +388,7 @@ class ModelRepository:
 
     def version_number(self, name: str, version: str | int) -> int:
         """A version as a request names it, a number or a label of ``serving.json``, as its number."""
-        try:
-            return int(version)
-        except (TypeError, ValueError):
-            labels = self.serving.get(name, {}).get("labels", {})
-            if version in labels:
-                return labels[version]
-            raise NotFound(f"version '{version}' of model '{name}' is neither a number nor a label (labels: "
-                           f"{sorted(labels) or 'none'})", field="version") from None
-
-    def _canary(self, name: str) -> int | None:
-        """The version this request without a version goes to: a labelled one by ``traffic``, else ``stable``'s;
-        None: the newest."""
-        serving = self.serving.get(name, {})
-        draw, total = random.uniform(0, 100), 0.0
-        for label, percent in serving.get("traffic", {}).items():
-            total += percent
-            if draw < total:
-                return serving["labels"][label]
-        return serving.get("labels", {}).get("stable")
+        return routing.version_number(self.serving.get(name, {}), name, version)
 
     def is_ready(self, name: str | None = None) -> bool:
         """A model: a version is loaded, or under a budget loads on its next request. The service: every model
@@ -464,7 +408,7 @@ class ModelRepository:
         self.sync()
         if name in self.unloaded:
             return [{"version": str(v), "state": "UNLOADED", "error": "unloaded by request"}
-                    for v in self._versions_on_disk(name)[:self.max_versions]]
+                    for v in self.store.versions(name)[:self.max_versions]]
         with self.lock:
             out = [{"version": str(v), "state": "AVAILABLE", "device": s.device}
                    for v, s in sorted(self.loaded.get(name, {}).items(), reverse=True)]
@@ -500,40 +444,21 @@ class ModelRepository:
 
     def sync(self) -> None:
         """Apply a load or unload that another worker of this service made (one stat call when none did)."""
-        if self.control_file is None or self._control_stamp == self._stamp():
+        if self.control is None or self._control_stamp == self.control.stamp():
             return
         with self._sync_lock:  # requests arriving meanwhile wait for the load rather than answer 503
-            stamp = self._stamp()
+            stamp = self.control.stamp()
             if stamp == self._control_stamp:
                 return
-            before, self.unloaded = self.unloaded, self._read_unloaded()
+            before, self.unloaded = self.unloaded, self.control.read()
             for name in before ^ self.unloaded:
                 self.refresh(only=name, read_control=False)
             self._control_stamp = stamp
 
-    def _stamp(self) -> tuple:
-        try:
-            st = os.stat(self.control_file)  # type: ignore[arg-type]
-        except FileNotFoundError:
-            return ()
-        return st.st_ino, st.st_mtime_ns, st.st_size  # every write replaces the file: a new inode
-
-    def _read_unloaded(self) -> set[str]:
-        try:
-            return set(json.loads(self.control_file.read_text()))  # type: ignore[union-attr]
-        except FileNotFoundError:
-            return set()
-
     def _change_control(self, name: str, unload: bool) -> None:
-        if self.control_file is None:
+        if self.control is None:
             (self.unloaded.add if unload else self.unloaded.discard)(name)
             return
         self.sync()  # what other workers changed first, so that only ``name`` is left to apply
-        with self._sync_lock, open(self.control_file.with_suffix(".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # one writer at a time across the workers
-            names = self._read_unloaded()
-            names = (names | {name}) if unload else (names - {name})
-            tmp = self.control_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(sorted(names)))
-            os.replace(tmp, self.control_file)
-            self.unloaded, self._control_stamp = names, self._stamp()
+        with self._sync_lock:
+            self.unloaded, self._control_stamp = self.control.change(name, unload)
