@@ -1,31 +1,51 @@
-"""The data plane: what a request does once its protocol has decoded it, the same for every protocol (native,
-TF Serving REST, v2 over HTTP, and gRPC through the gateway's v2 calls). It looks the model and version up
-(recorded for metrics, statistics and the access log), checks the inputs against the servable's tensors and the
-parameters against its schema, applies the client's deadline, then runs ``Servable.infer``. The protocol views
-only decode and encode; the native routes look their model up here, and run through ``infer`` where they hand the
-servable tensors (MNIST, GAN, sentiment) or through ``stream`` (Triton's generate_stream); translation's n-best
-lists and the generator's token counts, which no tensor carries, come from their servables' own methods. It imports
-no web framework: the HTTP layer passes ``on_lookup``, which records the model for its metrics and access log,
-and returns the lease at the request's end."""
+"""The data plane: what a call does once its protocol has decoded it, the same for every protocol (native,
+TF Serving REST, v2 over HTTP, Triton's generate, and gRPC through the gateway's v2 and v1 calls). Each protocol is
+a codec: it looks the version up here (``model``: recorded for metrics, statistics and the access log, and leased
+to the request), decodes the call into an ``InferRequest`` with the protocol's own parameters taken out (v2's
+``timeout`` becomes the request's deadline, ``deadlines``), and encodes the ``InferResponse``. ``infer`` and
+``stream`` check the inputs against the servable's tensors and the parameters against its schema, then run it.
+The native routes of MNIST, GAN and sentiment hand ``infer`` tensors; translation's n-best lists and the
+generator's token counts, which no tensor carries, come from their servables' own methods. It imports no web
+framework: the HTTP layer passes ``on_lookup``, which records the model for its metrics and access log, and
+returns the lease at the request's end."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from modelcore.datatypes import BY_NUMPY, BY_V2
-from services.runtime import deadlines, images
+from services.runtime import images
 from services.runtime.config import LIMITS
 from services.runtime.errors import ApiError
 from services.runtime.repository import ModelRepository
 from services.runtime.servable import Servable
 from services.runtime.sessions import request_fault
 from services.runtime.streaming import Generation
-from services.runtime.validation import Checked
 
-_TIMEOUT = Checked({"type": "object", "properties": {"timeout": {
-    "type": "integer", "minimum": 1, "maximum": 10**12, "description": "microseconds, as Triton's"}}},
-    what="parameter")
+
+@dataclass(slots=True)
+class InferRequest:
+    """A call as every protocol decodes it: the leased version that answers it (``DataPlane.model``), its input
+    tensors, the model's parameters (the protocol's own are its codec's business), the outputs it asks for (None:
+    all), and the id to echo. The deadline travels beside it (``deadlines``), set by the codec before the lookup."""
+    servable: Servable
+    inputs: dict[str, np.ndarray]
+    parameters: dict = field(default_factory=dict)
+    outputs: tuple[str, ...] | None = None
+    id: str | None = None
+    strict_datatype: bool = False  # v2 names each input's datatype: a mismatch is refused, not cast
+
+
+@dataclass(slots=True)
+class InferResponse:
+    """What the model answered, for the protocol's encoder: who answered, and the output tensors by name."""
+    model: str
+    version: str
+    outputs: dict[str, np.ndarray]
+    id: str | None = None
+    labels: dict[str, list[str]] = field(default_factory=dict)  # output -> class names (classification)
 
 
 class DataPlane:
@@ -39,44 +59,38 @@ class DataPlane:
         self.on_lookup(s)
         return s
 
-    @staticmethod
-    def apply_timeout(parameters: object) -> None:
-        """v2's ``timeout`` parameter (microseconds) shortens the request's deadline; applied before the lookup,
-        so that a request that waits for a cold load waits within it."""
-        if isinstance(parameters, dict) and "timeout" in parameters:
-            deadlines.shorten(_TIMEOUT({"timeout": parameters["timeout"]}, numbers_as_text=True)["timeout"] / 1e6)
-
     def release(self, s: Servable) -> None:
         self.repository.release(s)
 
-    def infer(self, s: Servable, inputs: dict[str, np.ndarray], parameters: dict, strict_datatype: bool = False,
-              protocol: frozenset | set = frozenset()) -> dict[str, np.ndarray]:
-        """``protocol``: the parameters the protocol itself takes (v2's); the rest are the model's."""
-        checked_inputs, checked = self._checked(s, inputs, parameters, strict_datatype, protocol)
+    def infer(self, request: InferRequest) -> InferResponse:
+        """The request's checks (inputs against the servable's tensors, parameters against its schema), then the
+        servable's ``infer``; a runtime error the request's values cause is the client's 400."""
+        s = request.servable
+        inputs, parameters = self._checked(request)
         try:
-            return s.infer(checked_inputs, checked)
+            outputs = s.infer(inputs, parameters)
         except Exception as exc:
-            fault = _request_fault(exc, s, checked_inputs)
+            fault = _request_fault(exc, s, inputs)
             if fault is None:
                 raise
             raise fault from exc
+        if request.outputs is not None:
+            outputs = {n: outputs[n] for n in request.outputs}
+        return InferResponse(s.name, str(s.version), outputs, request.id, s.labels)
 
-    def stream(self, s: Servable, inputs: dict[str, np.ndarray], parameters: dict,
-               protocol: frozenset | set = frozenset()) -> Generation:
+    def stream(self, request: InferRequest) -> Generation:
         """``infer``'s checks, then the answer as it is made (``Servable.stream``)."""
-        checked_inputs, checked = self._checked(s, inputs, parameters, False, protocol)
-        return s.stream(checked_inputs, checked)
+        return request.servable.stream(*self._checked(request))
 
     @staticmethod
-    def _checked(s: Servable, inputs: dict[str, np.ndarray], parameters: dict, strict_datatype: bool,
-                 protocol: frozenset | set) -> tuple[dict[str, np.ndarray], dict]:
-        own = {k: v for k, v in parameters.items() if k not in protocol}
-        checked = s.parameter_check(own, numbers_as_text=True)
+    def _checked(request: InferRequest) -> tuple[dict[str, np.ndarray], dict]:
+        s, inputs = request.servable, request.inputs
+        checked = s.parameter_check(request.parameters, numbers_as_text=True)
         for name, spec in s.image_inputs.items():  # image files sent for an image input: decoded to its tensor
             if name in inputs and inputs[name].dtype == object:
                 want = BY_V2[next(t for t in s.inputs if t.name == name).datatype].numpy
                 inputs = {**inputs, name: images.to_tensor(inputs[name], spec, name).astype(want)}
-        return check_inputs(s, inputs, LIMITS["max_batch_items"], strict_datatype), checked
+        return check_inputs(s, inputs, LIMITS["max_batch_items"], request.strict_datatype), checked
 
 
 def _request_fault(exc: Exception, s: Servable, inputs: dict[str, np.ndarray]) -> ApiError | None:

@@ -8,6 +8,7 @@ from typing import Callable
 from flask import Blueprint, Response, current_app
 
 from services.routes import Route
+from services.runtime.dataplane import InferRequest
 from services.runtime.errors import ApiError
 from services.runtime.http import json_body, json_response
 
@@ -35,7 +36,7 @@ def endpoint(blueprint: Blueprint, route: Route, model: str | Callable[[dict], s
 def infer(s, inputs: dict) -> dict:
     """A native route's tensors through the data plane's ``infer``: the checks and error messages of every
     protocol (names, shapes, batch limit, the runtime's faults as 4xx), then the servable."""
-    return current_app.extensions["dataplane"].infer(s, inputs, {})
+    return current_app.extensions["dataplane"].infer(InferRequest(s, inputs)).outputs
 
 
 def checked(path: str, body: dict) -> dict:

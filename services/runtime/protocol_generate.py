@@ -14,15 +14,15 @@ import logging
 import orjson
 from flask import Blueprint, current_app
 
+from services.runtime.dataplane import InferRequest
 from services.runtime.errors import ApiError
 from services.runtime.http import event_stream, json_body, json_response
-from services.runtime.protocol_v2 import V2_PROTOCOL_PARAMETERS
+from services.runtime.protocol_v2 import apply_timeout, model_parameters
 from services.runtime.servable import Servable
 from services.v2_tensors import bytes_tensor
 
 bp = Blueprint("generate", __name__)
 log = logging.getLogger("runtime.generate")
-_PROTOCOL = frozenset(V2_PROTOCOL_PARAMETERS | {"stream"})
 
 
 @bp.post("/v2/models/<name>/generate", defaults={"stream": False})
@@ -33,15 +33,16 @@ def generate(name: str, stream: bool, version: str | None = None):
     body = json_body()
     parameters = _parameters(body, stream)
     dataplane = current_app.extensions["dataplane"]
-    dataplane.apply_timeout(parameters)
+    apply_timeout(parameters)
     s = dataplane.model(name, version)
     text_in, text_out = _text_tensors(s)
-    inputs = {text_in: bytes_tensor([body["text_input"].encode("utf-8")])}
+    request = InferRequest(s, {text_in: bytes_tensor([body["text_input"].encode("utf-8")])},
+                           model_parameters(parameters, {"stream"}))
     head = {"model_name": s.name, "model_version": str(s.version)}
     if not stream:
-        outputs = dataplane.infer(s, inputs, parameters, protocol=_PROTOCOL)
+        outputs = dataplane.infer(request).outputs
         return json_response({**head, "text_output": outputs[text_out][0].decode("utf-8")})
-    generation = dataplane.stream(s, inputs, parameters, protocol=_PROTOCOL)
+    generation = dataplane.stream(request)
 
     def events():
         try:

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, request
 from modelcore.datatypes import BY_V2
 from services.runtime import codec
 from services.runtime.config import LIMITS
+from services.runtime.dataplane import InferRequest
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_response
 
@@ -117,7 +118,7 @@ def predict(path):
     params = body.get("parameters", {})
     if not isinstance(params, dict):
         raise ApiError("'parameters' must be a JSON object", field="parameters")
-    outputs = dataplane.infer(s, arrays, params)
+    outputs = dataplane.infer(InferRequest(s, arrays, params)).outputs
     if row:
         n = next(iter(outputs.values())).shape[0]
         if len(outputs) == 1:
@@ -178,6 +179,6 @@ def _classify(dataplane, s, body: dict):
             arr = arr.reshape(len(merged), *fixed)  # an Example's feature is a flat list
         arrays[name] = arr
     output, labels = next(iter(s.labels.items()))
-    scores = dataplane.infer(s, arrays, {})[output]
+    scores = dataplane.infer(InferRequest(s, arrays)).outputs[output]
     return json_response({"result": [[[labels[i], float(row[i])] for i in range(len(row))]
                                      for row in scores.reshape(len(merged), -1)]})

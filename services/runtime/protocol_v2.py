@@ -8,17 +8,33 @@ from flask import Blueprint, Response, current_app, request
 
 from modelcore.datatypes import BY_V2
 from services import V2_EXTENSIONS, __version__
-from services.runtime import codec, statistics
+from services.runtime import codec, deadlines, statistics
 from services.runtime.config import LIMITS
+from services.runtime.dataplane import InferRequest
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_body, json_response
-from services.runtime.validation import unknown_in
+from services.runtime.validation import Checked, unknown_in
 
 # Open Inference Protocol request parameters that are the protocol's, not a model's (tritonclient sends some)
 V2_PROTOCOL_PARAMETERS = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
                           "timeout", "headers"}
+_TIMEOUT = Checked({"type": "object", "properties": {"timeout": {
+    "type": "integer", "minimum": 1, "maximum": 10**12, "description": "microseconds, as Triton's"}}},
+    what="parameter")
 bp = Blueprint("v2", __name__)
 SERVER = {"name": "keras-onnx-serving", "version": __version__, "extensions": V2_EXTENSIONS}
+
+
+def apply_timeout(parameters: object) -> None:
+    """v2's ``timeout`` parameter (microseconds) shortens the request's deadline; applied before the lookup, so
+    that a request that waits for a cold load waits within it."""
+    if isinstance(parameters, dict) and "timeout" in parameters:
+        deadlines.shorten(_TIMEOUT({"timeout": parameters["timeout"]}, numbers_as_text=True)["timeout"] / 1e6)
+
+
+def model_parameters(parameters: dict, own: frozenset | set = frozenset()) -> dict:
+    """A request's parameters less the protocol's (v2's, and ``own``): the rest are the model's."""
+    return {k: v for k, v in parameters.items() if k not in V2_PROTOCOL_PARAMETERS and k not in own}
 
 
 def repo():
@@ -147,13 +163,15 @@ def infer(name, version=None):
     dataplane = current_app.extensions["dataplane"]
     body = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
     req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
-    dataplane.apply_timeout(req.get("parameters"))
+    apply_timeout(req.get("parameters"))
     s = dataplane.model(name, version)
     params = codec.v2_check_request(req, [o.name for o in s.outputs])
-    outputs = dataplane.infer(s, codec.v2_decode_inputs(req, tail), params, strict_datatype=True,
-                              protocol=V2_PROTOCOL_PARAMETERS)
-    payload, headers = codec.v2_encode_outputs(s.name, str(s.version), outputs, req,
-                                               req.get("id") if isinstance(req.get("id"), str) else None, s.labels)
+    wanted = req.get("outputs")
+    r = dataplane.infer(InferRequest(s, codec.v2_decode_inputs(req, tail), model_parameters(params),
+                                     tuple(o["name"] for o in wanted) if wanted else None,
+                                     req.get("id") if isinstance(req.get("id"), str) else None,
+                                     strict_datatype=True))
+    payload, headers = codec.v2_encode_outputs(r.model, r.version, r.outputs, req, r.id, r.labels)
     return Response(payload, 200, headers=headers)
 
 

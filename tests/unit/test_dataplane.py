@@ -10,7 +10,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from services.models.model import GenericServable
-from services.runtime.dataplane import DataPlane
+from services.runtime.dataplane import DataPlane, InferRequest
 from services.runtime.errors import ApiError
 from services.runtime.repository import ModelRepository
 from tests.conftest import ROOT
@@ -42,21 +42,24 @@ def plane(tmp_path):
 def test_infer_checks_inputs_and_reports_the_lookup(plane):
     dataplane, seen = plane
     s = dataplane.model("lookup")
-    out = dataplane.infer(s, {"ids": np.array([[0, 1, 999]])}, {})
-    np.testing.assert_array_equal(out["embedded"][0, 2], [3996, 3997, 3998, 3999])
+    r = dataplane.infer(InferRequest(s, {"ids": np.array([[0, 1, 999]])}, id="req-1"))
+    np.testing.assert_array_equal(r.outputs["embedded"][0, 2], [3996, 3997, 3998, 3999])
+    assert (r.model, r.version, r.id) == ("lookup", "1", "req-1")
     assert seen == [("lookup", 1)]
     with pytest.raises(ApiError, match=r"input 'ids' has shape \[1, 4\], expected \[-1, 3\]"):
-        dataplane.infer(s, {"ids": np.array([[0, 1, 2, 3]])}, {})
+        dataplane.infer(InferRequest(s, {"ids": np.array([[0, 1, 2, 3]])}))
     with pytest.raises(ApiError, match=r"unknown input\(s\) \['x'\]"):
-        dataplane.infer(s, {"x": np.array([[0, 1, 2]])}, {})
+        dataplane.infer(InferRequest(s, {"x": np.array([[0, 1, 2]])}))
     with pytest.raises(ApiError, match="has datatype FP32, but model 'lookup' expects INT64"):
-        dataplane.infer(s, {"ids": np.zeros((1, 3), np.float32)}, {}, strict_datatype=True)
+        dataplane.infer(InferRequest(s, {"ids": np.zeros((1, 3), np.float32)}, strict_datatype=True))
+    with pytest.raises(ApiError, match="unknown parameter 'beam'"):
+        dataplane.infer(InferRequest(s, {"ids": np.array([[0, 1, 2]])}, {"beam": 4}))
 
 
 def test_a_runtime_error_the_values_cause_is_a_400_naming_the_input(plane):
     dataplane, _ = plane
     s = dataplane.model("lookup")
     with pytest.raises(ApiError) as refused:
-        dataplane.infer(s, {"ids": np.array([[0, 5000, 1]])}, {})
+        dataplane.infer(InferRequest(s, {"ids": np.array([[0, 5000, 1]])}))
     assert refused.value.status == 400 and refused.value.field == "ids"
     assert "idx=5000 must be within the inclusive range [-1000,999]" in refused.value.message
