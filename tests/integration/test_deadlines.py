@@ -1,8 +1,9 @@
 """A generation whose client has gone, or whose deadline passed, leaves the decoder: through the gateway, with
 v2's ``timeout`` parameter, a gRPC deadline, the openai client's timeout, and clients that hang up (streaming
 or not). Each starts 64 sequences of 1,000 tokens (over a second of decoding on the fastest machine seen, about
-2,000 steps a second) and gives up after 0.1 s; the textgen service's active-sequence gauge must then fall to 0 and its step count stop moving,
-well short of the 1,000 steps (counted, so that a loaded machine cannot fake a pass or a failure)."""
+2,000 steps a second) and gives up after 0.1 s; the textgen service's active-sequence gauge must then fall to 0
+and its step count stop moving, well short of the 1,000 steps (counted, so that a loaded machine cannot fake a
+pass or a failure)."""
 from __future__ import annotations
 
 import socket
