@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jsonschema
 
+from modelcore import custom_ops
 from modelcore.datatypes import MANIFEST_NAMES
 
 SCHEMA_VERSION = 1
@@ -46,6 +47,7 @@ SCHEMA = {
             "additionalProperties": {
                 "type": "object", "required": ["file", "inputs", "outputs"],
                 "properties": {"file": {"type": "string"},
+                               "custom_ops": {"enum": [custom_ops.LIBRARY]},  # operators beyond ONNX's
                                "inputs": {"type": "array", "items": _TENSOR, "minItems": 1},
                                "outputs": {"type": "array", "items": _TENSOR, "minItems": 1}},
             },

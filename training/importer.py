@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from modelcore import custom_ops
 from modelcore.manifest import SCHEMA, sha256_file
 from training.export import ExportRefused, next_version, save_mapped, staging_dir, tensor_meta, write_version
 
@@ -82,6 +83,7 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
                  image_scale: str = "unit") -> Path:
     """Convert (a Keras or SavedModel source), check by running, and publish; raises ExportRefused."""
     kind = source_kind(source)
+    custom_ops.preload()  # before TensorFlow, which a Keras or SavedModel source loads
     stage = staging_dir()
     try:
         reference = None
@@ -277,8 +279,11 @@ def _checked_graph(path: Path, allow_fp64: bool):
         onnx.checker.check_model(str(path))  # by path: a graph with its weights beside it, too
     except Exception as exc:  # noqa: BLE001
         raise ExportRefused(f"onnx.checker refuses {path}: {exc}") from None
+    options, library = ort.SessionOptions(), custom_ops.used_by(model)
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        if library:  # string operators (TextVectorization, StringLookup): onnxruntime-extensions runs them
+            custom_ops.register(options, library)
+        sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001
         raise ExportRefused(f"ONNX Runtime {ort.__version__} cannot load {path} (opset {opset}): {exc}; export "
                             "with an opset it supports") from None
@@ -388,9 +393,14 @@ def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, in
              batch: int, opset: int, parity: dict, labels: dict, image: dict | None, pad: dict) -> Path:
     # strings as fixed-width unicode: an object array would need pickle to load
     np.savez(stage / "samples.npz", **{k: v.astype(str) if v.dtype == object else v for k, v in samples.items()})
+    import onnx
+    graph = {"file": "model.onnx", "inputs": inputs, "outputs": outputs}
+    library = custom_ops.used_by(onnx.load(str(stage / "model.onnx"), load_external_data=False))
+    if library:
+        graph["custom_ops"] = library
     manifest = {
         "task": "generic", "description": f"imported from {source.name}",
-        "graphs": {"model": {"file": "model.onnx", "inputs": inputs, "outputs": outputs}},
+        "graphs": {"model": graph},
         "preprocessing": {"served_by": "generic", "samples": "samples.npz",
                           "dynamic": {t["name"]: [i for i, d in enumerate(t["shape"]) if d == -1 and i > 0]
                                       for t in inputs + outputs}},

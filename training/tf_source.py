@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
+from modelcore import custom_ops
 from training.export import OPSET, ExportRefused, save_mapped
 
 
@@ -28,7 +32,7 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
     fn, specs, layers = _keras(source, unsafe) if kind == "keras" else _saved_model(source)
     traced = tf.function(fn, input_signature=specs, autograph=False)  # autograph leaves files in TMPDIR
     try:
-        proto = _to_onnx(traced, specs)
+        proto = _serving_string_ops(_to_onnx(traced, specs, fn.owner))
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises many kinds; each refuses the import
         raise ExportRefused(f"the model cannot be converted to ONNX by tf2onnx {tf2onnx.__version__}: "
                             f"{str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__}; export it "
@@ -45,10 +49,12 @@ def convert(source: Path, kind: str, out: Path, custom_module: str | None = None
     return out, reference
 
 
-def _to_onnx(traced, specs):
+def _to_onnx(traced, specs, owner):
     """tf2onnx's ``from_function``, with the signature's tensors as the only graph inputs. ``from_function``
     makes every tensor the function captures an input too, so the statistics an adapted Normalization holds as
-    tensors (not variables) became inputs the client had to send; frozen here, they are constants."""
+    tensors (not variables) became inputs the client had to send; frozen here, they are constants. String ops
+    become onnxruntime-extensions' (``custom_ops``). A graph with lookup tables (TextVectorization, StringLookup)
+    goes through a SavedModel instead: only tf2onnx's SavedModel path carries a table's keys and values."""
     import tensorflow as tf
     from tf2onnx import tf_loader
     from tf2onnx.convert import from_graph_def, tensor_names_from_structed
@@ -58,8 +64,61 @@ def _to_onnx(traced, specs):
     renamed = tensor_names_from_structed(concrete, inputs, outputs)
     with tf.device("/cpu:0"):
         frozen = tf_loader.from_function(concrete, inputs, outputs)
+        if any(n.op in TABLE_OPS for n in frozen.node):
+            return _via_saved_model(concrete, owner)
         proto, _ = from_graph_def(frozen, name=concrete.name, input_names=inputs, output_names=outputs,
-                                  opset=OPSET, tensors_to_rename=renamed)
+                                  opset=OPSET, tensors_to_rename=renamed, extra_opset=[_contrib_opset()])
+    return proto
+
+
+TABLE_OPS = {"LookupTableFindV2", "LookupTableSizeV2", "HashTableV2", "MutableHashTableV2"}
+
+
+def _contrib_opset():
+    from tf2onnx import utils
+    return utils.make_opsetid(custom_ops.DOMAIN, 1)
+
+
+def _via_saved_model(concrete, owner):
+    """The function saved as a SavedModel (with ``owner``, the model whose tables and variables it uses), then
+    converted by tf2onnx's command, which reads the tables' contents from it."""
+    import onnx
+    import tensorflow as tf
+    with tempfile.TemporaryDirectory() as tmp:
+        module = tf.Module()
+        module.source = owner  # tracked: its tables and variables are saved with the function
+        tf.saved_model.save(module, f"{tmp}/saved", signatures={"serving_default": concrete})
+        done = subprocess.run([sys.executable, "-m", "tf2onnx.convert", "--saved-model", f"{tmp}/saved", "--output",
+                               f"{tmp}/model.onnx", "--opset", str(OPSET), "--extra_opset",
+                               f"{custom_ops.DOMAIN}:1"], capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = [ln for ln in done.stderr.splitlines() if "Error" in ln or "error" in ln] or ["no message"]
+            raise RuntimeError(lines[-1])
+        return onnx.load(f"{tmp}/model.onnx")
+
+
+def _serving_string_ops(proto):
+    """Two of tf2onnx's string conversions, made to answer as TensorFlow does wherever the graph is served:
+    ONNX's StringNormalizer needs the locale en_US.UTF-8, which slim images lack, so lower-casing runs as the
+    extensions' StringLower; and TensorFlow's split on an empty separator means on whitespace, where the
+    extensions' StringSplit would split into characters."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+    consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.op_type == "StringNormalizer" and not any(a.name == "stopwords" for a in node.attribute) and \
+                {helper.get_attribute_value(a) for a in node.attribute if a.name == "case_change_action"} == {b"LOWER"}:
+            node.CopyFrom(helper.make_node("StringLower", list(node.input), list(node.output), name=node.name,
+                                           domain=custom_ops.DOMAIN))
+        elif node.op_type == "StringSplit" and node.domain == custom_ops.DOMAIN and \
+                consts.get(node.input[1], np.array(["x"])).tolist() == [""]:
+            name = f"{node.name}/whitespace"
+            proto.graph.initializer.extend([
+                numpy_helper.from_array(np.array([" \t\n\r\x0b\x0c"], dtype=object), f"{name}/delimiter"),
+                numpy_helper.from_array(np.array([True]), f"{name}/skip_empty")])
+            node.input[1], node.input[2] = f"{name}/delimiter", f"{name}/skip_empty"
+    if any(n.domain == custom_ops.DOMAIN for n in proto.graph.node) and not custom_ops.used_by(proto):
+        proto.opset_import.append(helper.make_opsetid(custom_ops.DOMAIN, 1))
     return proto
 
 
@@ -89,6 +148,7 @@ def _keras(source: Path, unsafe: bool = False):
         if isinstance(out, dict):
             return out
         return dict(zip(names, out if isinstance(out, (list, tuple)) else [out], strict=True))
+    fn.owner = model  # type: ignore[attr-defined]  # what a SavedModel of the function must hold
     return fn, specs, _layer_classes(model)
 
 
@@ -118,7 +178,7 @@ def _saved_model(source: Path):
 
     def fn(*args):
         return signature(**{s.name: a for s, a in zip(specs, args, strict=True)})
-    fn.loaded = loaded  # type: ignore[attr-defined]  # the variables live as long as the function
+    fn.owner = loaded  # type: ignore[attr-defined]  # the variables live as long as the function
     return fn, specs, {}
 
 
@@ -138,8 +198,6 @@ def _load_failure(source: Path, exc: Exception) -> str:
 # TensorFlow ops tf2onnx leaves unconverted, where what lowers to them is known: the fix for each
 KNOWN_OPS = {
     "Bitcast": "keras.ops.argmax lowers to Bitcast, which ONNX lacks: use tf.argmax in the layer",
-    "StaticRegexReplace": "string preprocessing (TextVectorization, StringLookup) is not converted yet: vectorize "
-                          "the strings outside the model and import the model from its integer ids on",
 }
 
 

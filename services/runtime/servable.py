@@ -49,7 +49,8 @@ class Servable(ABC):
     def __init__(self, manifest: dict, version_dir: Path):
         self.manifest, self.dir = manifest, Path(version_dir)
         self.name, self.version = manifest["name"], int(manifest["version"])
-        self.sessions = {g: create_session(self.dir / spec["file"], mapped_weights=self.mapped_weights)
+        self.sessions = {g: create_session(self.dir / spec["file"], mapped_weights=self.mapped_weights,
+                                           custom_ops=spec.get("custom_ops"))
                          for g, spec in manifest["graphs"].items()}
         self.device = device_of(next(iter(self.sessions.values())))
         self.batching = batching_override(manifest["batching"])

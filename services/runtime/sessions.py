@@ -11,6 +11,7 @@ import logging
 
 import onnxruntime as ort
 
+from modelcore.custom_ops import register as register_custom_ops
 from services.runtime.config import model_device, settings, usable_cpus
 
 log = logging.getLogger("runtime.sessions")
@@ -58,10 +59,12 @@ def cuda_provider() -> tuple[str, dict]:
                                      "cudnn_conv_algo_search": "HEURISTIC"}
 
 
-def create_session(path, device: str | None = None, mapped_weights: bool = False) -> ort.InferenceSession:
+def create_session(path, device: str | None = None, mapped_weights: bool = False,
+                   custom_ops: str | None = None) -> ort.InferenceSession:
     """``path``: an .onnx file, or a serialized model (a graph derived at load time, e.g. ``prefill``).
     ``mapped_weights``: keep the weights in the file's mapping (an imported model's page-aligned
-    ``model.onnx.data``): no prepacked copy, so one copy in the page cache serves every worker (FINDINGS)."""
+    ``model.onnx.data``): no prepacked copy, so one copy in the page cache serves every worker (FINDINGS).
+    ``custom_ops``: the library of operators beyond ONNX's the graph needs (``modelcore/custom_ops.py``)."""
     device = device or model_device()
     opts = ort.SessionOptions()
     # two threads even when the workers share the CPUs: a batch-1 call is faster, and with spinning off, idle
@@ -75,6 +78,8 @@ def create_session(path, device: str | None = None, mapped_weights: bool = False
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if mapped_weights:
         opts.add_session_config_entry("session.disable_prepacking", "1")
+    if custom_ops:
+        register_custom_ops(opts, custom_ops)
     source = path if isinstance(path, bytes) else str(path)
     sess = ort.InferenceSession(source, opts, providers=providers_for(device))
     active = sess.get_providers()

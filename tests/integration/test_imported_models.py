@@ -493,3 +493,53 @@ def test_an_image_model_takes_png_files_on_triton_and_tf_serving_clients(stack, 
     r = requests.post(stack.url + "/v1/models/pictures:predict", timeout=30, json={
         "instances": [{"b64": base64.b64encode(b"not an image").decode()}]})
     assert r.status_code == 400 and "is not a readable PNG, JPEG or WebP image" in r.json()["error"], r.text
+
+
+REVIEWS = ["A fine film, a FINE film!", "bad\tbad ending", "words it never saw", ""]
+
+
+@pytest.fixture(scope="module")
+def text_model(stack, tmp_path_factory):
+    """Keras's text tutorial in small: a TextVectorization adapted here inside the model, imported in a fresh
+    process (as users run it; this one holds TensorFlow) and served from the running stack."""
+    import subprocess
+    import sys
+
+    import keras
+    import tensorflow as tf
+
+    from tests.conftest import ROOT
+    keras.utils.set_random_seed(4)
+    vectorize = keras.layers.TextVectorization(max_tokens=30, output_sequence_length=6)
+    vectorize.adapt(["a fine film", "a bad ending", "fine acting, bad plot", "the end"])
+    review = keras.Input((1,), dtype="string", name="review")
+    pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(30, 4)(vectorize(review)))
+    model = keras.Model(review, keras.layers.Dense(1, activation="sigmoid", name="positive")(pooled))
+    d = tmp_path_factory.mktemp("text")
+    model.save(d / "reviews.keras")
+    np.savez(d / "samples.npz", review=np.array([[t] for t in REVIEWS]))
+    proc = subprocess.run([sys.executable, "-m", "training", "import", "reviews", str(d / "reviews.keras"),
+                           "--samples", str(d / "samples.npz"), "--out", str(d / "repo")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    stack.add_model(d / "repo" / "reviews", "reviews")
+    wait_for(stack.service_url["models"], "reviews", timeout=stack.POLL_SECONDS + 60)
+    yield model(tf.constant([[t] for t in REVIEWS])).numpy()
+    shutil.rmtree(stack.repository / "reviews")
+    wait_for(stack.service_url["models"], "reviews", ready=False, timeout=stack.POLL_SECONDS + 30)
+
+
+def test_a_model_with_textvectorization_takes_strings_on_every_protocol(stack, text_model):
+    import tritonclient.grpc as tg
+    import tritonclient.http as th
+    texts = np.array([[t.encode()] for t in REVIEWS], dtype=object)
+    http = th.InferenceServerClient(stack.url.removeprefix("http://"))
+    np.testing.assert_allclose(http.infer("reviews", triton_inputs(th, {"review": texts})).as_numpy("positive"),
+                               text_model, atol=TOL)
+    rpc = tg.InferenceServerClient(f"127.0.0.1:{stack.grpc_v2_port}")
+    np.testing.assert_allclose(rpc.infer("reviews", triton_inputs(tg, {"review": texts})).as_numpy("positive"),
+                               text_model, atol=TOL)
+    r = requests.post(f"{stack.url}/v1/models/reviews:predict", json={"instances": [[t] for t in REVIEWS]},
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(np.array(r.json()["predictions"]), text_model, atol=TOL)

@@ -146,6 +146,13 @@ def keras_sources(tmp_path_factory):
     vectorize.adapt(["a good film", "a bad film", "so good"])
     review = keras.Input((1,), dtype="string", name="review")
     keras.Model(review, keras.layers.Embedding(20, 2)(vectorize(review))).save(d / "text.keras")
+    # a string feature looked up in a vocabulary beside a number, as in Keras's structured-data tutorial
+    lookup = keras.layers.StringLookup(name="lookup")
+    lookup.adapt(["paris", "berlin", "rome", "paris"])
+    city, years = keras.Input((1,), dtype="string", name="city"), keras.Input((1,), name="years")
+    embedded = keras.layers.Flatten()(keras.layers.Embedding(8, 2)(lookup(city)))
+    keras.Model({"city": city, "years": years}, keras.layers.Dense(1, name="price")(
+        keras.layers.Concatenate()([embedded, years]))).save(d / "lookup.keras")
     # statistics adapted to data, as keras.applications' EfficientNet ships them
     normalize = keras.layers.Normalization(name="normalize")
     normalize.adapt(np.random.default_rng(0).normal(5.0, 3.0, (256, 3)).astype(np.float32))
@@ -171,8 +178,6 @@ def test_a_keras_model_is_converted_and_checked_against_keras(tmp_path, capsys, 
     ("argmax.keras", (), "custom layer 'KerasArgmax' (layer 'pick') cannot be converted to ONNX: its TensorFlow op "
                          "Bitcast has no ONNX form in tf2onnx 1.17.0; keras.ops.argmax lowers to Bitcast, which "
                          "ONNX lacks: use tf.argmax in the layer"),
-    ("text.keras", (), "layer 'vectorize' (keras.layers.TextVectorization) cannot be converted to ONNX: its "
-                       "TensorFlow op StaticRegexReplace has no ONNX form in tf2onnx 1.17.0; string preprocessing"),
     ("lambda.keras", (), "has a Lambda layer, which Keras loads only with safe_mode=False because it runs Python "
                          "code stored in the file: pass --unsafe-deserialization if you trust the file"),
     ("broken.keras", (), "cannot be loaded"),
@@ -220,6 +225,52 @@ def test_an_adapted_normalization_is_frozen_into_the_graph(tmp_path, keras_sourc
         servable.close()
     want = keras.models.load_model(keras_sources / "normalized.keras").predict(x, verbose=0)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+SERVE_IN_A_FRESH_PROCESS = """
+import json, sys
+import numpy as np
+from modelcore.manifest import load_and_verify
+from services.models.model import GenericServable
+version, feeds = sys.argv[1], np.load(sys.argv[2])
+servable = GenericServable(load_and_verify(version), version)
+# strings as the protocols hand them to the servable: BYTES
+out = servable.infer({k: v.astype(object) if v.dtype.kind == "U" else v for k, v in feeds.items()}, {})
+print(json.dumps({k: v.tolist() for k, v in out.items()}))
+servable.close()
+"""
+
+
+def test_string_preprocessing_in_the_model_imports_and_answers_strings_as_keras(tmp_path, keras_sources):
+    """TextVectorization (Keras's text tutorial) and StringLookup (its structured-data one) convert through
+    onnxruntime-extensions' string operators: the service takes the strings themselves and answers as Keras,
+    punctuation, capitals, tabs, unknown words and an empty text included. The import and the service run in
+    fresh processes, as users run them: this one loaded TensorFlow before the extensions, whose regular
+    expressions then bind to TensorFlow's (``custom_ops.preload``)."""
+    import keras
+    import tensorflow as tf
+    texts = np.array([["a good film"], ["A BAD, bad film!!"], ["so\tgood\n"], ["unknown words here"], [""],
+                      ["Été, très good"]])
+    cities = np.array([["paris"], ["rome"], ["tokyo"], ["berlin"]])
+    years = np.array([[1.0], [2.5], [0.0], [7.0]], np.float32)
+    cases = [("text", "text.keras", {"review": texts}, lambda m: m(tf.constant(texts))),
+             ("lookup", "lookup.keras", {"city": cities, "years": years},
+              lambda m: m({"city": tf.constant(cities), "years": tf.constant(years)}))]
+    for name, source, feeds, keras_answer in cases:
+        np.savez(tmp_path / f"{name}.npz", **feeds)
+        proc = subprocess.run([sys.executable, "-m", "training", "import", name, str(keras_sources / source),
+                               "--samples", str(tmp_path / f"{name}.npz"), "--out", str(tmp_path / "repo")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+        version = tmp_path / "repo" / name / "1"
+        m = load_and_verify(version)
+        assert m["graphs"]["model"]["custom_ops"] == "onnxruntime-extensions" and m["parity"]["max_abs_diff"] <= 1e-4
+        served = subprocess.run([sys.executable, "-c", SERVE_IN_A_FRESH_PROCESS, str(version),
+                                 str(tmp_path / f"{name}.npz")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert served.returncode == 0, served.stderr[-2000:]
+        got = json.loads(served.stdout.strip().splitlines()[-1])
+        want = np.asarray(keras_answer(keras.models.load_model(keras_sources / source)))
+        np.testing.assert_allclose(np.array(next(iter(got.values()))), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name, why", [("mnist", "one of the shipped families' models"),
