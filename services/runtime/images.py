@@ -36,7 +36,6 @@ def raw_image(raw: bytes, field: str) -> Image.Image:
     return img
 
 
-
 # how an imported model's graph takes pixels 0..255 (``--image-scale``)
 SCALES = {"unit": (1 / 255.0, 0.0), "byte": (1.0, 0.0), "signed": (1 / 127.5, -1.0)}
 
@@ -53,8 +52,12 @@ def to_tensor(files: np.ndarray, spec: dict, field: str) -> np.ndarray:
             raw = raw.encode("latin-1")
         if not isinstance(raw, (bytes, bytearray)):
             raise ApiError(f"input '{field}' row {i} is not an image file", field=field)
-        img = raw_image(bytes(raw), f"input '{field}' row {i}").convert(mode).resize((width, height),
-                                                                                   Image.Resampling.BILINEAR)
+        try:
+            img = raw_image(bytes(raw), f"input '{field}' row {i}")
+        except ApiError as exc:  # the message names the row; the field, the input
+            exc.field = field
+            raise
+        img = img.convert(mode).resize((width, height), Image.Resampling.BILINEAR)
         px = np.asarray(img, dtype=np.float32).reshape(height, width, spec["channels"])
         rows.append(px * scale + shift)
     batch = np.stack(rows)

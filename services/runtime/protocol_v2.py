@@ -11,9 +11,10 @@ from services import V2_EXTENSIONS, __version__
 from services.runtime import codec, deadlines, statistics
 from services.runtime.config import LIMITS
 from services.runtime.dataplane import InferRequest
-from services.runtime.errors import ApiError, NotFound
+from services.runtime.errors import ApiError, NotFound, UnsupportedMediaType
 from services.runtime.http import json_body, json_response
 from services.runtime.validation import Checked, unknown_in
+from services.v2_tensors import bytes_tensor
 
 # Open Inference Protocol request parameters that are the protocol's, not a model's (tritonclient sends some)
 V2_PROTOCOL_PARAMETERS = {"binary_data_output", "sequence_id", "sequence_start", "sequence_end", "priority",
@@ -161,6 +162,8 @@ def model_statistics(name=None, version=None):
 @bp.post("/v2/models/<name>/versions/<version>/infer")
 def infer(name, version=None):
     dataplane = current_app.extensions["dataplane"]
+    if request.mimetype.startswith("image/") or request.mimetype == "multipart/form-data":
+        return _infer_image_files(dataplane, name, version)
     body = codec.decompress(request.get_data(cache=False), request.headers.get("Content-Encoding"))
     req, tail = codec.split_binary(body, request.headers.get("Inference-Header-Content-Length"))
     apply_timeout(req.get("parameters"))
@@ -175,3 +178,47 @@ def infer(name, version=None):
     return Response(payload, 200, headers=headers)
 
 
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp")
+
+
+def _infer_image_files(dataplane, name, version):
+    """An image model (imported with ``--image-input``) called with the files themselves, as BentoML and KServe
+    users send them: the body as one image (``curl --data-binary @cat.jpg -H 'Content-Type: image/jpeg'``), or a
+    form upload with a field per image input (``curl -F image=@cat.jpg -F image=@dog.png``: a batch). The answer
+    is v2's JSON; ``?classification=K`` asks for the top K labels of each labelled output (``--labels``)."""
+    apply_timeout({"timeout": request.args["timeout"]} if "timeout" in request.args else None)
+    s = dataplane.model(name, version)
+    if not s.image_inputs:
+        raise UnsupportedMediaType(f"model '{s.name}' takes no image files (it was not imported with "
+                                   "--image-input): send v2 JSON or binary tensors", field="Content-Type")
+    others = [t.name for t in s.inputs if not t.optional and t.name not in s.image_inputs]
+    if others:
+        raise ApiError(f"model '{s.name}' also needs the inputs {others}, which a file cannot carry: send v2 JSON "
+                       "or binary tensors", field=others[0])
+    unknown_in(dict(request.args), {"properties": {"classification": {}, "timeout": {}}}, {}, "query parameter")
+    if request.mimetype == "multipart/form-data":
+        unknown_in({**request.form, **request.files}, {"properties": {n: {} for n in s.image_inputs}}, {},
+                   "form field")
+        inputs = {n: bytes_tensor([f.read(LIMITS["max_image_bytes"] + 1) for f in request.files.getlist(n)])
+                  for n in s.image_inputs}
+        missing = [n for n, files in inputs.items() if not len(files)]
+        if missing:
+            raise ApiError(f"the upload has no file for input '{missing[0]}' (curl -F {missing[0]}=@picture.jpg)",
+                           field=missing[0])
+    elif request.mimetype not in IMAGE_TYPES:
+        raise UnsupportedMediaType(f"Content-Type {request.mimetype} is not an image this server reads; send "
+                                   f"{', '.join(IMAGE_TYPES)}, or multipart/form-data", field="Content-Type")
+    elif len(s.image_inputs) > 1:
+        raise ApiError(f"model '{s.name}' takes several images {sorted(s.image_inputs)}: send them as form fields "
+                       "of those names (multipart/form-data)", field="Content-Type")
+    else:
+        inputs = {next(iter(s.image_inputs)): bytes_tensor([request.get_data(cache=False)])}
+    req: dict = {}
+    if "classification" in request.args:
+        k = request.args["classification"]
+        req = {"outputs": [{"name": o.name, "parameters": {"classification": int(k) if k.isdigit() else k}
+                            if o.name in s.labels else {}} for o in s.outputs]}
+        codec.v2_check_request(req, [o.name for o in s.outputs])
+    r = dataplane.infer(InferRequest(s, inputs))
+    payload, headers = codec.v2_encode_outputs(r.model, r.version, r.outputs, req, None, r.labels)
+    return Response(payload, 200, headers=headers)

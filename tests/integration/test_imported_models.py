@@ -495,6 +495,33 @@ def test_an_image_model_takes_png_files_on_triton_and_tf_serving_clients(stack, 
     assert r.status_code == 400 and "is not a readable PNG, JPEG or WebP image" in r.json()["error"], r.text
 
 
+def test_an_image_model_takes_the_files_themselves_as_a_body_or_an_upload(stack, served):
+    """As BentoML and KServe users send pictures: the body as one image, or a form upload of several (a batch);
+    v2's JSON answers, with the top labels for ?classification=K. What cannot be served is a 4xx that says why."""
+    files, want = pngs(3)
+    url = stack.url + "/v2/models/pictures/infer"
+    r = requests.post(url, data=files[0], headers={"Content-Type": "image/png"}, timeout=30)
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}["scores"]
+    np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), want[:1], atol=TOL)
+    r = requests.post(url + "?classification=2", files=[("image", (f"p{i}.png", f, "image/png"))
+                                                         for i, f in enumerate(files)], timeout=30)
+    assert r.status_code == 200, r.text
+    top = {o["name"]: o for o in r.json()["outputs"]}["scores"]
+    assert top["shape"] == [3, 2] and [row.split(":")[2] for row in top["data"][::2]] == \
+        [COLOURS[i] for i in want.argmax(axis=1)]
+    refused = [
+        (requests.post(url, data=b"GIF89a not really", headers={"Content-Type": "image/gif"}, timeout=30),
+         415, "Content-Type"),
+        (requests.post(url, files=[("picture", ("p.png", files[0], "image/png"))], timeout=30), 400, "picture"),
+        (requests.post(url, data=b"not an image", headers={"Content-Type": "image/png"}, timeout=30), 400, "image"),
+        (requests.post(stack.url + "/v2/models/labelled/infer", data=files[0], headers={"Content-Type": "image/png"},
+                       timeout=30), 415, "Content-Type"),
+    ]
+    for r, status, field in refused:
+        assert r.status_code == status and r.json()["field"] == field, r.text
+
+
 REVIEWS = ["A fine film, a FINE film!", "bad\tbad ending", "words it never saw", ""]
 
 
