@@ -198,6 +198,11 @@ def _load_failure(source: Path, exc: Exception) -> str:
 # TensorFlow ops tf2onnx leaves unconverted, where what lowers to them is known: the fix for each
 KNOWN_OPS = {
     "Bitcast": "keras.ops.argmax lowers to Bitcast, which ONNX lacks: use tf.argmax in the layer",
+    "StringNGrams": "n-grams (TextVectorization's ngrams) have no ONNX form: vectorize with ngrams=None, or make "
+                    "the n-grams outside the model and import the model from the vectorized input on",
+    "RaggedBincount": "output_mode 'multi_hot', 'count' and 'tf_idf' (TextVectorization, StringLookup) have no ONNX "
+                      "form: use output_mode='int' in the model, or vectorize outside it and import the model from "
+                      "the vectorized input on",
 }
 
 

@@ -146,6 +146,10 @@ def keras_sources(tmp_path_factory):
     vectorize.adapt(["a good film", "a bad film", "so good"])
     review = keras.Input((1,), dtype="string", name="review")
     keras.Model(review, keras.layers.Embedding(20, 2)(vectorize(review))).save(d / "text.keras")
+    for name, options in (("bigrams", {"ngrams": 2, "output_sequence_length": 4}), ("bag", {"output_mode": "count"})):
+        variant = keras.layers.TextVectorization(max_tokens=20, name=name, **options)
+        variant.adapt(["a good film", "a bad film"])
+        keras.Model(review, keras.layers.Dense(1)(keras.layers.Flatten()(variant(review)))).save(d / f"{name}.keras")
     # a string feature looked up in a vocabulary beside a number, as in Keras's structured-data tutorial
     lookup = keras.layers.StringLookup(name="lookup")
     lookup.adapt(["paris", "berlin", "rome", "paris"])
@@ -178,6 +182,12 @@ def test_a_keras_model_is_converted_and_checked_against_keras(tmp_path, capsys, 
     ("argmax.keras", (), "custom layer 'KerasArgmax' (layer 'pick') cannot be converted to ONNX: its TensorFlow op "
                          "Bitcast has no ONNX form in tf2onnx 1.17.0; keras.ops.argmax lowers to Bitcast, which "
                          "ONNX lacks: use tf.argmax in the layer"),
+    ("bigrams.keras", (), "layer 'bigrams' (keras.layers.TextVectorization) cannot be converted to ONNX: its "
+                          "TensorFlow op StringNGrams has no ONNX form in tf2onnx 1.17.0; n-grams (TextVectorization's "
+                          "ngrams) have no ONNX form: vectorize with ngrams=None"),
+    ("bag.keras", (), "its TensorFlow op RaggedBincount has no ONNX form in tf2onnx 1.17.0; output_mode "
+                      "'multi_hot', 'count' and 'tf_idf' (TextVectorization, StringLookup) have no ONNX form: use "
+                      "output_mode='int'"),
     ("lambda.keras", (), "has a Lambda layer, which Keras loads only with safe_mode=False because it runs Python "
                          "code stored in the file: pass --unsafe-deserialization if you trust the file"),
     ("broken.keras", (), "cannot be loaded"),
