@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from services import tracing
 from services.routes import Route
-from services.runtime import deadlines, logs, metrics
+from services.runtime import config, deadlines, logs, metrics
 from services.runtime.budget import MemoryBudget, default_budget
 from services.runtime.config import LIMITS, web_workers
 from services.runtime.dataplane import DataPlane
@@ -48,7 +48,10 @@ def create_app(service: str, factories: dict, native=None, routes: tuple[Route, 
                settings: ServiceSettings | None = None, discover=None) -> Flask:
     """``native``: the service's blueprint of its own ``routes`` (their bodies are checked against the routes'
     schemas, with this process's limits); ``settings``: the process's (read from the environment once) unless
-    given; ``discover``: the repository's models are found at every poll (``ModelRepository``), not fixed."""
+    given, and then for everything the process serves (``config.use``); ``discover``: the repository's models are
+    found at every poll (``ModelRepository``), not fixed."""
+    if settings is not None:
+        config.use(settings)
     settings = settings or ServiceSettings.load()
     logs.setup(ProcessSettings.from_env().log_level)
     tracing.setup(service)

@@ -8,11 +8,21 @@ from pathlib import Path
 from services.settings import REPO_ROOT, ProcessSettings, ServiceSettings
 
 __all__ = ["REPO_ROOT", "LIMITS", "usable_cpus", "web_workers", "model_device",
-           "batching_override", "settings"]
+           "batching_override", "settings", "use"]
+
+
+_GIVEN: list[ServiceSettings] = []  # the settings an app was made with, when given (``use``)
 
 
 def settings() -> ServiceSettings:
-    return ServiceSettings.load()
+    """The process's service settings: those ``create_app(settings=...)`` was given, else the environment's."""
+    return _GIVEN[-1] if _GIVEN else ServiceSettings.load()
+
+
+def use(given: ServiceSettings | None) -> None:
+    """Serve with ``given`` instead of the environment's settings (None: the environment's again). One process
+    serves one service, so they hold for the whole process: its limits, batching, devices and sessions."""
+    _GIVEN[:] = [given] if given is not None else []
 
 
 def usable_cpus() -> int:

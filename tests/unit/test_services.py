@@ -441,3 +441,25 @@ def test_every_family_is_declared_once_in_the_catalog_and_everything_reads_it():
         for model in s.models:  # the shipped models say the task their family declares
             manifest = orjson.loads((latest(model) / "manifest.json").read_bytes())
             assert manifest["task"] == s.task, model
+
+
+def test_settings_given_to_create_app_are_the_ones_it_serves_with():
+    """create_app(settings=...) holds for every check of the process (the data plane's batch limit on v2, not
+    only the native routes' schemas, which the app builds itself)."""
+    import dataclasses
+
+    from services.mnist.app import create_app
+    from services.runtime import config
+    from services.settings import ServiceSettings
+    given = dataclasses.replace(ServiceSettings.load(), limit_batch_items=2)
+
+    def v2(rows: int):
+        return post(c, "/v2/models/mnist/infer", {"inputs": [{"name": "image", "datatype": "FP32",
+                                                              "shape": [rows, 28, 28, 1], "data": [0.0] * 784 * rows}]})
+    try:
+        c = create_app(poll=False, settings=given).test_client()
+        r = v2(3)
+        assert r.status_code == 400 and r.json["limit"] == 2, r.json
+        assert v2(2).status_code == 200
+    finally:
+        config.use(None)
