@@ -4,6 +4,7 @@ JSON bodies are accepted with any or no Content-Type (tritonclient sends none); 
 """
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint, Response, current_app, request
 
 from modelcore.datatypes import BY_V2
@@ -95,10 +96,24 @@ def model_config(name, version=None):
     batching = {"dynamic_batching": {"max_queue_delay_microseconds": int(s.batching["max_queue_delay_ms"] * 1000),
                                      "preferred_batch_size": [s.batching["max_batch_size"]]}} if first else {}
     return json_response({"name": s.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
-                          "max_batch_size": LIMITS["max_batch_items"] if first else 0, **batching,
+                          "max_batch_size": _max_rows(s) if first else 0, **batching,
                           "input": [_config_tensor(t, first) for t in s.inputs],
                           "output": [_config_tensor(t, first, s.manifest.get("labels", {}).get(t.name))
                                      for t in s.outputs]})
+
+
+def _max_rows(s) -> int:
+    """The most rows one request may carry: the row limit, or fewer where a binary request of that many rows of
+    fixed-size tensors would pass the body limit (16 MiB holds 27 images of 224x224x3 FP32), so that a client
+    sending the advertised batch is never refused for its size."""
+    row = 0
+    for t in s.inputs:
+        dims = t.shape[1:]
+        if t.datatype == "BYTES" or any(d < 0 for d in dims):
+            return LIMITS["max_batch_items"]  # a row's size is the client's: only the body limit tells
+        row += int(np.prod(dims, dtype=np.int64)) * np.dtype(BY_V2[t.datatype].numpy).itemsize
+    room = current_app.config["MAX_CONTENT_LENGTH"] - 64 * 1024  # the JSON header of a binary request
+    return max(1, min(LIMITS["max_batch_items"], room // row)) if row else LIMITS["max_batch_items"]
 
 
 def _config_tensor(t, first: int, label_file: str | None = None) -> dict:

@@ -104,3 +104,26 @@ def test_a_runtime_error_the_request_caused_is_a_400_with_the_runtimes_words(ser
     r = client.post("/v1/models/lookup:predict", json={"instances": [{"ids": [1, 2, 3], "image": [[[0.0] * 3] * 3]}]})
     assert r.status_code == 400 and "Invalid input shape" in r.json["error"], r.json
     assert client.post("/v2/models/lookup/infer", json=body([1, 2, 3], 8)).status_code == 200
+
+
+def test_the_advertised_batch_is_one_a_request_can_carry(service, tmp_path):
+    """The v2 config's max_batch_size: the row limit, or the rows of fixed-size tensors a binary request holds
+    within the body limit (16 MiB: 27 images of 224x224x3 FP32), and the advertised batch is then accepted."""
+    repo, repository, client = service
+    pictures = helper.make_model(helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2, 3], keepdims=0)], "pictures",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [None, 224, 224, 3])],
+        [helper.make_tensor_value_info("mean", TensorProto.FLOAT, [None])]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    shutil.copytree(import_onnx(pictures, "pictures", tmp_path, "--max-batch-size", "8"), repo / "pictures")
+    shutil.copytree(import_onnx(every_datatype(), "typed", tmp_path, "--allow-fp64"), repo / "typed")
+    repository.refresh()
+    advertised = client.get("/v2/models/pictures/config").json["max_batch_size"]
+    assert advertised == (16 * 1024 * 1024 - 64 * 1024) // (224 * 224 * 3 * 4) == 27
+    x = np.random.default_rng(0).random((advertised, 224, 224, 3), dtype=np.float32)
+    header = json.dumps({"inputs": [{"name": "image", "datatype": "FP32", "shape": list(x.shape),
+                                     "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    r = client.post("/v2/models/pictures/infer", data=header + x.tobytes(),
+                    headers={"Inference-Header-Content-Length": str(len(header))})
+    assert r.status_code == 200, r.json
+    assert client.get("/v2/models/typed/config").json["max_batch_size"] == 64  # BYTES rows: the row limit
