@@ -96,8 +96,13 @@ class Generation:
                     yield out
         finally:
             OPEN.add(-1)
-            for job in self.jobs:
-                job.cancelled = True
+            self.cancel()
+
+    def cancel(self) -> None:
+        """Free every job's row in the scheduler (the end of the iteration does; a writer that never started it
+        must)."""
+        for job in self.jobs:
+            job.cancelled = True
 
     def tokens(self) -> int:
         """Tokens made so far by every stream."""

@@ -93,20 +93,23 @@ def completions():
         return b"data: " + orjson.dumps({**head, "choices": [choice], **extra}) + b"\n\n"
 
     def events():
-        if echo:
-            yield b"".join(chunk(i, p) for i, p in enumerate(prompts))
-        running = len(prompts)
-        for updates in generation:
-            out = []
-            for u in updates:
-                if u.pieces:
-                    out.append(chunk(u.index, "".join(u.pieces)))
-                if u.ended:  # its finish reason; the last choice to end carries the usage
-                    running -= 1
-                    usage = {} if running else {"usage": _usage(prompt_tokens, generation.tokens())}
-                    out.append(chunk(u.index, "", _reason(jobs[u.index].stop_reason), **usage))
-            yield b"".join(out)
-        yield b"data: [DONE]\n\n"
+        try:
+            if echo:
+                yield b"".join(chunk(i, p) for i, p in enumerate(prompts))
+            running = len(prompts)
+            for updates in generation:
+                out = []
+                for u in updates:
+                    if u.pieces:
+                        out.append(chunk(u.index, "".join(u.pieces)))
+                    if u.ended:  # its finish reason; the last choice to end carries the usage
+                        running -= 1
+                        usage = {} if running else {"usage": _usage(prompt_tokens, generation.tokens())}
+                        out.append(chunk(u.index, "", _reason(jobs[u.index].stop_reason), **usage))
+                yield b"".join(out)
+            yield b"data: [DONE]\n\n"
+        finally:
+            generation.cancel()  # a client gone after the echo, before the generation was read, frees its rows too
 
     return event_stream(events())
 
