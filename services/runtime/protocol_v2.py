@@ -186,8 +186,8 @@ def infer(name, version=None):
     params = codec.v2_check_request(req, [o.name for o in s.outputs])
     wanted = req.get("outputs")
     r = dataplane.infer(InferRequest(s, codec.v2_decode_inputs(req, tail), model_parameters(params),
-                                     tuple(o["name"] for o in wanted) if wanted else None,
-                                     req.get("id") if isinstance(req.get("id"), str) else None,
+                                     outputs=tuple(o["name"] for o in wanted) if wanted else None,
+                                     id=req.get("id") if isinstance(req.get("id"), str) else None,
                                      strict_datatype=True))
     payload, headers = codec.v2_encode_outputs(r.model, r.version, r.outputs, req, r.id, r.labels)
     return Response(payload, 200, headers=headers)
