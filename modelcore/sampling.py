@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelcore.jobs import SamplingJob
+from modelcore.decoding_jobs import SamplingJob
 
 
 class Draw:

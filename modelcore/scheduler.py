@@ -8,7 +8,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from modelcore.jobs import Job, SamplingJob
+from modelcore.decoding_jobs import Job, SamplingJob
 from modelcore.sampling import Sampler
 from modelcore.steps import ArrayStepAdapter, Row, batched_inputs
 

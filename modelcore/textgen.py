@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelcore.jobs import SamplingJob
+from modelcore.decoding_jobs import SamplingJob
 from modelcore.steps import ArrayStepAdapter, batched_inputs
 from modelcore.text import Vocabulary
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from modelcore.jobs import BeamSearchJob
+from modelcore.decoding_jobs import BeamSearchJob
 from modelcore.scheduler import Scheduler
 from modelcore.steps import Row, StepAdapter, pad_stack
 from modelcore.text import SubwordTokenizer

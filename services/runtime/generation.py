@@ -5,7 +5,7 @@ import threading
 import time
 from collections import defaultdict
 
-from modelcore.jobs import Job
+from modelcore.decoding_jobs import Job
 from modelcore.scheduler import Scheduler
 from services import tracing
 from services.runtime import deadlines, metrics

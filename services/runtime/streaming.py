@@ -29,7 +29,7 @@ class Stream(Protocol):
 
 
 class Job(Protocol):
-    """The scheduler's side of one generation (``modelcore/jobs.py``)."""
+    """The scheduler's side of one generation (``modelcore/decoding_jobs.py``)."""
     tokens: list
     stop_reason: str | None
     cancelled: bool

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from modelcore.jobs import SamplingJob
+from modelcore.decoding_jobs import SamplingJob
 from modelcore.textgen import CharModel
 from services.routes import MAX_SEED
 from services.runtime.config import LIMITS, settings

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from modelcore.jobs import BeamSearchJob, SamplingJob
+from modelcore.decoding_jobs import BeamSearchJob, SamplingJob
 from modelcore.sampling import sample_rows
 from modelcore.scheduler import Scheduler
 from modelcore.steps import ArrayStepAdapter, Row, StepAdapter, batched_inputs, log_softmax

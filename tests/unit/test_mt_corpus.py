@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modelcore.jobs import BeamSearchJob, repeating_tokens
+from modelcore.decoding_jobs import BeamSearchJob, repeating_tokens
 from modelcore.steps import Row, StepAdapter
 from training import mt_corpus
 
