@@ -98,18 +98,20 @@ def _via_saved_model(concrete, owner):
 
 
 def _serving_string_ops(proto):
-    """Two of tf2onnx's string conversions, made to answer as TensorFlow does wherever the graph is served:
+    """Three of tf2onnx's string conversions, made to answer as TensorFlow does wherever the graph is served:
     ONNX's StringNormalizer needs the locale en_US.UTF-8, which slim images lack, so lower-casing runs as the
-    extensions' StringLower; and TensorFlow's split on an empty separator means on whitespace, where the
-    extensions' StringSplit would split into characters."""
+    extensions' StringLower; TensorFlow's split on an empty separator means on whitespace, where the extensions'
+    StringSplit would split into characters; and the extensions' StringEqual fails when there is nothing to
+    compare (a request of one empty text), so equality with one constant string is a lookup instead."""
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper
     consts = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+    nodes = []
     for node in proto.graph.node:
         if node.op_type == "StringNormalizer" and not any(a.name == "stopwords" for a in node.attribute) and \
                 {helper.get_attribute_value(a) for a in node.attribute if a.name == "case_change_action"} == {b"LOWER"}:
-            node.CopyFrom(helper.make_node("StringLower", list(node.input), list(node.output), name=node.name,
-                                           domain=custom_ops.DOMAIN))
+            node = helper.make_node("StringLower", list(node.input), list(node.output), name=node.name,
+                                    domain=custom_ops.DOMAIN)
         elif node.op_type == "StringSplit" and node.domain == custom_ops.DOMAIN and \
                 consts.get(node.input[1], np.array(["x"])).tolist() == [""]:
             name = f"{node.name}/whitespace"
@@ -117,8 +119,21 @@ def _serving_string_ops(proto):
                 numpy_helper.from_array(np.array([" \t\n\r\x0b\x0c"], dtype=object), f"{name}/delimiter"),
                 numpy_helper.from_array(np.array([True]), f"{name}/skip_empty")])
             node.input[1], node.input[2] = f"{name}/delimiter", f"{name}/skip_empty"
-    if any(n.domain == custom_ops.DOMAIN for n in proto.graph.node) and not custom_ops.used_by(proto):
-        proto.opset_import.append(helper.make_opsetid(custom_ops.DOMAIN, 1))
+        elif node.op_type == "StringEqual" and node.domain == custom_ops.DOMAIN and \
+                consts.get(node.input[1], np.zeros(2)).size == 1:
+            word = consts[node.input[1]].reshape(-1)[0]
+            found = f"{node.name}/found"
+            nodes.append(helper.make_node(  # ONNX-ML's LabelEncoder: 1 for the word, 0 for any other
+                "LabelEncoder", [node.input[0]], [found], name=f"{node.name}/lookup", domain="ai.onnx.ml",
+                keys_strings=[word.decode() if isinstance(word, bytes) else str(word)], values_int64s=[1],
+                default_int64=0))
+            node = helper.make_node("Cast", [found], list(node.output), name=node.name, to=TensorProto.BOOL)
+        nodes.append(node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    for domain, version in ((custom_ops.DOMAIN, 1), ("ai.onnx.ml", 2)):
+        if any(n.domain == domain for n in nodes) and not any(o.domain == domain for o in proto.opset_import):
+            proto.opset_import.append(helper.make_opsetid(domain, version))
     return proto
 
 

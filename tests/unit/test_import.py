@@ -3,6 +3,7 @@ them; what the manifest records, the batching it proves, and refusals that name 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -244,9 +245,13 @@ from modelcore.manifest import load_and_verify
 from services.models.model import GenericServable
 version, feeds = sys.argv[1], np.load(sys.argv[2])
 servable = GenericServable(load_and_verify(version), version)
-# strings as the protocols hand them to the servable: BYTES
-out = servable.infer({k: v.astype(object) if v.dtype.kind == "U" else v for k, v in feeds.items()}, {})
+# strings as the protocols hand them to the servable: BYTES; all rows at once, then each alone
+feeds = {k: v.astype(object) if v.dtype.kind == "U" else v for k, v in feeds.items()}
+out = servable.infer(feeds, {})
+rows = len(next(iter(feeds.values())))
+alone = [servable.infer({k: v[i:i + 1] for k, v in feeds.items()}, {}) for i in range(rows)]
 print(json.dumps({k: v.tolist() for k, v in out.items()}))
+print(json.dumps({k: np.concatenate([a[k] for a in alone]).tolist() for k in out}))
 servable.close()
 """
 
@@ -256,7 +261,8 @@ def test_string_preprocessing_in_the_model_imports_and_answers_strings_as_keras(
     onnxruntime-extensions' string operators: the service takes the strings themselves and answers as Keras,
     punctuation, capitals, tabs, unknown words and an empty text included. The import and the service run in
     fresh processes, as users run them: this one loaded TensorFlow before the extensions, whose regular
-    expressions then bind to TensorFlow's (``custom_ops.preload``)."""
+    expressions then bind to TensorFlow's (``custom_ops.preload``). Each text alone answers too, the empty one
+    included (the extensions' StringEqual failed on no tokens at all), so the rows batch to the limit."""
     import keras
     import tensorflow as tf
     texts = np.array([["a good film"], ["A BAD, bad film!!"], ["so\tgood\n"], ["unknown words here"], [""],
@@ -278,9 +284,63 @@ def test_string_preprocessing_in_the_model_imports_and_answers_strings_as_keras(
         served = subprocess.run([sys.executable, "-c", SERVE_IN_A_FRESH_PROCESS, str(version),
                                  str(tmp_path / f"{name}.npz")], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert served.returncode == 0, served.stderr[-2000:]
-        got = json.loads(served.stdout.strip().splitlines()[-1])
         want = np.asarray(keras_answer(keras.models.load_model(keras_sources / source)))
-        np.testing.assert_allclose(np.array(next(iter(got.values()))), want, rtol=1e-5, atol=1e-5)
+        for line in served.stdout.strip().splitlines()[-2:]:  # the batch, then each row alone (an empty text too)
+            got = json.loads(line)
+            np.testing.assert_allclose(np.array(next(iter(got.values()))), want, rtol=1e-5, atol=1e-5)
+        assert m["batching"]["max_batch_size"] == 64
+
+
+TUTORIAL_STANDARDIZATION = '''
+import re
+import string
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable()
+def custom_standardization(input_data):
+    lowercase = tf.strings.lower(input_data)
+    stripped_html = tf.strings.regex_replace(lowercase, "<br />", " ")
+    return tf.strings.regex_replace(stripped_html, f"[{re.escape(string.punctuation)}]", "")
+'''
+
+
+def test_keras_text_tutorial_standardization_imports_with_its_module(tmp_path):
+    """Keras's "Text classification from scratch": TextVectorization with the tutorial's own standardize
+    function, loaded with --custom-module, converted and answering as Keras, alone and in a batch."""
+    import importlib
+
+    import keras
+    import tensorflow as tf
+    (tmp_path / "user_text.py").write_text(TUTORIAL_STANDARDIZATION)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        user_text = importlib.import_module("user_text")
+        vectorize = keras.layers.TextVectorization(standardize=user_text.custom_standardization, max_tokens=50,
+                                                   output_sequence_length=12)
+        vectorize.adapt(["A great movie!<br />Loved it.", "Terrible acting, <br /> bad plot", "what a film"])
+        text = keras.Input((1,), dtype="string", name="text")
+        pooled = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 4)(vectorize(text)))
+        model = keras.Model(text, keras.layers.Dense(1, activation="sigmoid", name="positive")(pooled))
+        model.save(tmp_path / "tutorial.keras")
+        reviews = np.array([["A GREAT movie!<br />Loved it, really."], ["bad<br />plot"], [""], ["unknown"]])
+        want = model(tf.constant(reviews)).numpy()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("user_text", None)
+    np.savez(tmp_path / "s.npz", text=reviews)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "training", "import", "tutorial", str(tmp_path / "tutorial.keras"),
+                           "--samples", str(tmp_path / "s.npz"), "--custom-module", "user_text", "--out",
+                           str(tmp_path / "repo")], cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    served = subprocess.run([sys.executable, "-c", SERVE_IN_A_FRESH_PROCESS, str(tmp_path / "repo" / "tutorial" / "1"),
+                             str(tmp_path / "s.npz")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert served.returncode == 0, served.stderr[-2000:]
+    for line in served.stdout.strip().splitlines()[-2:]:
+        np.testing.assert_allclose(np.array(json.loads(line)["positive"]), want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name, why", [("mnist", "one of the shipped families' models"),
