@@ -463,3 +463,21 @@ def test_settings_given_to_create_app_are_the_ones_it_serves_with():
         assert v2(2).status_code == 200
     finally:
         config.use(None)
+
+
+def test_serve_on_ones_own_repository_starts_only_what_it_holds(tmp_path, capsys):
+    """keras-onnx-serving serve: a family's service only where the repository holds its model, the models service
+    always (what is imported while it runs), and a repository that does not exist refused with the command that
+    makes one."""
+    from services import catalog, stack
+    from services.cli import main
+    (tmp_path / "mnist" / "3").mkdir(parents=True)
+    (tmp_path / "mnist" / "3" / "manifest.json").write_text("{}")
+    (tmp_path / "sentiment").mkdir()  # a folder with no version: not a model
+    assert stack.services_for(tmp_path) == ["mnist", "models"]
+    assert stack.services_for(tmp_path / "empty") == ["models"]
+    assert stack.services_for(None) == [s.name for s in catalog.SERVICES]  # make serve: every one
+    assert main(["serve", "--repository", str(tmp_path / "missing")]) == 2
+    out = capsys.readouterr().out
+    assert "no model repository at" in out and "keras-onnx-serving import NAME SOURCE --repository" in out
+    assert main(["bogus"]) == 2 and main([]) == 2
