@@ -35,14 +35,17 @@ def services_for(repository: Path | None) -> list[str]:
     return [s.name for s in catalog.SERVICES if s.imported or held & set(s.models)]
 
 
-def config(workdir: Path, gateway_port: int, base_port: int, host: str, grpc_ports: tuple[int, int],
+def service_ports(base_port: int, chosen: list[str]) -> dict[str, int]:
+    """The chosen services' ports: each keeps its place in the catalog's numbering from ``base_port``."""
+    return {s.name: base_port + i for i, s in enumerate(catalog.SERVICES) if s.name in chosen}
+
+
+def config(workdir: Path, gateway_port: int, ports: dict[str, int], host: str, grpc_ports: tuple[int, int],
            repository: Path | None = None) -> str:
+    """``ports``: the services to start (``service_ports``), by name."""
     py = sys.executable
-    chosen = services_for(repository)
-    every = {s.name: base_port + i for i, s in enumerate(catalog.SERVICES)}  # a service's port, started or not
-    ports = {n: p for n, p in every.items() if n in chosen}
     # the gateway's backends: exactly the services started, so that its readiness waits for no other
-    backends = backend_map(lambda s: f"127.0.0.1:{every[s.name]}")
+    backends = backend_map(lambda s: f"127.0.0.1:{ports.get(s.name, 0)}")
     backends["backends"] = {n: b for n, b in backends["backends"].items() if n in ports}
     (workdir / "backends.yaml").write_text(yaml.safe_dump(backends, sort_keys=False))
     repository_env = f',MODEL_REPOSITORY="{repository}"' if repository is not None else ""
@@ -148,15 +151,15 @@ def main(argv=None) -> int:
               f"(keras-onnx-serving import NAME SOURCE --repository {repository})", flush=True)
         return 2
     chosen = services_for(repository)
-    for port in [args.gateway_port, *grpc_ports] + [args.base_port + i for i, s in enumerate(catalog.SERVICES)
-                                                    if s.name in chosen]:
+    ports = service_ports(args.base_port, chosen)
+    for port in [args.gateway_port, *grpc_ports, *ports.values()]:
         if port:
             ensure_free(args.host, port)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="model-stack-"))
     workdir.mkdir(parents=True, exist_ok=True)
     made_workdir = args.workdir is None
     conf = workdir / "supervisord.conf"
-    conf.write_text(config(workdir, args.gateway_port, args.base_port, args.host, grpc_ports, repository))
+    conf.write_text(config(workdir, args.gateway_port, ports, args.host, grpc_ports, repository))
     print(f"==> starting {len(chosen)} services ({', '.join(chosen)}; ports from {args.base_port}) and the gateway "
           f"(port {args.gateway_port}; gRPC: TF Serving {args.grpc_tfs_port or 'off'}, v2 {args.grpc_v2_port or 'off'})"
           f" under supervisord; config {conf}", flush=True)
