@@ -93,7 +93,7 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
         else:
             from training import tf_source
             graph, reference = tf_source.convert(source, kind, graph, custom_module, unsafe_deserialization)
-        sess, inputs, outputs, opset = _checked_graph(graph, allow_fp64)
+        sess, inputs, outputs, opset, library = _checked_graph(graph, allow_fp64)
         samples = _samples(samples_file, inputs)
         try:
             first, second = sess.run(None, samples), sess.run(None, samples)
@@ -117,7 +117,7 @@ def import_model(repo: Path, name: str, source: Path, samples_file: Path | None,
                                                              "each other: served unbatched)" if batch == 0 else ""),
               flush=True)
         final = _publish(repo, name, source, stage, samples, inputs, outputs, batch, opset, parity, classified,
-                         image, pad)
+                         image, pad, library)
         _check_served(final, sess, samples, [t["name"] for t in outputs])
         return final
     finally:
@@ -263,7 +263,8 @@ def _check_served(final: Path, sess, samples: dict, names: list[str]) -> None:
 
 
 def _checked_graph(path: Path, allow_fp64: bool):
-    """The ONNX checks: readable, opset supported, onnx.checker, ONNX Runtime loads it, float64 inputs."""
+    """The ONNX checks: readable, opset supported, onnx.checker, ONNX Runtime loads it, float64 inputs; -> the
+    session, the tensors, the opset and the library of operators beyond ONNX's it needs (None: none)."""
     import onnx
     import onnxruntime as ort
     try:
@@ -292,7 +293,7 @@ def _checked_graph(path: Path, allow_fp64: bool):
         if t["dtype"] == "float64" and not allow_fp64:
             raise ExportRefused(f"float64 input '{t['name']}': cast it to float32 in the model, or keep it with "
                                 "--allow-fp64 and clients must send FP64")
-    return sess, inputs, outputs, opset
+    return sess, inputs, outputs, opset, library
 
 
 def _samples(samples_file: Path | None, inputs: list[dict]) -> dict[str, np.ndarray]:
@@ -392,13 +393,12 @@ def _image_input(name: str, scale: str, inputs: list[dict]) -> dict:
 
 
 def _publish(repo: Path, name: str, source: Path, stage: Path, samples: dict, inputs: list, outputs: list,
-             batch: int, opset: int, parity: dict, labels: dict, image: dict | None, pad: dict) -> Path:
+             batch: int, opset: int, parity: dict, labels: dict, image: dict | None, pad: dict,
+             library: str | None) -> Path:
     # strings as fixed-width unicode: an object array would need pickle to load
     np.savez(stage / "samples.npz", **{k: v.astype(str) if v.dtype == object else v for k, v in samples.items()})
-    import onnx
     graph = {"file": "model.onnx", "inputs": inputs, "outputs": outputs}
-    library = custom_ops.used_by(onnx.load(str(stage / "model.onnx"), load_external_data=False))
-    if library:
+    if library:  # the operators beyond ONNX's its sessions must register (_checked_graph found them)
         graph["custom_ops"] = library
     manifest = {
         "task": "generic", "description": f"imported from {source.name}",
