@@ -11,6 +11,7 @@ from services.runtime.config import LIMITS
 from services.runtime.dataplane import InferRequest
 from services.runtime.errors import ApiError, NotFound
 from services.runtime.http import json_response
+from services.runtime.native import check_count
 
 bp = Blueprint("v1", __name__)
 
@@ -90,9 +91,7 @@ def predict(path):
         if not isinstance(inst, list) or not inst:
             raise ApiError("'instances' must be a non-empty list", field="instances",
                            limit=LIMITS["max_batch_items"])
-        if len(inst) > LIMITS["max_batch_items"]:
-            raise ApiError(f"'instances' has {len(inst)} items; the limit is {LIMITS['max_batch_items']}",
-                           field="instances", limit=LIMITS["max_batch_items"])
+        check_count(len(inst), "instances", LIMITS["max_batch_items"])
         if all(isinstance(x, dict) and "b64" not in x for x in inst):
             names = set().union(*(x.keys() for x in inst))
             cols = {n: [x.get(n) for x in inst] for n in names}
@@ -132,8 +131,6 @@ def predict(path):
     return json_response({"outputs": {k: codec.tfs_jsonable(v) for k, v in outputs.items()}})
 
 
-
-
 def _first_is_b64(v) -> bool:
     while isinstance(v, list) and v:
         v = v[0]
@@ -155,9 +152,7 @@ def _classify(dataplane, s, body: dict):
     if not isinstance(examples, list) or not examples or not all(isinstance(e, dict) for e in examples):
         raise ApiError("'examples' must be a non-empty list of objects of features", field="examples",
                        limit=LIMITS["max_batch_items"])
-    if len(examples) > LIMITS["max_batch_items"]:
-        raise ApiError(f"'examples' has {len(examples)} items; the limit is {LIMITS['max_batch_items']}",
-                       field="examples", limit=LIMITS["max_batch_items"])
+    check_count(len(examples), "examples", LIMITS["max_batch_items"])
     if not isinstance(context, dict):
         raise ApiError("'context' must be an object of features", field="context")
     specs = {t.name: t for t in s.inputs}
