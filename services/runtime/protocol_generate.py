@@ -14,6 +14,7 @@ import logging
 import orjson
 from flask import Blueprint, current_app
 
+from services.runtime import codec
 from services.runtime.dataplane import InferRequest
 from services.runtime.errors import ApiError
 from services.runtime.http import event_stream, json_body, json_response
@@ -62,11 +63,7 @@ def _parameters(body: dict, stream: bool) -> dict:
     text = body.get("text_input")
     if not isinstance(text, str):
         raise ApiError("'text_input' must be a string: the text to generate from", field="text_input")
-    given = body.get("parameters")
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
-        raise ApiError("'parameters' must be an object", field="parameters")
+    given = codec.v2_check_request({"parameters": body.get("parameters")}, [])  # v2's own check of the object
     extra = {k: v for k, v in body.items() if k not in ("text_input", "parameters")}
     both = sorted(set(extra) & set(given))
     if both:
