@@ -16,7 +16,7 @@ api = Blueprint("sentiment_api", __name__)
 @native.endpoint(api, PREDICT, "sentiment")
 def predict(s, body):
     texts, _ = native.texts(body, LIMITS["max_text_chars"])
-    out = native.infer(s, {"text": bytes_tensor([t.encode("utf-8") for t in texts])})
+    out = native.infer(s, {"text": bytes_tensor(texts)})  # checked str: the servable takes them as they are
     return {"predictions": [{"label": label.decode(), "score": round(float(p), 6)}
                             for p, label in zip(out["score"], out["label"], strict=True)]}
 
